@@ -1,0 +1,89 @@
+"""`hanode`: run a node, run the replica simulator, run the demo, check a config."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from hanode import __version__
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from hanode.config import ConfigError, load_config
+    from hanode.daemon import run_node
+    from hanode.logs import configure_logging
+    from hanode.runtime import run
+
+    configure_logging(args.log_level, json=args.log_format == "json")
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"hanode: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    try:
+        return run(run_node(config))
+    except OSError as exc:
+        print(f"hanode: cannot start: {exc}", file=sys.stderr)
+        return 1
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from hanode.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"hanode: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    print(f"{args.config}: ok ({len(config.replicas)} replicas)")
+    return 0
+
+
+def _cmd_sim(args: argparse.Namespace) -> int:
+    from hanode.sim.cli import main as sim_main
+
+    return sim_main(args)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from hanode.demo import main as demo_main
+
+    return demo_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hanode", description="High availability for AI inference endpoints."
+    )
+    parser.add_argument("--version", action="version", version=f"hanode {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a hanode node")
+    run.add_argument("--config", required=True, help="path to the TOML configuration")
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--log-format", default="json", choices=["json", "console"])
+    run.set_defaults(func=_cmd_run)
+
+    check = sub.add_parser("check-config", help="validate a configuration file and exit")
+    check.add_argument("config")
+    check.set_defaults(func=_cmd_check_config)
+
+    from hanode.sim.cli import add_arguments as add_sim_arguments
+
+    sim = sub.add_parser("sim", help="run a simulated vLLM-like replica")
+    add_sim_arguments(sim)
+    sim.set_defaults(func=_cmd_sim)
+
+    demo = sub.add_parser("demo", help="run the scripted failure-and-recovery tour")
+    demo.add_argument("--workdir", default=None, help="where to keep configs and logs")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

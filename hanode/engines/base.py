@@ -1,0 +1,122 @@
+"""Engine vocabulary: what an adapter reports, how failures are classed, and the shared classifier.
+
+Adapters are pure (no I/O): the health checker and router do HTTP and hand the bytes here, so
+the per-engine knowledge can be tested against recorded pages and error bodies.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import orjson
+
+
+class FailureClass(enum.StrEnum):
+    """Why a request failed; decides retry, failover and whether the replica is to blame."""
+
+    CONTEXT_LENGTH = "context_length"  # the request is too long: no replica will take it
+    GPU_OOM = "gpu_oom"
+    TIMEOUT = "timeout"
+    RATE_LIMITED = "rate_limited"
+    BUSY = "busy"
+    CONNECTION = "connection"  # transport failure; decided by the caller, never by a body
+    SERVER_ERROR = "server_error"
+    CLIENT_ERROR = "client_error"
+
+
+@dataclass(frozen=True, slots=True)
+class EngineMetrics:
+    """What one scrape said; ``None`` means the engine does not report it (or not this time)."""
+
+    running: float | None = None
+    waiting: float | None = None
+    kv_usage: float | None = None  # 0..1
+    gpu_mem_frac: float | None = None  # 0..1
+    ttft_buckets: tuple[tuple[float, float], ...] | None = None  # (le seconds, cumulative count)
+
+
+class EngineAdapter(Protocol):
+    name: str
+    health_path: str
+    metrics_path: str | None
+
+    def parse_metrics(self, text: str) -> EngineMetrics: ...
+
+    def classify_error(self, status: int, body: bytes) -> FailureClass: ...
+
+    def l2_request(self, model: str, prompt: str, max_tokens: int) -> tuple[str, bytes]: ...
+
+    def l2_text(self, body: bytes) -> str | None: ...
+
+
+# Lower-case substrings; they are what PyTorch and the CUDA runtime say, whichever engine relays.
+OOM_PATTERNS: tuple[str, ...] = (
+    "cuda out of memory",
+    "outofmemoryerror",
+    "cuda error: out of memory",
+)
+
+_MAX_BODY = 64 * 1024  # error bodies are small; a huge one is not worth scanning in full
+
+
+def classify_http_error(
+    status: int,
+    body: bytes,
+    context_patterns: tuple[str, ...] = (),
+    server_statuses: frozenset[int] = frozenset(),
+) -> FailureClass:
+    """Class a non-2xx engine response. Engines supply their context-length wording.
+
+    ``server_statuses`` are 4xx codes an engine uses for its own failures (TGI: 424 when
+    generation fails), so they are treated as 5xx. A status below 400 here means the engine
+    misbehaved, hence SERVER_ERROR.
+    """
+    if status == 429:
+        return FailureClass.RATE_LIMITED
+    if status in (408, 504):
+        return FailureClass.TIMEOUT
+    if status == 503:
+        return FailureClass.BUSY
+    if 400 <= status < 500 and status not in server_statuses:
+        if _mentions(body, context_patterns):
+            return FailureClass.CONTEXT_LENGTH
+        return FailureClass.CLIENT_ERROR
+    if status >= 400 and _mentions(body, OOM_PATTERNS):
+        return FailureClass.GPU_OOM
+    return FailureClass.SERVER_ERROR
+
+
+def _mentions(body: bytes, patterns: tuple[str, ...]) -> bool:
+    if not patterns or not body:
+        return False
+    text = error_text(body)
+    return any(p in text for p in patterns)
+
+
+def error_text(body: bytes) -> str:
+    """Lower-cased body plus its JSON string values, so escaped text (``\\u0027``) still matches."""
+    head = body[:_MAX_BODY]
+    parts = [head.decode("utf-8", "replace")]
+    try:
+        doc = orjson.loads(head)
+    except orjson.JSONDecodeError:
+        pass
+    else:
+        parts.extend(_strings(doc, depth=0))
+    return "\n".join(parts).lower()
+
+
+def _strings(doc: object, depth: int) -> Iterator[str]:
+    if depth > 8:
+        return
+    if isinstance(doc, str):
+        yield doc
+    elif isinstance(doc, dict):
+        for value in doc.values():
+            yield from _strings(value, depth + 1)
+    elif isinstance(doc, list):
+        for value in doc:
+            yield from _strings(value, depth + 1)

@@ -1,0 +1,212 @@
+"""The per-replica health loop: probes -> debounced layers -> one Observation for the pool.
+
+- L1 (process) every interval; a failure forces L2 to be proven again, since a restarted
+  engine reloads its model.
+- L2 (model completes a test prompt) only when needed: at start and while not ready, after real
+  traffic failed, and after a quiet period with no useful real traffic. Test prompts cost GPU.
+- L3 (performance) from the engine's metrics page, NVML and the router's passive statistics;
+  it lowers weight, never removes (GPU memory past the remove mark is the one exception).
+Rise/fall counts keep one blip from flapping a replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from dataclasses import dataclass
+
+import structlog
+
+from hanode.engines.base import EngineAdapter, EngineMetrics
+from hanode.events import EventLog
+from hanode.gpu.nvml import GpuMemoryReader
+from hanode.health.passive import PassiveStats
+from hanode.health.probes import probe_l1, probe_l2, scrape_metrics
+from hanode.metrics.registry import NodeMetrics
+from hanode.policies.gpu_gate import GpuLevel, GpuMemoryGate
+from hanode.policies.l3 import L3Thresholds, evaluate_l3
+from hanode.policies.level import combine_level
+from hanode.policies.rise_fall import RiseFall
+from hanode.pool.local import LocalPool
+from hanode.pool.replica import HealthLevel, Observation, ReplicaSpec
+
+log = structlog.get_logger("hanode.health")
+
+
+@dataclass(frozen=True, slots=True)
+class HealthSettings:
+    interval_s: float = 1.0
+    timeout_s: float = 2.0
+    rise: int = 2
+    fall: int = 2
+    l2_interval_s: float = 60.0
+    l2_timeout_s: float = 15.0
+    l2_prompt: str = "Say OK."
+    l2_max_tokens: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class GpuMarks:
+    prepare: float = 0.80
+    reduce: float = 0.90
+    remove: float = 0.95
+    recover: float = 0.90
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return round(value, digits)
+
+
+class ReplicaChecker:
+    def __init__(
+        self,
+        spec: ReplicaSpec,
+        adapter: EngineAdapter,
+        settings: HealthSettings,
+        l3: L3Thresholds,
+        gpu_marks: GpuMarks,
+        pool: LocalPool,
+        passive: PassiveStats,
+        gpu_reader: GpuMemoryReader,
+        events: EventLog,
+        metrics: NodeMetrics,
+    ) -> None:
+        self.spec = spec
+        self.adapter = adapter
+        self.settings = settings
+        self.l3_thresholds = l3
+        self.pool = pool
+        self.passive = passive
+        self.gpu_reader = gpu_reader
+        self.events = events
+        self.metrics = metrics
+        self.l1 = RiseFall(settings.rise, settings.fall, up=False)
+        self.l2 = RiseFall(1, settings.fall, up=False)
+        self.l3 = RiseFall(settings.rise, settings.fall, up=True)
+        self.gate = GpuMemoryGate(
+            gpu_marks.prepare, gpu_marks.reduce, gpu_marks.remove, gpu_marks.recover
+        )
+        self.level = HealthLevel.DOWN
+        self._last_l2 = -math.inf
+        self._l2_detail = "not checked yet"
+        self._l1_detail = "not checked yet"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.check_once()
+            except Exception:  # a probe bug must not end health checking for good
+                log.exception("health_check_failed", replica=self.spec.name)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.settings.interval_s)
+
+    def _l2_due(self, now: float) -> bool:
+        if not self.l2.up:
+            return True
+        name = self.spec.name
+        if self.passive.failed_since(name, self._last_l2):
+            return True
+        last_useful = max(self._last_l2, self.passive.last_success(name) or -math.inf)
+        return now - last_useful >= self.settings.l2_interval_s
+
+    async def check_once(self) -> Observation:
+        s = self.settings
+        spec = self.spec
+        loop = asyncio.get_running_loop()
+        r1 = await probe_l1(spec.url, self.adapter, s.timeout_s)
+        self._l1_detail = r1.detail
+        l1_up = self.l1.record(r1.ok)
+        engine: EngineMetrics | None = None
+        if not l1_up:
+            self.l2.force(False)
+            self._l2_detail = "process not answering"
+        else:
+            now = loop.time()
+            if self._l2_due(now):
+                r2 = await probe_l2(
+                    spec.url,
+                    self.adapter,
+                    spec.model,
+                    s.l2_prompt,
+                    s.l2_max_tokens,
+                    s.l2_timeout_s,
+                )
+                self._last_l2 = loop.time()
+                self.l2.record(r2.ok)
+                self._l2_detail = r2.detail
+            engine = await scrape_metrics(spec.url, self.adapter, s.timeout_s)
+        now = loop.time()
+        gpu = self.gpu_reader.read(spec.gpu) if spec.gpu is not None else None
+        if gpu is None and engine is not None:
+            gpu = engine.gpu_mem_frac
+        latency_ms, ttft_ms = self.passive.latency_ms(spec.name, now)
+        gpu_level, previous = self.gate.update(gpu)
+        if previous is not None:
+            self._gpu_event(gpu_level, previous, gpu)
+        measured = Observation(
+            level=HealthLevel.HEALTHY,
+            gpu_mem_frac=_round(gpu, 3),
+            kv_usage=_round(engine.kv_usage, 3) if engine else None,
+            queue_depth=engine.waiting if engine else None,
+            running=engine.running if engine else None,
+            latency_ms=_round(latency_ms, 0),
+            ttft_ms=_round(ttft_ms, 0),
+            gpu_removed=gpu_level is GpuLevel.REMOVE,
+        )
+        l3_in_range, l3_reason = evaluate_l3(measured, self.l3_thresholds)
+        l3_ok = self.l3.record(l3_in_range)
+        level = combine_level(l1_up, self.l2.up, l3_ok)
+        if level is HealthLevel.DOWN:
+            reason = f"L1: {self._l1_detail or 'failing'}"
+        elif level is HealthLevel.UNREADY:
+            reason = f"L2: {self._l2_detail or 'not proven yet'}"
+        elif level is HealthLevel.DEGRADED:
+            reason = f"L3: {l3_reason or 'recovering'}"
+        else:
+            reason = ""
+        if gpu_level is GpuLevel.REMOVE:
+            reason = (reason + "; " if reason else "") + f"GPU memory {gpu:.0%}: removed"
+        obs = Observation(
+            level=level,
+            gpu_mem_frac=measured.gpu_mem_frac,
+            kv_usage=measured.kv_usage,
+            queue_depth=measured.queue_depth,
+            running=measured.running,
+            latency_ms=measured.latency_ms,
+            ttft_ms=measured.ttft_ms,
+            gpu_removed=measured.gpu_removed,
+            reason=reason,
+        )
+        if level != self.level:
+            self.events.add(
+                "health",
+                spec.name,
+                f"{self.level.name} -> {level.name}" + (f": {reason}" if reason else ""),
+                model=spec.model,
+                from_level=self.level.name,
+                to_level=level.name,
+            )
+            self.metrics.health_transitions.labels(spec.name, level.name).inc()
+            self.level = level
+        self.pool.observe(spec.name, obs)
+        return obs
+
+    def _gpu_event(self, level: GpuLevel, previous: GpuLevel, frac: float | None) -> None:
+        what = {
+            GpuLevel.NORMAL: "back to normal",
+            GpuLevel.PREPARE: "prepare capacity",
+            GpuLevel.REDUCE: "traffic reduced",
+            GpuLevel.REMOVE: "removed from the pool",
+        }[level]
+        pct = f"{frac:.0%}" if frac is not None else "unknown"
+        self.events.add(
+            "gpu_memory",
+            self.spec.name,
+            f"GPU memory {pct}: {what}",
+            level=level.value,
+            previous=previous.value,
+        )
+        self.metrics.gpu_events.labels(self.spec.name, level.value).inc()

@@ -1,0 +1,196 @@
+"""Prometheus metrics of a hanode node.
+
+Per-request counters and histograms are updated on the hot path through cached label children
+(a dict lookup, then one locked add). Per-replica gauges (health level, weight, GPU memory, KV
+usage, in-flight) are not updated per request at all: a collector reads them from the pool
+snapshot and the router's in-flight table when Prometheus scrapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from hanode.pool.snapshot import PoolSnapshot
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
+TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 10)
+
+SUCCESS_KINDS = ("technical", "functional", "quality")
+
+
+class _ReplicaCollector(Collector):
+    def __init__(
+        self, snapshot: Callable[[], PoolSnapshot], inflight: Callable[[], Mapping[str, int]]
+    ) -> None:
+        self._snapshot = snapshot
+        self._inflight = inflight
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        snap = self._snapshot()
+        inflight = self._inflight()
+        labels = ["replica", "model"]
+        level = GaugeMetricFamily(
+            "hanode_replica_health_level",
+            "Health level: 0 down (L1), 1 unready (L2), 2 degraded (L3), 3 healthy",
+            labels=labels,
+        )
+        weight = GaugeMetricFamily(
+            "hanode_replica_weight", "Traffic weight assigned to the replica (0..1)", labels=labels
+        )
+        gpu = GaugeMetricFamily(
+            "hanode_replica_gpu_memory_usage_perc", "GPU memory in use (0..1)", labels=labels
+        )
+        kv = GaugeMetricFamily(
+            "hanode_replica_kv_cache_usage_perc", "KV-cache usage reported (0..1)", labels=labels
+        )
+        queue = GaugeMetricFamily(
+            "hanode_replica_queue_depth", "Requests waiting in the engine", labels=labels
+        )
+        busy = GaugeMetricFamily(
+            "hanode_replica_inflight_requests", "Requests this node has in flight", labels=labels
+        )
+        for name, state in snap.replicas.items():
+            key = [name, state.spec.model]
+            obs = state.observation
+            level.add_metric(key, float(obs.level))
+            weight.add_metric(key, state.weight)
+            if obs.gpu_mem_frac is not None:
+                gpu.add_metric(key, obs.gpu_mem_frac)
+            if obs.kv_usage is not None:
+                kv.add_metric(key, obs.kv_usage)
+            if obs.queue_depth is not None:
+                queue.add_metric(key, obs.queue_depth)
+            busy.add_metric(key, float(inflight.get(name, 0)))
+        yield from (level, weight, gpu, kv, queue, busy)
+
+
+class NodeMetrics:
+    """All metric objects of one node, on their own registry (tests run several nodes)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "hanode_requests",
+            "Inference requests answered, by model, replica and HTTP status",
+            ["model", "replica", "status"],
+            registry=r,
+        )
+        self.success = Counter(
+            "hanode_request_success",
+            "Successful requests by kind: technical (2xx), functional (usable output), "
+            "quality (within the latency SLO)",
+            ["model", "replica", "kind"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "hanode_request_duration_seconds",
+            "End-to-end request duration seen by the front door",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "hanode_time_to_first_token_seconds",
+            "Time from request to the first response byte of a streamed answer",
+            ["model"],
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.rejected = Counter(
+            "hanode_rejected_requests",
+            "Requests refused at the front door, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.no_replica = Counter(
+            "hanode_no_replica",
+            "Requests answered 503 because no replica of the model could take them",
+            ["model"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "hanode_retries",
+            "Tries sent again to another replica, by failure class",
+            ["model", "failure_class"],
+            registry=r,
+        )
+        self.retry_budget_exhausted = Counter(
+            "hanode_retry_budget_exhausted",
+            "Retries refused because the retry budget was spent",
+            ["model"],
+            registry=r,
+        )
+        self.upstream_failures = Counter(
+            "hanode_upstream_failures",
+            "Failed tries against a replica, by failure class",
+            ["replica", "failure_class"],
+            registry=r,
+        )
+        self.breaker_transitions = Counter(
+            "hanode_breaker_transitions",
+            "Circuit breaker state changes, by replica, failure class and new state",
+            ["replica", "failure_class", "to_state"],
+            registry=r,
+        )
+        self.health_transitions = Counter(
+            "hanode_health_transitions",
+            "Health level changes of replicas",
+            ["replica", "to_level"],
+            registry=r,
+        )
+        self.gpu_events = Counter(
+            "hanode_gpu_memory_events",
+            "GPU memory level changes (prepare capacity, reduce, remove, normal)",
+            ["replica", "level"],
+            registry=r,
+        )
+        self._requests: dict[tuple[str, str, int], Any] = {}
+        self._success: dict[tuple[str, str, str], Any] = {}
+        self._duration: dict[str, Any] = {}
+        self._ttft: dict[str, Any] = {}
+
+    def watch_pool(
+        self, snapshot: Callable[[], PoolSnapshot], inflight: Callable[[], Mapping[str, int]]
+    ) -> None:
+        self.registry.register(_ReplicaCollector(snapshot, inflight))
+
+    # -- hot path ------------------------------------------------------------------------------
+    def observe_request(
+        self,
+        model: str,
+        replica: str,
+        status: int,
+        technical: bool,
+        functional: bool,
+        quality: bool,
+        duration_s: float,
+        ttft_s: float | None,
+    ) -> None:
+        key = (model, replica, status)
+        child = self._requests.get(key)
+        if child is None:
+            child = self._requests[key] = self.requests.labels(model, replica, str(status))
+        child.inc()
+        kinds = (("technical", technical), ("functional", functional), ("quality", quality))
+        for kind, ok in kinds:
+            if ok:
+                skey = (model, replica, kind)
+                s = self._success.get(skey)
+                if s is None:
+                    s = self._success[skey] = self.success.labels(model, replica, kind)
+                s.inc()
+        d = self._duration.get(model)
+        if d is None:
+            d = self._duration[model] = self.duration.labels(model)
+        d.observe(duration_s)
+        if ttft_s is not None:
+            t = self._ttft.get(model)
+            if t is None:
+                t = self._ttft[model] = self.ttft.labels(model)
+            t.observe(ttft_s)

@@ -1,0 +1,64 @@
+"""Replica identity, roles and observed health: the words health, policy and router share."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class HealthLevel(enum.IntEnum):
+    """How far up the health ladder a replica has climbed.
+
+    Ordered so that ``level >= HealthLevel.DEGRADED`` means "may serve traffic": only L1/L2
+    failures remove a replica, L3 failures merely lower its weight.
+    """
+
+    DOWN = 0  # L1 failed: the process does not answer (refused, reset, /health not 200)
+    UNREADY = 1  # L1 passes, L2 not (yet): loading, or the model returns nothing usable
+    DEGRADED = 2  # L1 and L2 pass, L3 (latency, GPU memory, KV cache, queue) out of range
+    HEALTHY = 3  # every layer passes
+
+    @property
+    def serving(self) -> bool:
+        return self >= HealthLevel.DEGRADED
+
+
+class Role(enum.StrEnum):
+    ACTIVE = "active"
+    STANDBY = "standby"
+
+
+class AdminState(enum.StrEnum):
+    ENABLED = "enabled"
+    DRAINED = "drained"
+
+
+ENGINES = ("vllm", "sglang", "tgi", "llamacpp", "openai")
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaSpec:
+    """What the operator configured about one replica; never changes at run time."""
+
+    name: str
+    model: str
+    url: str  # base URL, e.g. "http://127.0.0.1:8001" (no trailing slash, no /v1)
+    engine: str = "vllm"
+    role: Role = Role.ACTIVE
+    gpu: int | None = None
+    node: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What the health checker last saw of a replica. ``None`` means "not known"."""
+
+    level: HealthLevel = HealthLevel.DOWN
+    gpu_mem_frac: float | None = None  # 0..1, from NVML or the engine
+    kv_usage: float | None = None  # 0..1 KV-cache usage reported by the engine
+    queue_depth: float | None = None  # requests waiting in the engine's queue
+    running: float | None = None  # requests the engine is running now
+    latency_ms: float | None = None  # rolling end-to-end latency (p50-ish) of recent requests
+    ttft_ms: float | None = None  # rolling time to first token
+    gpu_removed: bool = False  # GPU memory passed the remove mark and has not recovered yet
+    reason: str = ""  # why the level is what it is, for people

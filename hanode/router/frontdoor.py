@@ -1,0 +1,236 @@
+"""The OpenAI-compatible front door every hanode node serves.
+
+Routes: ``POST /v1/completions``, ``POST /v1/chat/completions`` (streamed or not),
+``GET /v1/models`` (models with a replica that can take traffic) and ``GET /health``.
+It authenticates, validates, and hands the request to a :class:`~hanode.router.relay.Relay`;
+everything it knows about the pool comes from one lock-free snapshot read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import orjson
+import structlog
+
+from hanode.engines.base import EngineAdapter
+from hanode.engines.registry import get_adapter
+from hanode.http.client import split_url
+from hanode.http.server import Request, Responder
+from hanode.logs import new_request_id
+from hanode.metrics.registry import NodeMetrics
+from hanode.policies.breaker import BreakerConfig, Transition
+from hanode.policies.picker import pick
+from hanode.policies.retry import RetryBudget, RetryPolicy, deadline_from_header
+from hanode.policies.seed import pin_seed
+from hanode.pool.replica import ReplicaSpec
+from hanode.pool.snapshot import PoolView, ReplicaState
+from hanode.router.errors import send_error
+from hanode.router.relay import Relay
+from hanode.router.routing_table import RoutingTable
+from hanode.router.upstream import UpstreamPool
+from hanode.router.validation import RequestError, RequestLimits, parse_inference_request
+
+log = structlog.get_logger("hanode.router")
+
+_JSON = b"application/json"
+
+
+class TrafficObserver(Protocol):
+    """Passive health: what real traffic says about a replica (fed to the health checker)."""
+
+    def record(
+        self, replica: str, ok: bool, latency_s: float, ttft_s: float | None, now: float
+    ) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RouterSettings:
+    api_keys: tuple[str, ...] = ()
+    limits: RequestLimits = field(default_factory=RequestLimits)
+    request_timeout_s: float = 300.0
+    max_request_timeout_s: float = 3600.0
+    connect_timeout_s: float = 2.0
+    retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(per_try_timeout_s=60.0))
+    retry_budget_ratio: float = 0.2
+    retry_budget_min_per_s: float = 3.0
+    slo_latency_s: float = 10.0
+    slo_ttft_s: float = 2.0
+    no_replica_retry_after_s: float = 2.0
+    pin_seeds: bool = True
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+
+
+class FrontDoor:
+    def __init__(
+        self,
+        view: PoolView,
+        settings: RouterSettings,
+        metrics: NodeMetrics,
+        observer: TrafficObserver | None = None,
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.view = view
+        self.settings = settings
+        self.metrics = metrics
+        self.observer = observer
+        self.table = RoutingTable(view, settings.breaker, self.loop.time)
+        self.budget = RetryBudget(settings.retry_budget_ratio, settings.retry_budget_min_per_s)
+        self.inflight: dict[str, int] = {}
+        self._pools: dict[str, UpstreamPool] = {}
+        self._adapters: dict[str, EngineAdapter] = {}
+        self._keys = tuple(f"Bearer {k}".encode() for k in settings.api_keys)
+        self._rand = random.random
+        self._seed_bits = lambda: random.getrandbits(31)
+        if not self._keys:
+            log.warning("router_open", detail="no api_keys configured: the API is open to anyone")
+
+    # -- dispatch ----------------------------------------------------------------------------
+    def handle(self, request: Request, responder: Responder) -> None:
+        path = request.path
+        q = path.find(b"?")
+        if q >= 0:
+            path = path[:q]
+        method = request.method
+        if path == b"/v1/chat/completions" or path == b"/v1/completions":
+            if method != b"POST":
+                send_error(responder, 405, f"use POST for {path.decode()}")
+            elif self._authorized(request, responder):
+                self._infer(request, responder, path)
+        elif path == b"/v1/models":
+            if method != b"GET":
+                send_error(responder, 405, "use GET for /v1/models")
+            elif self._authorized(request, responder):
+                self._models(responder)
+        elif path == b"/health":
+            served = self.view.snapshot.served_models()
+            status = 200 if served else 503
+            responder.send(
+                status, orjson.dumps({"status": "ok" if served else "no_replica", "models": served})
+            )
+        else:
+            self.metrics.rejected.labels("not_found").inc()
+            send_error(responder, 404, f"no route for {method.decode()} {path.decode()[:200]}")
+
+    def _authorized(self, request: Request, responder: Responder) -> bool:
+        if not self._keys:
+            return True
+        given = request.headers.get(b"authorization", b"")
+        for key in self._keys:
+            if hmac.compare_digest(given, key):
+                return True
+        self.metrics.rejected.labels("unauthorized").inc()
+        send_error(responder, 401, "missing or invalid API key", code="invalid_api_key")
+        return False
+
+    def _models(self, responder: Responder) -> None:
+        snap = self.view.snapshot
+        data = [
+            {"id": m, "object": "model", "created": 0, "owned_by": "hanode"}
+            for m in snap.served_models()
+        ]
+        responder.send(200, orjson.dumps({"object": "list", "data": data}))
+
+    def _infer(self, request: Request, responder: Responder, path: bytes) -> None:
+        try:
+            parsed = parse_inference_request(
+                request.body, path == b"/v1/chat/completions", self.settings.limits
+            )
+        except RequestError as err:
+            self.metrics.rejected.labels("invalid_request").inc()
+            send_error(responder, err.status, err.message, param=err.param, code=err.code)
+            return
+        snap = self.view.snapshot
+        if parsed.model not in snap.routes:
+            self.metrics.rejected.labels("unknown_model").inc()
+            send_error(
+                responder,
+                404,
+                f"The model '{parsed.model}' does not exist",
+                param="model",
+                code="model_not_found",
+            )
+            return
+        request_id = request.headers.get(b"x-request-id") or new_request_id().encode()
+        extra = b"x-request-id: %s\r\n" % request_id[:128]
+        body = request.body
+        if self.settings.pin_seeds:
+            seed = pin_seed(parsed.body, self._seed_bits)
+            if seed is not None:
+                parsed.body["seed"] = seed
+                body = orjson.dumps(parsed.body)
+                extra += b"x-hanode-seed: %d\r\n" % seed
+        now = self.loop.time()
+        timeout = deadline_from_header(
+            request.headers.get(b"x-hanode-timeout") or request.headers.get(b"x-stainless-timeout"),
+            self.settings.request_timeout_s,
+            self.settings.max_request_timeout_s,
+        )
+        Relay(self, responder, parsed, path, body, request_id, extra, now + timeout).start()
+
+    # -- services for relays -----------------------------------------------------------------
+    def choose(self, model: str, now: float, exclude: str | None) -> str | None:
+        """Pick a replica whose breaker lets a request through, avoiding ``exclude`` if possible."""
+        route = self.table.route(model, now)
+        if route is None or not route.names:
+            return None
+        inflight = self.inflight
+        for _ in range(3):
+            name = pick(route, inflight, self._rand, exclude)
+            if name is None:
+                return None
+            if self.table.breaker(name).allow(now):
+                return name
+            self.table.invalidate()
+            route = self.table.route(model, now)
+            if route is None or not route.names:
+                return None
+        allowed = [n for n in route.names if n != exclude and self.table.breaker(n).allow(now)]
+        if allowed:
+            return min(allowed, key=lambda n: inflight.get(n, 0))
+        if exclude in route.names and self.table.breaker(exclude).allow(now):
+            return exclude
+        return None
+
+    def table_snapshot_replica(self, name: str) -> ReplicaState | None:
+        return self.view.snapshot.replicas.get(name)
+
+    def upstream_pool(self, spec: ReplicaSpec) -> UpstreamPool:
+        pool = self._pools.get(spec.name)
+        if pool is None:
+            host, port, _ = split_url(spec.url)
+            pool = self._pools[spec.name] = UpstreamPool(
+                host, port, self.settings.connect_timeout_s
+            )
+        return pool
+
+    def adapter(self, replica: str) -> EngineAdapter:
+        adapter = self._adapters.get(replica)
+        if adapter is None:
+            state = self.view.snapshot.replicas.get(replica)
+            adapter = get_adapter(state.spec.engine if state else "openai")
+            self._adapters[replica] = adapter
+        return adapter
+
+    def breaker_changed(self, replica: str, transitions: Sequence[Transition]) -> None:
+        self.table.invalidate()
+        for t in transitions:
+            cls = t.failure_class.value if t.failure_class is not None else "none"
+            self.metrics.breaker_transitions.labels(replica, cls, t.to_state.value).inc()
+            log.warning(
+                "breaker_transition",
+                replica=replica,
+                failure_class=cls,
+                from_state=t.from_state.value,
+                to_state=t.to_state.value,
+                reason=t.reason,
+            )
+
+    def close(self) -> None:
+        for pool in self._pools.values():
+            pool.close()

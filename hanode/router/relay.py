@@ -1,0 +1,368 @@
+"""One proxied inference request: pick a replica, relay its answer, fail over before the first byte.
+
+The relay is the connection's :class:`~hanode.router.upstream.Exchange`: callbacks from the
+upstream parser drive it, timers bound it, and no task exists per request. Until the response
+head has gone to the client a failed try may move to another replica (never the same one twice
+in a row when another exists), within the retry budget, with backoff and full jitter. After the
+first byte a failure can only cut the client's stream: resending would duplicate output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from hanode.engines.base import FailureClass
+from hanode.http.server import Responder
+from hanode.router.errors import send_error
+from hanode.router.outcome import StreamInspector, classify, completion_has_output
+from hanode.router.upstream import UpstreamHandle
+from hanode.router.upstream_errors import error_message, retry_after_seconds
+from hanode.router.validation import ParsedRequest
+
+if TYPE_CHECKING:
+    from hanode.router.frontdoor import FrontDoor
+
+MAX_ERROR_BODY = 64 * 1024
+
+_STATUS_FOR_FAILURE = {
+    FailureClass.TIMEOUT: 504,
+    FailureClass.RATE_LIMITED: 429,
+}
+
+
+class Relay:
+    __slots__ = (
+        "_accounted",
+        "_attempts",
+        "_body",
+        "_counted",
+        "_deadline",
+        "_door",
+        "_err",
+        "_err_size",
+        "_extra",
+        "_first_byte",
+        "_handle",
+        "_inspector",
+        "_last_error",
+        "_loop",
+        "_ok",
+        "_path",
+        "_pieces",
+        "_replica",
+        "_request_id",
+        "_responder",
+        "_retry_after",
+        "_status",
+        "_t0",
+        "_timer",
+        "_upstream_headers",
+        "parsed",
+    )
+
+    def __init__(
+        self,
+        door: FrontDoor,
+        responder: Responder,
+        parsed: ParsedRequest,
+        path: bytes,
+        body: bytes,
+        request_id: bytes,
+        extra_headers: bytes,
+        deadline: float,
+    ) -> None:
+        self._door = door
+        self._loop = door.loop
+        self._responder = responder
+        self.parsed = parsed
+        self._path = path
+        self._body = body
+        self._request_id = request_id
+        self._extra = extra_headers
+        self._t0 = self._loop.time()
+        self._deadline = deadline
+        self._attempts = 0
+        self._replica = ""
+        self._handle: UpstreamHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._counted = False
+        self._ok = False
+        self._status = 0
+        self._first_byte: float | None = None
+        self._inspector: StreamInspector | None = StreamInspector() if parsed.stream else None
+        self._pieces: list[bytes] = []
+        self._err: list[bytes] = []
+        self._err_size = 0
+        self._upstream_headers: dict[bytes, bytes] = {}
+        self._last_error: tuple[int, str, str | None] | None = None
+        self._retry_after: float | None = None
+        self._accounted = False
+
+    # -- trying ------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._responder.on_abort(self._client_gone)
+        self._door.budget.record_request(self._t0)
+        self._try()
+
+    def _try(self) -> None:
+        if self._responder.done:
+            return
+        door = self._door
+        now = self._loop.time()
+        if now >= self._deadline:
+            self._give_up(FailureClass.TIMEOUT, "request deadline passed before a replica answered")
+            return
+        name = door.choose(self.parsed.model, now, exclude=self._replica or None)
+        if name is None:
+            if self._attempts == 0:
+                door.metrics.no_replica.labels(self.parsed.model).inc()
+                send_error(
+                    self._responder,
+                    503,
+                    f"no healthy replica of model '{self.parsed.model}' is available",
+                    retry_after=door.settings.no_replica_retry_after_s,
+                )
+            else:
+                self._respond_last_error()
+            return
+        state = door.table_snapshot_replica(name)
+        if state is None:  # vanished between pick and lookup: treat as no replica
+            self._respond_last_error()
+            return
+        self._attempts += 1
+        self._replica = name
+        self._counted = True
+        door.inflight[name] = door.inflight.get(name, 0) + 1
+        self._status = 0
+        self._err = []
+        self._err_size = 0
+        pool = door.upstream_pool(state.spec)
+        payload = (
+            b"POST %s HTTP/1.1\r\nhost: %s:%d\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n%s"
+            % (self._path, pool.host.encode(), pool.port, len(self._body), self._body)
+        )
+        remaining = self._deadline - now
+        self._timer = self._loop.call_later(
+            min(door.settings.retry.per_try_timeout_s, remaining), self._on_try_timeout
+        )
+        self._handle = pool.send(self, payload)
+
+    # -- Exchange callbacks ------------------------------------------------------------------
+    def on_head(self, status: int, headers: dict[bytes, bytes], chunked: bool) -> None:
+        self._cancel_timer()
+        self._status = status
+        if 200 <= status < 300:
+            self._ok = True
+            self._first_byte = self._loop.time()
+            responder = self._responder
+            content_type = headers.get(b"content-type", b"application/json")
+            length = headers.get(b"content-length")
+            extra = self._extra + b"x-hanode-replica: %s\r\n" % self._replica.encode()
+            if chunked or length is None or not length.isdigit():
+                responder.start(status, content_type, extra)
+            else:
+                responder.start(status, content_type, extra, content_length=int(length))
+            if self._handle is not None:
+                responder.set_flow_control(*self._handle.flow_control())
+            remaining = self._deadline - self._first_byte
+            self._timer = self._loop.call_later(max(remaining, 0.0), self._on_deadline)
+        else:
+            self._upstream_headers = headers
+
+    def on_body(self, data: bytes) -> None:
+        if self._ok:
+            self._responder.write(data)
+            if self._inspector is not None:
+                self._inspector.feed(data)
+            else:
+                self._pieces.append(data)
+        elif self._err_size < MAX_ERROR_BODY:
+            self._err.append(data)
+            self._err_size += len(data)
+
+    def on_complete(self) -> None:
+        self._cancel_timer()
+        self._handle = None
+        if self._ok:
+            self._responder.end()
+            self._finish_success()
+            return
+        status = self._status
+        body = b"".join(self._err)
+        adapter = self._door.adapter(self._replica)
+        failure = adapter.classify_error(status, body)
+        retry_after = retry_after_seconds(self._upstream_headers.get(b"retry-after"))
+        self._failed(failure, error_message(body, status), status, retry_after=retry_after)
+
+    def on_error(self, message: str, connect_failed: bool) -> None:
+        self._cancel_timer()
+        self._handle = None
+        if self._ok:
+            # Bytes already reached the client: cut its stream so it sees the failure.
+            self._responder.abort()
+            self._record_failure(FailureClass.CONNECTION, refused=False, retry_after=None)
+            self._account(self._status, usable=False, complete=False)
+            return
+        self._failed(FailureClass.CONNECTION, message, 502, refused=connect_failed)
+
+    # -- timers and cancellation -------------------------------------------------------------
+    def _on_try_timeout(self) -> None:
+        self._timer = None
+        if self._handle is not None:
+            self._handle.abandon()
+            self._handle = None
+        self._failed(
+            FailureClass.TIMEOUT,
+            f"replica '{self._replica}' sent no response within "
+            f"{self._door.settings.retry.per_try_timeout_s:g}s",
+            504,
+        )
+
+    def _on_deadline(self) -> None:
+        self._timer = None
+        if self._handle is not None:
+            self._handle.abandon()
+            self._handle = None
+        self._responder.abort()
+        self._account(self._status, usable=False, complete=False)
+
+    def _client_gone(self) -> None:
+        self._cancel_timer()
+        if self._handle is not None:
+            self._handle.abandon()
+            self._handle = None
+        if self._replica and self._counted:
+            self._door.table.breaker(self._replica).release_probe()
+        self._account(499, usable=False, complete=False)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    # -- outcomes ------------------------------------------------------------------------------
+    def _failed(
+        self,
+        failure: FailureClass,
+        message: str,
+        status: int,
+        *,
+        refused: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        door = self._door
+        replica = self._replica
+        self._record_failure(failure, refused=refused, retry_after=retry_after)
+        self._release()
+        door.metrics.upstream_failures.labels(replica, failure.value).inc()
+        if failure is FailureClass.CONTEXT_LENGTH:
+            param = "messages" if b"chat" in self._path else "prompt"
+            send_error(self._responder, 400, message, param=param, code="context_length_exceeded")
+            self._account(400, usable=False, complete=False, count_replica=replica)
+            return
+        if failure is FailureClass.CLIENT_ERROR:
+            send_error(self._responder, status, message)
+            self._account(status, usable=False, complete=False, count_replica=replica)
+            return
+        self._last_error = (_STATUS_FOR_FAILURE.get(failure, 503), message, failure.value)
+        if retry_after is not None:
+            self._retry_after = retry_after
+        now = self._loop.time()
+        policy = door.settings.retry
+        if (
+            policy.should_retry(failure, response_started=False)
+            and self._attempts < policy.max_attempts
+            and now < self._deadline
+            and not self._responder.done
+        ):
+            if door.budget.try_spend(now):
+                door.metrics.retries.labels(self.parsed.model, failure.value).inc()
+                delay = policy.backoff(self._attempts - 1)
+                self._loop.call_later(min(delay, max(self._deadline - now, 0.0)), self._try)
+                return
+            door.metrics.retry_budget_exhausted.labels(self.parsed.model).inc()
+        self._respond_last_error()
+
+    def _give_up(self, failure: FailureClass, message: str) -> None:
+        self._last_error = (_STATUS_FOR_FAILURE.get(failure, 503), message, failure.value)
+        self._respond_last_error()
+
+    def _respond_last_error(self) -> None:
+        status, message, code = self._last_error or (503, "no replica could take the request", None)
+        retry_after = self._retry_after
+        if status in (429, 503) and retry_after is None:
+            retry_after = self._door.settings.no_replica_retry_after_s
+        send_error(self._responder, status, message, code=code, retry_after=retry_after)
+        self._account(status, usable=False, complete=False, count_replica=self._replica or "-")
+
+    def _record_failure(
+        self, failure: FailureClass, *, refused: bool, retry_after: float | None
+    ) -> None:
+        door = self._door
+        now = self._loop.time()
+        transitions = door.table.breaker(self._replica).on_failure(
+            failure, now, refused=refused, retry_after=retry_after
+        )
+        door.breaker_changed(self._replica, transitions)
+        if door.observer is not None and failure not in (
+            FailureClass.CONTEXT_LENGTH,
+            FailureClass.CLIENT_ERROR,
+            FailureClass.RATE_LIMITED,
+        ):
+            door.observer.record(self._replica, False, now - self._t0, None, now)
+
+    def _finish_success(self) -> None:
+        door = self._door
+        now = self._loop.time()
+        transitions = door.table.breaker(self._replica).on_success(now)
+        if transitions:
+            door.breaker_changed(self._replica, transitions)
+        if self._inspector is not None:
+            usable, complete = self._inspector.has_output, self._inspector.done
+        else:
+            body = self._pieces[0] if len(self._pieces) == 1 else b"".join(self._pieces)
+            usable, complete = completion_has_output(body), True
+        ttft = (self._first_byte - self._t0) if self._first_byte is not None else None
+        if door.observer is not None:
+            door.observer.record(self._replica, True, now - self._t0, ttft, now)
+        self._account(self._status, usable=usable, complete=complete)
+
+    def _release(self) -> None:
+        if self._counted:
+            self._counted = False
+            door = self._door
+            door.inflight[self._replica] = door.inflight.get(self._replica, 1) - 1
+
+    def _account(
+        self, status: int, *, usable: bool, complete: bool, count_replica: str | None = None
+    ) -> None:
+        """Count the request once, with its three success kinds."""
+        self._release()
+        if self._accounted:
+            return
+        self._accounted = True
+        door = self._door
+        now = self._loop.time()
+        duration = now - self._t0
+        ttft = (self._first_byte - self._t0) if self._first_byte is not None else None
+        outcome = classify(
+            status,
+            usable,
+            complete,
+            duration,
+            ttft if self.parsed.stream else None,
+            door.settings.slo_latency_s,
+            door.settings.slo_ttft_s,
+        )
+        door.metrics.observe_request(
+            self.parsed.model,
+            count_replica if count_replica is not None else self._replica,
+            status,
+            outcome.technical,
+            outcome.functional,
+            outcome.quality,
+            duration,
+            ttft if self.parsed.stream else None,
+        )

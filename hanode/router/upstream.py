@@ -1,0 +1,253 @@
+"""Pooled keep-alive connections to replicas, relaying without a task per request.
+
+An :class:`Exchange` (the router's per-request state) is attached to a connection; the
+connection's parser calls the exchange back for the response head, each body piece and the end.
+Connections return to their pool when the replica keeps the connection alive. A request that
+meets a dead pooled connection before any response byte is re-sent once on a fresh connection:
+that is not a replica failure, only a keep-alive race.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Callable
+from typing import Protocol, cast
+
+import httptools
+
+
+class Exchange(Protocol):
+    """What a connection reports to. Implemented by the front door's request state."""
+
+    def on_head(self, status: int, headers: dict[bytes, bytes], chunked: bool) -> None: ...
+    def on_body(self, data: bytes) -> None: ...
+    def on_complete(self) -> None: ...
+    def on_error(self, message: str, connect_failed: bool) -> None: ...
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "_got_bytes",
+        "_handle",
+        "_headers",
+        "_parser",
+        "_payload",
+        "_pool",
+        "_reused",
+        "exchange",
+        "transport",
+    )
+
+    def __init__(self, pool: UpstreamPool) -> None:
+        self._pool = pool
+        self.transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self._headers: dict[bytes, bytes] = {}
+        self.exchange: Exchange | None = None
+        self._payload = b""
+        self._got_bytes = False
+        self._reused = False
+        self._handle: UpstreamHandle | None = None
+
+    # -- driving ---------------------------------------------------------------------------
+    def send(
+        self, exchange: Exchange, payload: bytes, handle: UpstreamHandle, reused: bool
+    ) -> None:
+        self.exchange = exchange
+        self._handle = handle
+        handle.conn = self
+        self._payload = payload
+        self._got_bytes = False
+        self._reused = reused
+        assert self.transport is not None
+        self.transport.write(payload)
+
+    def abandon(self) -> None:
+        """The exchange no longer wants this response: the connection cannot be reused."""
+        self.exchange = None
+        self._handle = None
+        if self.transport is not None:
+            self.transport.close()
+
+    def pause(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        self._got_bytes = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(f"malformed response from replica: {exc}")
+
+    def eof_received(self) -> bool | None:
+        if self.exchange is not None and self._got_bytes:
+            # A body delimited by connection close ends here.
+            with contextlib.suppress(httptools.HttpParserError):
+                self._parser.feed_data(b"")
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self._pool.forget(self)
+        exchange = self.exchange
+        if exchange is None:
+            return
+        self.exchange = None
+        if self._reused and not self._got_bytes and self._handle is not None:
+            # Keep-alive race: the replica closed an idle connection as we reused it.
+            self._handle.conn = None
+            self._pool.connect(exchange, self._payload, self._handle)
+            return
+        exchange.on_error(f"connection to replica lost: {exc or 'closed by replica'}", False)
+
+    # -- httptools callbacks ---------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._headers = {}
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.lower()] = value
+
+    def on_headers_complete(self) -> None:
+        exchange = self.exchange
+        if exchange is not None:
+            chunked = self._headers.get(b"transfer-encoding", b"").lower() == b"chunked"
+            exchange.on_head(self._parser.get_status_code(), self._headers, chunked)
+
+    def on_body(self, body: bytes) -> None:
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.on_body(body)
+
+    def on_message_complete(self) -> None:
+        exchange = self.exchange
+        self.exchange = None
+        self._payload = b""
+        if self._handle is not None:
+            self._handle.conn = None
+            self._handle = None
+        keep = self._parser.should_keep_alive()
+        if keep and self.transport is not None and not self.transport.is_closing():
+            self._pool.release(self)
+        elif self.transport is not None:
+            self.transport.close()
+        if exchange is not None:
+            exchange.on_complete()
+
+    def _fail(self, message: str) -> None:
+        exchange = self.exchange
+        self.exchange = None
+        if self.transport is not None:
+            self.transport.close()
+        if exchange is not None:
+            exchange.on_error(message, False)
+
+
+class UpstreamPool:
+    """Idle keep-alive connections to one replica address."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        connect_timeout_s: float = 2.0,
+        max_idle: int = 256,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.connect_timeout_s = connect_timeout_s
+        self.max_idle = max_idle
+        self._idle: list[UpstreamConnection] = []
+        self._loop = asyncio.get_running_loop()
+
+    def send(self, exchange: Exchange, payload: bytes) -> UpstreamHandle:
+        """Send ``payload`` for ``exchange`` on an idle connection, or a new one."""
+        handle = UpstreamHandle()
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            if conn.transport is not None and not conn.transport.is_closing():
+                conn.send(exchange, payload, handle, reused=True)
+                return handle
+        self.connect(exchange, payload, handle)
+        return handle
+
+    def connect(self, exchange: Exchange, payload: bytes, handle: UpstreamHandle) -> None:
+        async def connect() -> None:
+            try:
+                async with asyncio.timeout(self.connect_timeout_s):
+                    _, proto = await self._loop.create_connection(
+                        lambda: UpstreamConnection(self), self.host, self.port
+                    )
+            except (OSError, TimeoutError) as exc:
+                if not handle.abandoned:
+                    reason = str(exc) or type(exc).__name__
+                    exchange.on_error(f"cannot connect to replica: {reason}", True)
+                return
+            if handle.abandoned:
+                proto.abandon()
+                return
+            proto.send(exchange, payload, handle, reused=False)
+
+        handle.connecting = self._loop.create_task(connect())
+
+    def release(self, conn: UpstreamConnection) -> None:
+        if len(self._idle) < self.max_idle:
+            self._idle.append(conn)
+        elif conn.transport is not None:
+            conn.transport.close()
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        with contextlib.suppress(ValueError):
+            self._idle.remove(conn)
+
+    @property
+    def idle_count(self) -> int:
+        return len(self._idle)
+
+    def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            if conn.transport is not None:
+                conn.transport.close()
+
+
+class UpstreamHandle:
+    """The caller's grip on one in-flight upstream try: abandon it, or pause/resume reading."""
+
+    __slots__ = ("abandoned", "conn", "connecting")
+
+    def __init__(self) -> None:
+        self.conn: UpstreamConnection | None = None
+        self.connecting: asyncio.Task[None] | None = None
+        self.abandoned = False
+
+    def abandon(self) -> None:
+        self.abandoned = True
+        if self.conn is not None:
+            self.conn.abandon()
+            self.conn = None
+
+    def flow_control(self) -> tuple[Callable[[], None], Callable[[], None]]:
+        def pause() -> None:
+            if self.conn is not None:
+                self.conn.pause()
+
+        def resume() -> None:
+            if self.conn is not None:
+                self.conn.resume()
+
+        return pause, resume

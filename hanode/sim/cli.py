@@ -1,0 +1,27 @@
+"""``hanode sim``: entry points wired by the main CLI and by ``python -m hanode.sim``."""
+
+from __future__ import annotations
+
+import argparse
+
+from hanode.sim import options as sim_options
+from hanode.sim.loop_choice import run_main
+from hanode.sim.server import serve
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sim_options.add_arguments(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    options = sim_options.from_namespace(args)
+    return run_main(serve(options), getattr(args, "event_loop", "uvloop"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hanode sim",
+        description="A vLLM-like OpenAI-compatible replica simulator with switchable faults.",
+    )
+    add_arguments(parser)
+    return parser

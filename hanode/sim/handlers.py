@@ -1,0 +1,297 @@
+"""HTTP routing of the simulator: health, models, generations, metrics, admin drills."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import os
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from hanode.http.server import Request, Responder
+from hanode.sim.engine_state import EngineState
+from hanode.sim.faults import FAULT_KINDS, FaultRates
+from hanode.sim.generation import Generator, Job, Timing
+from hanode.sim.metrics_page import SimMetrics, render
+from hanode.sim.options import SimOptions
+from hanode.sim.shapes import (
+    ApiError,
+    bad_request,
+    busy_error,
+    context_error,
+    loading_error,
+    method_not_allowed,
+    not_found,
+    oom_error,
+    rate_limit_error,
+    unauthorized,
+)
+from hanode.sim.validate import parse_generation
+
+HANG_LIMIT_S = 600.0  # a hung request is cut after this, so nothing waits forever
+CRASH_DELAY_S = 0.02  # /admin/crash: let the reply leave before the process dies
+
+Route = Callable[[Request, Responder], None]
+
+
+def _exit_now() -> None:
+    os._exit(1)
+
+
+class SimApp:
+    """State of one simulated replica and its request handler (``handle``)."""
+
+    def __init__(self, options: SimOptions, loop: asyncio.AbstractEventLoop) -> None:
+        self.options = options
+        self.loop = loop
+        self.model = options.model
+        self.ready_at = loop.time() + options.loading_s if options.loading_s > 0 else 0.0
+        self.created = int(time.time())
+        self.faults = FaultRates(random.Random(options.seed), options.faults)
+        self.engine: EngineState[Job] = EngineState(options.capacity, options.gpu_mem_base)
+        self.metrics = SimMetrics()
+        self.timing = Timing(options.ttft_ms, options.tpot_ms, options.slow_factor)
+        self.retry_after_s = options.retry_after_s
+        self.gen = Generator(loop, self.model, self.engine, self.metrics, self.timing)
+        self._auth = b"Bearer " + options.api_key.encode() if options.api_key else None
+        self.requests_total = 0
+        self.per_endpoint: dict[str, int] = {}
+        self.faults_injected: dict[str, int] = {}
+        self._hangs: set[asyncio.TimerHandle] = set()
+        self._routes: dict[bytes, dict[bytes, Route]] = {
+            b"/health": {b"GET": self._health},
+            b"/v1/models": {b"GET": self._models},
+            b"/v1/completions": {b"POST": self._completions},
+            b"/v1/chat/completions": {b"POST": self._chat},
+            b"/metrics": {b"GET": self._metrics},
+            b"/admin/state": {b"GET": self._admin_state},
+            b"/admin/faults": {b"POST": self._admin_faults, b"GET": self._admin_get_faults},
+            b"/admin/gpu": {b"POST": self._admin_gpu},
+            b"/admin/crash": {b"POST": self._admin_crash},
+            b"/admin/config": {b"POST": self._admin_config},
+        }
+
+    # -- entry point -------------------------------------------------------------------------
+    def handle(self, request: Request, responder: Responder) -> None:
+        path = request.path
+        if b"?" in path:
+            path = path.split(b"?", 1)[0]
+        self.requests_total += 1
+        methods = self._routes.get(path)
+        key = path.decode("latin-1") if methods is not None else "other"
+        self.per_endpoint[key] = self.per_endpoint.get(key, 0) + 1
+        try:
+            if methods is None:
+                raise not_found()
+            route = methods.get(request.method)
+            if route is None:
+                if request.method == b"HEAD" and b"GET" in methods:
+                    route = methods[b"GET"]
+                else:
+                    raise method_not_allowed()
+            route(request, responder)
+        except ApiError as err:
+            responder.send(err.status, err.body, extra_headers=err.extra_headers)
+
+    @property
+    def loading(self) -> bool:
+        if self.ready_at and self.loop.time() < self.ready_at:
+            return True
+        self.ready_at = 0.0
+        return False
+
+    def shutdown(self) -> None:
+        self.gen.shutdown()
+        for timer in self._hangs:
+            timer.cancel()
+        self._hangs.clear()
+
+    # -- engine routes -----------------------------------------------------------------------
+    def _health(self, request: Request, responder: Responder) -> None:
+        if self.loading:
+            raise loading_error()
+        responder.send(200, b"", b"text/plain")
+
+    def _check_v1(self, request: Request) -> None:
+        if self.loading:
+            raise loading_error()
+        if self._auth is not None:
+            got = request.headers.get(b"authorization")
+            if got is None or not hmac.compare_digest(got, self._auth):
+                raise unauthorized()
+
+    def _models(self, request: Request, responder: Responder) -> None:
+        self._check_v1(request)
+        body = {
+            "object": "list",
+            "data": [
+                {
+                    "id": self.model,
+                    "object": "model",
+                    "created": self.created,
+                    "owned_by": "hanode-sim",
+                    "root": self.model,
+                    "parent": None,
+                    "max_model_len": self.options.max_model_len,
+                }
+            ],
+        }
+        responder.send(200, orjson.dumps(body))
+
+    def _completions(self, request: Request, responder: Responder) -> None:
+        self._generate(request, responder, chat=False)
+
+    def _chat(self, request: Request, responder: Responder) -> None:
+        self._generate(request, responder, chat=True)
+
+    def _generate(self, request: Request, responder: Responder, chat: bool) -> None:
+        self._check_v1(request)
+        req = parse_generation(request.body, chat, self.model, self.options.max_model_len)
+        fault = self.faults.decide()
+        if fault.any:
+            self._count_faults(fault.terminal, fault.stream_death, fault.empty, fault.slow)
+            terminal = fault.terminal
+            if terminal is not None:
+                self._terminal_fault(terminal, req.prompt_tokens[0], req.max_tokens, responder)
+                return
+        self.gen.submit(req, responder, fault)
+
+    def _count_faults(self, terminal: str | None, *flags: bool) -> None:
+        names = [terminal] if terminal is not None else []
+        names += [k for k, f in zip(("stream-death", "empty", "slow"), flags, strict=True) if f]
+        for name in names:
+            self.faults_injected[name] = self.faults_injected.get(name, 0) + 1
+
+    def _terminal_fault(
+        self, kind: str, prompt_tokens: int, max_tokens: int, responder: Responder
+    ) -> None:
+        if kind == "crash":
+            _exit_now()
+        if kind == "hang":
+            self._hang(responder)
+            return
+        if kind == "oom":
+            raise oom_error()
+        if kind == "context":
+            max_len = self.options.max_model_len
+            raise context_error(max_len, max(prompt_tokens, max_len), max_tokens)
+        if kind == "ratelimit":
+            raise rate_limit_error(self.retry_after_s)
+        raise busy_error()
+
+    def _hang(self, responder: Responder) -> None:
+        timer = self.loop.call_later(HANG_LIMIT_S, responder.abort)
+        self._hangs.add(timer)
+
+        def gone() -> None:
+            timer.cancel()
+            self._hangs.discard(timer)
+
+        responder.on_abort(gone)
+
+    def _metrics(self, request: Request, responder: Responder) -> None:
+        e = self.engine
+        body = render(self.model, self.metrics, e.running, e.waiting, e.kv_usage, e.gpu_mem)
+        responder.send(200, body, b"text/plain; version=0.0.4; charset=utf-8")
+
+    # -- admin routes ------------------------------------------------------------------------
+    def _json_object(self, request: Request) -> dict[str, Any]:
+        try:
+            data = orjson.loads(request.body or b"{}")
+        except orjson.JSONDecodeError as exc:
+            raise bad_request(f"Invalid JSON body: {exc}") from None
+        if not isinstance(data, dict):
+            raise bad_request("request body must be a JSON object")
+        return data
+
+    def state(self) -> dict[str, Any]:
+        e, m, t = self.engine, self.metrics, self.timing
+        return {
+            "model": self.model,
+            "loading": self.loading,
+            "faults": self.faults.as_dict(),
+            "faults_injected": dict(self.faults_injected),
+            "running": e.running,
+            "waiting": e.waiting,
+            "capacity": e.capacity,
+            "kv": e.kv_usage,
+            "gpu_mem": e.gpu_mem,
+            "gpu_mem_override": e.gpu_mem_override,
+            "ttft_ms": t.ttft_s * 1000.0,
+            "tpot_ms": t.tpot_s * 1000.0,
+            "slow_factor": t.slow_factor,
+            "retry_after_s": self.retry_after_s,
+            "requests_total": self.requests_total,
+            "requests_served": sum(m.success.values()),
+            "prompt_tokens": m.prompt_tokens,
+            "generation_tokens": m.generation_tokens,
+            "per_endpoint": dict(self.per_endpoint),
+        }
+
+    def _admin_state(self, request: Request, responder: Responder) -> None:
+        responder.send(200, orjson.dumps(self.state()))
+
+    def _admin_get_faults(self, request: Request, responder: Responder) -> None:
+        responder.send(200, orjson.dumps({"faults": self.faults.as_dict()}))
+
+    def _admin_faults(self, request: Request, responder: Responder) -> None:
+        data = self._json_object(request)
+        clear = data.pop("clear", False)
+        if not isinstance(clear, bool):
+            raise bad_request("clear must be a boolean")
+        unknown = sorted(set(data) - set(FAULT_KINDS))
+        if unknown:
+            raise bad_request(f"unknown faults {unknown}; known: {list(FAULT_KINDS)}")
+        rates = {k: (0.0 if v is None else v) for k, v in data.items()}
+        try:
+            if clear:
+                self.faults.clear()
+            self.faults.update(rates)
+        except ValueError as exc:
+            raise bad_request(str(exc)) from None
+        responder.send(200, orjson.dumps({"faults": self.faults.as_dict()}))
+
+    def _admin_gpu(self, request: Request, responder: Responder) -> None:
+        data = self._json_object(request)
+        if set(data) != {"gpu_mem"}:
+            raise bad_request('expected {"gpu_mem": fraction 0..1 or null}')
+        value = data["gpu_mem"]
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1
+        ):
+            raise bad_request("gpu_mem must be within 0..1 or null")
+        self.engine.gpu_mem_override = None if value is None else float(value)
+        responder.send(200, orjson.dumps({"gpu_mem": self.engine.gpu_mem}))
+
+    def _admin_crash(self, request: Request, responder: Responder) -> None:
+        responder.send(200, b'{"crashing":true}')
+        self.loop.call_later(CRASH_DELAY_S, _exit_now)
+
+    def _admin_config(self, request: Request, responder: Responder) -> None:
+        data = self._json_object(request)
+        known = {"ttft_ms", "tpot_ms", "slow_factor", "retry_after_s", "capacity"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise bad_request(f"unknown settings {unknown}; known: {sorted(known)}")
+        for name, value in data.items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise bad_request(f"{name} must be a non-negative number")
+        if "capacity" in data and (not isinstance(data["capacity"], int) or data["capacity"] < 1):
+            raise bad_request("capacity must be an integer >= 1")
+        t = self.timing
+        if "ttft_ms" in data:
+            t.ttft_s = data["ttft_ms"] / 1000.0
+        if "tpot_ms" in data:
+            t.tpot_s = data["tpot_ms"] / 1000.0
+        if "slow_factor" in data:
+            t.slow_factor = float(data["slow_factor"])
+        if "retry_after_s" in data:
+            self.retry_after_s = float(data["retry_after_s"])
+        if "capacity" in data:
+            for job in self.engine.set_capacity(data["capacity"]):
+                job.start()
+        responder.send(200, orjson.dumps(self.state()))
