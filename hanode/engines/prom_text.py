@@ -26,7 +26,7 @@ _PAIR_RE = re.compile(_PAIR)
 _LABEL = r"[ \t]*" + _PAIR
 _SAMPLE_RE = re.compile(
     r"(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)"
-    rf"(?:[ \t]*\{{(?P<labels>(?:{_LABEL}[ \t]*[ \t]*,)*(?:{_LABEL})?)[ \t]*\}}[ \t]*|[ \t]+)"
+    rf"(?:[ \t]*\{{(?P<labels>(?:{_LABEL}[ \t]*,)*(?:{_LABEL})?)[ \t]*\}}[ \t]*|[ \t]+)"
     r"(?P<value>\S+)(?:[ \t]+(?P<ts>[^\s#]\S*))?"
     r"[ \t]*(?:#.*)?"  # an OpenMetrics exemplar, ignored
 )

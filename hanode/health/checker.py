@@ -139,7 +139,9 @@ class ReplicaChecker:
                 self._l2_detail = r2.detail
             engine = await scrape_metrics(spec.url, self.adapter, s.timeout_s)
         now = loop.time()
-        gpu = self.gpu_reader.read(spec.gpu) if spec.gpu is not None else None
+        gpu = None
+        if spec.gpu is not None:  # NVML calls block: keep them off the event loop
+            gpu = await loop.run_in_executor(None, self.gpu_reader.read, spec.gpu)
         if gpu is None and engine is not None:
             gpu = engine.gpu_mem_frac
         latency_ms, ttft_ms = self.passive.latency_ms(spec.name, now)

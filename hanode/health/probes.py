@@ -70,4 +70,6 @@ async def scrape_metrics(
         return None
     if resp.status != 200:
         return None
-    return adapter.parse_metrics(resp.body.decode("utf-8", "replace"))
+    # A real engine's page is tens of kB: parse it off the event loop.
+    text = resp.body.decode("utf-8", "replace")
+    return await asyncio.get_running_loop().run_in_executor(None, adapter.parse_metrics, text)

@@ -22,6 +22,8 @@ import httptools
 
 Handler = Callable[["Request", "Responder"], None]
 
+MAX_PIPELINED = 16  # queued requests per connection before we stop reading from it
+
 
 @dataclass(frozen=True, slots=True)
 class ServerLimits:
@@ -154,7 +156,8 @@ class Responder:
         if self.done:
             return
         transport = self._conn.transport
-        if self._streaming and transport is not None and not transport.is_closing():
+        streaming = self._streaming and not self.head_only
+        if streaming and transport is not None and not transport.is_closing():
             transport.write(b"0\r\n\r\n")
         self._finish()
 
@@ -324,10 +327,14 @@ class HttpServerProtocol(asyncio.Protocol):
             parser.should_keep_alive(),
             self.peer,
         )
-        if self._current is None:
+        if self._current is None and not self._pending:
             self._dispatch(request)
         else:
+            # Pipelined: answer in order once the current response is done. Stop reading
+            # while the queue is full so a client cannot make us hold unbounded requests.
             self._pending.append(request)
+            if len(self._pending) >= MAX_PIPELINED:
+                self.transport.pause_reading()
 
     # -- internals -------------------------------------------------------------------------
     def _count_head(self, n: int) -> None:
@@ -360,9 +367,22 @@ class HttpServerProtocol(asyncio.Protocol):
             transport.close()
             return
         if self._pending:
-            self._dispatch(self._pending.popleft())
+            # Next pipelined request from the loop, not from inside this call chain: a long
+            # queue of instant answers must not grow the stack.
+            self._loop.call_soon(self._dispatch_pending)
         else:
             self._arm(self._server.limits.idle_timeout_s)
+
+    def _dispatch_pending(self) -> None:
+        transport = self.transport
+        if self._current is not None or not self._pending or transport is None:
+            return
+        if transport.is_closing():
+            self._pending.clear()
+            return
+        self._dispatch(self._pending.popleft())
+        if len(self._pending) < MAX_PIPELINED:
+            transport.resume_reading()
 
     def _reject(self, status: int, message: bytes) -> None:
         """Answer a protocol-level refusal in OpenAI's error shape and close the connection."""

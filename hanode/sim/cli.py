@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from hanode.sim import options as sim_options
-from hanode.sim.loop_choice import run_main
+from hanode.runtime import run
 from hanode.sim.server import serve
 
 
@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     options = sim_options.from_namespace(args)
-    return run_main(serve(options), getattr(args, "event_loop", "uvloop"))
+    return run(serve(options), getattr(args, "event_loop", "uvloop"))
 
 
 def build_parser() -> argparse.ArgumentParser:
