@@ -127,6 +127,32 @@ class SloConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RetryConfig:
+    max_attempts: int = 3  # tries per request, the first included
+    per_try_timeout_s: float = 60.0  # time to the first response byte of one try
+    backoff_base_s: float = 0.02  # full-jitter exponential backoff between tries
+    backoff_cap_s: float = 1.0
+    budget_ratio: float = 0.2  # retries allowed as a share of recent requests
+    budget_min_per_s: float = 3.0  # plus this floor, so a quiet node can still retry
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSettings:
+    consecutive_failures: int = 5  # 5xx / connection resets in a row before opening
+    timeout_trip_count: int = 3  # per-try timeouts in a row before opening
+    oom_trip_count: int = 3  # GPU OOMs within oom_window_s before opening
+    oom_window_s: float = 30.0
+    oom_weight_cut: float = 0.25  # weight factor right after an OOM
+    oom_recovery_s: float = 30.0  # time for that factor to climb back to 1
+    busy_backoff_s: float = 1.0  # pause after a 503 busy
+    default_retry_after_s: float = 2.0  # pause after a 429 without Retry-After
+    max_pause_s: float = 60.0
+    open_base_s: float = 5.0  # first open period; doubles on each failed probe
+    open_max_s: float = 60.0
+    half_open_probes: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     node: NodeConfig
     router: RouterConfig
@@ -136,6 +162,8 @@ class Config:
     slo: SloConfig
     replicas: tuple[ReplicaSpec, ...]
     source: str  # the path the config was read from (or a label for parse_config)
+    retry: RetryConfig = RetryConfig()
+    breaker: BreakerSettings = BreakerSettings()
 
 
 # --------------------------------------------------------------------------------------------
@@ -538,6 +566,36 @@ def _parse_slo(t: _Table) -> SloConfig:
     )
 
 
+def _parse_retry(t: _Table) -> RetryConfig:
+    d = RetryConfig()
+    return RetryConfig(
+        max_attempts=t.get_int("max_attempts", d.max_attempts, ge=1),
+        per_try_timeout_s=t.get_float("per_try_timeout_s", d.per_try_timeout_s, gt=0),
+        backoff_base_s=t.get_float("backoff_base_s", d.backoff_base_s, gt=0),
+        backoff_cap_s=t.get_float("backoff_cap_s", d.backoff_cap_s, gt=0),
+        budget_ratio=t.get_float("budget_ratio", d.budget_ratio, gt=0, le=1),
+        budget_min_per_s=t.get_float("budget_min_per_s", d.budget_min_per_s, gt=0),
+    )
+
+
+def _parse_breaker(t: _Table) -> BreakerSettings:
+    d = BreakerSettings()
+    return BreakerSettings(
+        consecutive_failures=t.get_int("consecutive_failures", d.consecutive_failures, ge=1),
+        timeout_trip_count=t.get_int("timeout_trip_count", d.timeout_trip_count, ge=1),
+        oom_trip_count=t.get_int("oom_trip_count", d.oom_trip_count, ge=1),
+        oom_window_s=t.get_float("oom_window_s", d.oom_window_s, gt=0),
+        oom_weight_cut=t.get_float("oom_weight_cut", d.oom_weight_cut, gt=0, le=1),
+        oom_recovery_s=t.get_float("oom_recovery_s", d.oom_recovery_s, gt=0),
+        busy_backoff_s=t.get_float("busy_backoff_s", d.busy_backoff_s, gt=0),
+        default_retry_after_s=t.get_float("default_retry_after_s", d.default_retry_after_s, gt=0),
+        max_pause_s=t.get_float("max_pause_s", d.max_pause_s, gt=0),
+        open_base_s=t.get_float("open_base_s", d.open_base_s, gt=0),
+        open_max_s=t.get_float("open_max_s", d.open_max_s, gt=0),
+        half_open_probes=t.get_int("half_open_probes", d.half_open_probes, ge=1),
+    )
+
+
 def _parse_replica(t: _Table, node: str) -> ReplicaSpec:
     name = t.get_str("name", pattern=_NAME_RE)
     model = t.get_str("model")
@@ -590,6 +648,8 @@ def parse_config(data: Mapping[str, Any], source: str) -> Config:
         slo=doc.table("slo", _parse_slo),
         replicas=_parse_replicas(doc, node.name),
         source=source,
+        retry=doc.table("retry", _parse_retry),
+        breaker=doc.table("breaker", _parse_breaker),
     )
     for key, value in data.items():
         if key in doc.known:

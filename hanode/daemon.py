@@ -22,7 +22,9 @@ from hanode.health.passive import PassiveStats
 from hanode.http.server import HttpServer, ServerLimits
 from hanode.metrics.endpoint import OpsEndpoint
 from hanode.metrics.registry import NodeMetrics
+from hanode.policies.breaker import BreakerConfig
 from hanode.policies.l3 import L3Thresholds
+from hanode.policies.retry import RetryPolicy
 from hanode.policies.weights import WeightThresholds
 from hanode.pool.local import LocalPool
 from hanode.router.frontdoor import FrontDoor, RouterSettings
@@ -35,13 +37,37 @@ log = structlog.get_logger("hanode.daemon")
 
 def router_settings(config: Config) -> RouterSettings:
     r = config.router
+    retry = config.retry
+    b = config.breaker
     return RouterSettings(
         api_keys=r.api_keys,
         limits=RequestLimits(max_tokens=r.max_tokens_limit, max_n=r.max_n),
         request_timeout_s=r.request_timeout_s,
         connect_timeout_s=r.connect_timeout_s,
+        retry=RetryPolicy(
+            max_attempts=retry.max_attempts,
+            per_try_timeout_s=retry.per_try_timeout_s,
+            base_backoff_s=retry.backoff_base_s,
+            cap_backoff_s=retry.backoff_cap_s,
+        ),
+        retry_budget_ratio=retry.budget_ratio,
+        retry_budget_min_per_s=retry.budget_min_per_s,
         slo_latency_s=config.slo.latency_ms / 1000.0,
         slo_ttft_s=config.slo.ttft_ms / 1000.0,
+        breaker=BreakerConfig(
+            consecutive_failures=b.consecutive_failures,
+            timeout_trip_count=b.timeout_trip_count,
+            oom_trip_count=b.oom_trip_count,
+            oom_window_s=b.oom_window_s,
+            oom_weight_cut=b.oom_weight_cut,
+            oom_recovery_s=b.oom_recovery_s,
+            busy_backoff_s=b.busy_backoff_s,
+            default_retry_after_s=b.default_retry_after_s,
+            max_pause_s=b.max_pause_s,
+            open_base_s=b.open_base_s,
+            open_max_s=b.open_max_s,
+            half_open_probes=b.half_open_probes,
+        ),
     )
 
 

@@ -11,10 +11,12 @@ from typing import Any
 import pytest
 
 from hanode.config import (
+    BreakerSettings,
     Config,
     ConfigError,
     HealthConfig,
     HostPort,
+    RetryConfig,
     RouterConfig,
     SloConfig,
     ThresholdsConfig,
@@ -100,7 +102,16 @@ def test_example_file_parses_and_documents_every_key() -> None:
     assert defaults == RouterConfig(listen=HostPort("0.0.0.0", 8080))
     # Every field of every section appears in the example (api_key_file commented out).
     text = path.read_text()
-    for cls in (RouterConfig, HealthConfig, ThresholdsConfig, SloConfig):
+    assert cfg.retry == RetryConfig()
+    assert cfg.breaker == BreakerSettings()
+    for cls in (
+        RouterConfig,
+        HealthConfig,
+        ThresholdsConfig,
+        SloConfig,
+        RetryConfig,
+        BreakerSettings,
+    ):
         for field in dataclasses.fields(cls):
             assert f"{field.name} =" in text, (cls.__name__, field.name)
 
@@ -715,3 +726,29 @@ def test_non_utf8_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc_info:
         load_config(path)
     assert str(exc_info.value).startswith(f"{path}: invalid TOML: not UTF-8")
+
+
+def test_retry_and_breaker_sections_parse_and_validate() -> None:
+    data = {
+        "node": {"name": "n1", "data_dir": "/tmp/x"},
+        "router": {"listen": "127.0.0.1:8080"},
+        "metrics": {"listen": "127.0.0.1:9100"},
+        "retry": {"max_attempts": 4, "per_try_timeout_s": 1.5, "budget_ratio": 0.1},
+        "breaker": {"consecutive_failures": 2, "open_base_s": 0.5},
+        "replicas": [{"name": "r1", "model": "m", "url": "http://127.0.0.1:8001"}],
+    }
+    cfg = parse_config(data, "t.toml")
+    assert cfg.retry.max_attempts == 4
+    assert cfg.retry.per_try_timeout_s == 1.5
+    assert cfg.retry.budget_ratio == 0.1
+    assert cfg.breaker.consecutive_failures == 2
+    assert cfg.breaker.open_base_s == 0.5
+    assert cfg.breaker.oom_trip_count == 3  # default kept
+
+    bad = dict(data, retry={"max_attempts": 0, "budget_ratio": 2.0, "per_try": 1})
+    with pytest.raises(ConfigError) as info:
+        parse_config(bad, "t.toml")
+    text = str(info.value)
+    assert "t.toml: [retry].max_attempts:" in text
+    assert "t.toml: [retry].budget_ratio:" in text
+    assert "t.toml: [retry].per_try: unknown key" in text
