@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from hanode.sim import options as sim_options
 from hanode.runtime import run
+from hanode.sim import options as sim_options
 from hanode.sim.server import serve
 
 
