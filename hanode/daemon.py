@@ -121,7 +121,9 @@ class Node:
         config = self.config
         h = config.health
         t = config.thresholds
-        self.door = FrontDoor(self.pool, router_settings(config), self.metrics, self.passive)
+        self.door = FrontDoor(
+            self.pool, router_settings(config), self.metrics, self.passive, self.events
+        )
         door = self.door
         self.metrics.watch_pool(lambda: self.pool.snapshot, lambda: dict(door.inflight))
 

@@ -48,7 +48,8 @@ def _cmd_sim(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from hanode.demo import main as demo_main
 
-    return demo_main(args)
+    rc: int = demo_main(args)
+    return rc
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    rc: int = args.func(args)
+    return rc
 
 
 if __name__ == "__main__":

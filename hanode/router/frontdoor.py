@@ -20,6 +20,7 @@ import structlog
 
 from hanode.engines.base import EngineAdapter
 from hanode.engines.registry import get_adapter
+from hanode.events import EventLog
 from hanode.http.client import split_url
 from hanode.http.server import Request, Responder
 from hanode.logs import new_request_id
@@ -73,12 +74,14 @@ class FrontDoor:
         settings: RouterSettings,
         metrics: NodeMetrics,
         observer: TrafficObserver | None = None,
+        events: EventLog | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.view = view
         self.settings = settings
         self.metrics = metrics
         self.observer = observer
+        self.events = events
         self.table = RoutingTable(view, settings.breaker, self.loop.time)
         self.budget = RetryBudget(settings.retry_budget_ratio, settings.retry_budget_min_per_s)
         self.inflight: dict[str, int] = {}
@@ -222,14 +225,24 @@ class FrontDoor:
         for t in transitions:
             cls = t.failure_class.value if t.failure_class is not None else "none"
             self.metrics.breaker_transitions.labels(replica, cls, t.to_state.value).inc()
-            log.warning(
-                "breaker_transition",
-                replica=replica,
-                failure_class=cls,
-                from_state=t.from_state.value,
-                to_state=t.to_state.value,
-                reason=t.reason,
-            )
+            if self.events is not None:
+                self.events.add(
+                    "breaker",
+                    replica,
+                    f"{t.from_state.value} -> {t.to_state.value} ({cls}): {t.reason}",
+                    failure_class=cls,
+                    from_state=t.from_state.value,
+                    to_state=t.to_state.value,
+                )
+            else:
+                log.warning(
+                    "breaker_transition",
+                    replica=replica,
+                    failure_class=cls,
+                    from_state=t.from_state.value,
+                    to_state=t.to_state.value,
+                    reason=t.reason,
+                )
 
     def close(self) -> None:
         for pool in self._pools.values():

@@ -1,0 +1,112 @@
+"""A private nginx: round-robin proxy over the simulators, in the foreground, in a temp prefix."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from bench.procs import HOST, Proc, ProcGroup, child_pids, cpu_seconds, http_request, wait_until
+
+CONF = """\
+worker_processes 1;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+
+events {{
+    worker_connections 4096;
+}}
+
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    keepalive_requests 1000000;
+
+    upstream sims {{
+{servers}
+        keepalive 128;
+        keepalive_requests 1000000;
+    }}
+
+    server {{
+        listen {host}:{port};
+        location / {{
+            proxy_pass http://sims;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}
+}}
+"""
+
+
+class Nginx:
+    """nginx master (foreground) + 1 worker; CPU time is the sum of both."""
+
+    def __init__(self, binary: str, prefix: Path, port: int, upstream_ports: list[int]) -> None:
+        self.binary = binary
+        self.prefix = prefix
+        self.port = port
+        self.upstream_ports = upstream_ports
+        self.proc: Proc | None = None
+
+    def write_conf(self) -> Path:
+        self.prefix.mkdir(parents=True, exist_ok=True)
+        # Workers run as an unprivileged user when we are root: they must reach the prefix
+        # (inside the run's own temporary directory, created 0700).
+        for p in (self.prefix, self.prefix.parent):
+            with contextlib.suppress(OSError):
+                os.chmod(p, 0o755)
+        servers = "\n".join(f"        server {HOST}:{p};" for p in self.upstream_ports)
+        conf = self.prefix / "nginx.conf"
+        conf.write_text(CONF.format(prefix=self.prefix, servers=servers, host=HOST, port=self.port))
+        return conf
+
+    def start(self, group: ProcGroup, timeout_s: float = 10.0) -> None:
+        conf = self.write_conf()
+        argv = [
+            self.binary,
+            "-p",
+            f"{self.prefix}/",
+            "-c",
+            str(conf),
+            "-e",
+            str(self.prefix / "error.log"),
+        ]
+        self.proc = group.start(Proc("nginx", argv, self.prefix.parent))
+        group.extra_stops.append(self._stop_workers)
+        wait_until(
+            lambda: http_request(self.port, "GET", "/health")[0] == 200,
+            timeout_s,
+            f"nginx on port {self.port}",
+        )
+
+    def pids(self) -> list[int]:
+        if self.proc is None:
+            return []
+        return [self.proc.pid, *child_pids(self.proc.pid)]
+
+    def cpu_seconds(self) -> float:
+        total = 0.0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                total += cpu_seconds(pid)
+        return total
+
+    def _stop_workers(self) -> None:
+        """Before the master is stopped: remember workers, stop master, then any leftover."""
+        if self.proc is None:
+            return
+        workers = child_pids(self.proc.pid) if self.proc.alive() else []
+        self.proc.stop()
+        for pid in workers:
+            with contextlib.suppress(OSError):
+                # Still ours only if it still names nginx; then it outlived its master.
+                if "nginx" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                    os.kill(pid, 9)

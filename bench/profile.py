@@ -1,0 +1,99 @@
+"""py-spy sampling of a process and a summary of where its time goes (self time)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_FRAME_RE = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
+
+
+@dataclass(slots=True)
+class Profile:
+    total: int = 0
+    by_function: Counter[str] = field(default_factory=Counter)  # self samples
+    by_file: Counter[str] = field(default_factory=Counter)  # self samples
+    inclusive: Counter[str] = field(default_factory=Counter)  # samples with function on stack
+    error: str = ""
+
+
+def start_record(py_spy: str, pid: int, duration_s: int, output: Path) -> subprocess.Popen[bytes]:
+    argv = [
+        py_spy,
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(duration_s),
+        "--rate",
+        "250",
+        "--format",
+        "raw",
+        "--output",
+        str(output),
+        "--nonblocking",
+    ]
+    log = output.with_suffix(".log").open("wb")
+    try:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    finally:
+        log.close()
+
+
+def _short_file(path: str) -> str:
+    for marker in ("/site-packages/", "/lib/python3"):
+        i = path.find(marker)
+        if i >= 0:
+            return path[i + len(marker) :].lstrip("/")
+    i = path.find("/hanode/")
+    return path[i + 1 :] if i >= 0 else path
+
+
+def _split_frame(frame: str) -> tuple[str, str]:
+    m = _FRAME_RE.match(frame.strip())
+    if m is None:
+        return frame.strip(), "?"
+    return m.group("func"), _short_file(m.group("file"))
+
+
+def parse_raw(text: str) -> Profile:
+    """py-spy ``--format raw``: one ``frame;frame;...;leaf COUNT`` line per distinct stack."""
+    prof = Profile()
+    for line in text.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [f for f in stack.split(";") if f]
+        # py-spy may prefix the thread ("process ..."/"thread ..."); keep Python frames only.
+        frames = [f for f in frames if f.endswith(")")]
+        if not frames:
+            continue
+        prof.total += count
+        func, file = _split_frame(frames[-1])
+        prof.by_function[f"{func} ({file})"] += count
+        prof.by_file[file] += count
+        seen: set[str] = set()
+        for f in frames:
+            fn, fl = _split_frame(f)
+            key = f"{fn} ({fl})"
+            if key not in seen:
+                seen.add(key)
+                prof.inclusive[key] += count
+    return prof
+
+
+def load(output: Path) -> Profile:
+    try:
+        text = output.read_text(errors="replace")
+    except OSError as exc:
+        log = output.with_suffix(".log")
+        detail = log.read_text(errors="replace")[-500:] if log.exists() else ""
+        return Profile(error=f"no py-spy output ({exc}): {detail}")
+    prof = parse_raw(text)
+    if prof.total == 0:
+        prof.error = "py-spy recorded no samples"
+    return prof

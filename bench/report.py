@@ -1,0 +1,438 @@
+"""Machine facts, the results table, and docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import platform
+import subprocess
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bench.load import percentile
+from bench.tools import version_of
+
+if TYPE_CHECKING:
+    from bench.run import RunResult
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _pkg(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _git_rev() -> str:
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--", "hanode"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return f"{rev}{' + uncommitted changes in hanode/' if dirty else ''}" if rev else "unknown"
+
+
+def machine_info(nginx: str, wrk: str, py_spy: str) -> dict[str, str]:
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": _cpu_model(),
+        "cores": f"{os.cpu_count()} online, {affinity} usable by this process",
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "uvloop": _pkg("uvloop"),
+        "httptools": _pkg("httptools"),
+        "nginx": version_of([nginx, "-v"]).replace("nginx version: ", ""),
+        "wrk": version_of([wrk, "-v"]).split(" [")[0],
+        "py-spy": version_of([py_spy, "--version"]),
+        "hanode": _git_rev(),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# numbers -> text
+# --------------------------------------------------------------------------------------------
+
+
+def _ms(us: float | None, digits: int = 3) -> str:
+    if us is None or math.isnan(us):
+        return "n/a"
+    return f"{us / 1e3:.{digits}f}"
+
+
+def _signed_ms(us: float | None) -> str:
+    if us is None or math.isnan(us):
+        return "n/a"
+    return f"{us / 1e3:+.3f}"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    name: str
+    measured: str
+    target: str
+    ok: bool | None  # None: could not be measured
+
+    @property
+    def word(self) -> str:
+        return "n/a" if self.ok is None else ("PASS" if self.ok else "MISS")
+
+
+def verdicts(r: RunResult) -> list[Verdict]:
+    t = r.targets
+    d, n, h = t.get("direct"), t.get("nginx"), t.get("hanode")
+    out: list[Verdict] = []
+    if n and h and n.c64 and h.c64 and n.c64.rps:
+        ratio = h.c64.rps / n.c64.rps
+        out.append(
+            Verdict(
+                "throughput at c=64 vs nginx",
+                f"{ratio:.0%} ({h.c64.rps:,.0f} vs {n.c64.rps:,.0f} req/s)",
+                ">= 90%",
+                ratio >= 0.9,
+            )
+        )
+    if h and h.cpu_ms_per_request is not None:
+        vs = ""
+        if n and n.cpu_ms_per_request:
+            vs = f", {h.cpu_ms_per_request / n.cpu_ms_per_request:.1f}x nginx"
+        out.append(
+            Verdict(
+                "router CPU per request",
+                f"{h.cpu_ms_per_request:.3f} ms{vs}",
+                "<= 0.100 ms",
+                h.cpu_ms_per_request <= 0.1,
+            )
+        )
+    if d and h and d.c1 and h.c1:
+        added = h.c1.p50_us - d.c1.p50_us
+        out.append(
+            Verdict(
+                "added latency p50 at c=1 over direct",
+                f"{added / 1e3:+.3f} ms",
+                "<= 0.100 ms",
+                added <= 100.0,
+            )
+        )
+    if n and h and n.stream and h.stream and n.stream.samples_us and h.stream.samples_us:
+        added = h.stream.p50_us - n.stream.p50_us
+        out.append(
+            Verdict(
+                "stream first chunk p50 over nginx",
+                f"{added / 1e3:+.3f} ms",
+                "<= 0.200 ms",
+                added <= 200.0,
+            )
+        )
+    return out
+
+
+def results_table(r: RunResult) -> str:
+    t = r.targets
+    names = ("direct", "nginx", "hanode")
+    d = t.get("direct")
+
+    def row(label: str, values: list[str], note: str = "") -> str:
+        return f"| {label} | " + " | ".join(values) + f" | {note} |"
+
+    def each(fn: object) -> list[str]:
+        assert callable(fn)
+        return [str(fn(t[n])) if n in t else "n/a" for n in names]
+
+    lines = [
+        "| metric | direct (1 sim) | nginx | hanode | hanode vs baseline |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    h, n = t.get("hanode"), t.get("nginx")
+    if d and d.c1 and h and h.c1 and n and n.c1:
+        dp50, dp99 = d.c1.p50_us, d.c1.p99_us
+        lines.append(
+            row(
+                "latency p50, c=1 (ms)",
+                each(lambda x: _ms(x.c1.p50_us if x.c1 else None)),
+                f"{_signed_ms(h.c1.p50_us - dp50)} over direct "
+                f"(nginx {_signed_ms(n.c1.p50_us - dp50)})",
+            )
+        )
+        lines.append(
+            row(
+                "latency p99, c=1 (ms)",
+                each(lambda x: _ms(x.c1.p99_us if x.c1 else None)),
+                f"{_signed_ms(h.c1.p99_us - dp99)} over direct "
+                f"(nginx {_signed_ms(n.c1.p99_us - dp99)})",
+            )
+        )
+        lines.append(
+            row(
+                "throughput, c=1 (req/s)",
+                each(lambda x: f"{x.c1.rps:,.0f}" if x.c1 else "n/a"),
+                f"{h.c1.rps / n.c1.rps:.0%} of nginx" if n.c1.rps else "",
+            )
+        )
+    if h and h.c64 and n and n.c64:
+        lines.append(
+            row(
+                "throughput, c=64 (req/s)",
+                each(lambda x: f"{x.c64.rps:,.0f}" if x.c64 else "n/a"),
+                f"{h.c64.rps / n.c64.rps:.0%} of nginx" if n.c64.rps else "",
+            )
+        )
+        lines.append(
+            row(
+                "latency p50 / p99, c=64 (ms)",
+                each(lambda x: f"{_ms(x.c64.p50_us, 2)} / {_ms(x.c64.p99_us, 2)}" if x.c64 else ""),
+                "",
+            )
+        )
+        hc, nc = h.cpu_ms_per_request, n.cpu_ms_per_request
+        lines.append(
+            row(
+                "CPU per request, c=64 (ms)",
+                each(
+                    lambda x: (
+                        f"{x.cpu_ms_per_request:.4f}" if x.cpu_ms_per_request is not None else "n/a"
+                    )
+                ),
+                f"{hc / nc:.1f}x nginx" if hc is not None and nc else "",
+            )
+        )
+    if h and h.stream and n and n.stream:
+        lines.append(
+            row(
+                "stream first chunk p50 (ms)",
+                each(lambda x: _ms(x.stream.p50_us) if x.stream else "n/a"),
+                f"{_signed_ms(h.stream.p50_us - n.stream.p50_us)} over nginx",
+            )
+        )
+        lines.append(
+            row(
+                "stream first chunk p99 (ms)",
+                each(lambda x: _ms(x.stream.p99_us) if x.stream else "n/a"),
+                f"{_signed_ms(h.stream.p99_us - n.stream.p99_us)} over nginx",
+            )
+        )
+    errs = each(
+        lambda x: str(
+            sum(w.error_count for w in (x.c1, x.c64) if w is not None)
+            + (x.stream.errors if x.stream else 0)
+        )
+    )
+    lines.append(row("errors (wrk + stream client)", errs, "must be 0"))
+    return "\n".join(lines)
+
+
+def verdict_table(r: RunResult) -> str:
+    lines = ["| target | measured | goal | verdict |", "| --- | --- | --- | --- |"]
+    for v in verdicts(r):
+        lines.append(f"| {v.name} | {v.measured} | {v.target} | **{v.word}** |")
+    return "\n".join(lines)
+
+
+def machine_table(r: RunResult) -> str:
+    lines = ["| | |", "| --- | --- |"]
+    for k, v in r.machine.items():
+        lines.append(f"| {k} | {v} |")
+    return "\n".join(lines)
+
+
+def profile_section(r: RunResult, top: int = 15) -> str:
+    p = r.profile
+    if p is None:
+        return "Not run (`--no-profile`)."
+    if p.error:
+        return f"No profile: {p.error}"
+    rps = f" (throughput under profiling: {r.profile_rps:,.0f} req/s)" if r.profile_rps else ""
+    lines = [
+        f"py-spy, {p.total} samples of the hanode process during a c=64 wrk run{rps}. "
+        "Self time = samples whose innermost Python frame is that function (time in C code, "
+        "e.g. uvloop's socket calls or httptools' parser, is charged to the Python frame that "
+        "called it; idle time in epoll is not sampled).",
+        "",
+        "| self % | function (file) |",
+        "| ---: | --- |",
+    ]
+    for key, count in p.by_function.most_common(top):
+        lines.append(f"| {100.0 * count / p.total:.1f} | `{key}` |")
+    lines += ["", "| self % | file |", "| ---: | --- |"]
+    for key, count in p.by_file.most_common(10):
+        lines.append(f"| {100.0 * count / p.total:.1f} | `{key}` |")
+    lines += ["", "Inclusive (on the stack), hanode functions only:", ""]
+    lines += ["| incl. % | function (file) |", "| ---: | --- |"]
+    shown = 0
+    for key, count in p.inclusive.most_common():
+        if "hanode/" not in key:
+            continue
+        lines.append(f"| {100.0 * count / p.total:.1f} | `{key}` |")
+        shown += 1
+        if shown >= 12:
+            break
+    return "\n".join(lines)
+
+
+def failover_section(r: RunResult) -> str:
+    fo = r.failover
+    if fo is None:
+        return "Not run."
+    lat = fo.latencies_ms()
+    errs = fo.errors()
+    around = fo.around_kill()
+    slow = max(around, key=lambda s: s.latency_s) if around else None
+    before = sorted(s.latency_s * 1e3 for s in fo.samples if s.start + s.latency_s < fo.kill_at)
+    after = sorted(s.latency_s * 1e3 for s in fo.samples if s.start > fo.kill_at + 1.0)
+    err_text = ", ".join(f"{k} x{v}" for k, v in errs.most_common()) if errs else "none"
+    served = ", ".join(f"{k or '?'}: {v}" for k, v in sorted(fo.replicas_after().items()))
+    lines = [
+        "| | |",
+        "| --- | --- |",
+        f"| requests | {len(fo.samples)} in {fo.duration_s:.0f} s |",
+        f"| client-visible errors | {sum(errs.values())} ({err_text}) |",
+        f"| latency p50 / p99 / max, whole run (ms) | {percentile(lat, 50):.1f} / "
+        f"{percentile(lat, 99):.1f} / {lat[-1] if lat else float('nan'):.1f} |",
+        f"| latency p50 / p99 before the kill (ms) | {percentile(before, 50):.1f} / "
+        f"{percentile(before, 99):.1f} |",
+        f"| latency p50 / p99 from 1 s after the kill (ms) | {percentile(after, 50):.1f} / "
+        f"{percentile(after, 99):.1f} |",
+        "| slowest request around the kill (in flight or started within 3 s) | "
+        + (
+            f"{slow.latency_s * 1e3:.1f} ms, started {slow.start - fo.kill_at:+.3f} s "
+            f"from the kill, {slow.kind}"
+            if slow
+            else "n/a"
+        )
+        + " |",
+        f"| killed | {r.failover_killed} (SIGKILL) at {fo.kill_at:.2f} s |",
+        f"| served by (ok answers from 1 s after the kill) | {served or 'n/a'} |",
+    ]
+    return "\n".join(lines)
+
+
+def render_summary(r: RunResult) -> str:
+    return (
+        f"{results_table(r)}\n\n{verdict_table(r)}\n\n"
+        f"failover ({r.failover_killed} killed):\n{failover_section(r)}"
+    )
+
+
+METHOD = """\
+## Method
+
+`make bench` (= `.venv/bin/python -m bench.run`, code in `bench/`) does everything in one run,
+from nothing: it installs Debian's `nginx-light` and `wrk` with apt-get when they are missing,
+starts **three `hanode sim` replicas** (`--ttft-ms 0 --tpot-ms 0`, capacity 1024, uvloop), then
+**nginx** and **one hanode node** in front of the *same* three simulators, and measures three
+targets one after the other on loopback:
+
+* **direct** - wrk straight to simulator 0: the floor (what a request costs without a proxy).
+* **nginx** - nginx 1 worker, round-robin upstream over the 3 sims, `proxy_http_version 1.1`,
+  `proxy_set_header Connection ""`, `proxy_buffering off`, upstream `keepalive 128`,
+  `access_log off`, `keepalive_requests` raised so wrk's connections are never recycled;
+  foreground master (own prefix, pid and temp dirs in a temporary directory).
+* **hanode** - `hanode run` with the 3 sims as `[[replicas]]` (engine vllm, health interval 1 s),
+  measured once `/status` reports every replica `healthy`.
+
+Measurements (each target, same order, after a 2 s warm-up at c=64 per target):
+
+1. **Latency at concurrency 1**: `wrk -t1 -c1 -d8s --latency` with a Lua script that POSTs
+   `/v1/completions` (`max_tokens` 16, a non-streamed ~350-byte answer). "Added" latency is the
+   target's p50 (p99) minus direct's p50 (p99) from the same run.
+2. **Throughput at concurrency 64**: `wrk -t1 -c64 -d8s`. During this run the proxy's CPU time
+   (utime + stime of the process and its threads from `/proc/PID/stat`; nginx: master + worker)
+   is sampled before and after; **CPU per request** = CPU seconds / requests wrk completed. For
+   *direct* the number is the simulator's own cost (a reference, not a proxy cost).
+3. **Stream first-chunk delay**: the simulators are switched (same processes, `/admin/config`) to
+   `ttft 0, tpot 1 ms`; a blocking raw-socket client sends a streamed chat completion
+   (`max_tokens` 4) over one keep-alive connection and measures the time from sending the request
+   to receiving the first bytes of the first SSE `data:` chunk, reads the stream to its end, and
+   repeats (up to 2000 streams or 8 s per target).
+4. **Profile**: a separate c=64 wrk run against hanode while `py-spy record --nonblocking
+   --format raw` samples the hanode process (not the run whose numbers are in the table).
+5. **Failover**: 8 client threads (keep-alive `http.client`, 10 s timeout, no retries) send
+   non-streamed completions through hanode for 10 s (sims still at tpot 1 ms, so each request
+   takes ~16 ms and several are in flight at any moment); one simulator is SIGKILLed at 3 s.
+   Every non-200 answer, answer without `choices`, or exception counts as a client-visible error.
+
+Everything runs on one machine: wrk, the proxies and the simulators share the CPUs, so
+throughput is bounded by the whole box (the Python simulators included), not by the proxy alone.
+All processes are started by the benchmark and stopped by pid when it ends.
+
+## How to read it
+
+* Compare **within one run** only (same machine, same moment): the ratios in the last column and
+  the verdicts are computed from numbers measured side by side. Absolute numbers move with the
+  machine and whatever else runs on it.
+* **Added p50 at c=1** is the proxy's per-request latency tax when idle; p99 at c=1 on a shared
+  2-core VM is dominated by scheduling noise, read it as a sanity check.
+* **Throughput at c=64** is a CPU contest on a small machine: a proxy that needs more CPU per
+  request leaves less for the simulators and wrk. **CPU per request** is the cleaner number:
+  it does not depend on how busy the rest of the box was.
+* **First chunk** says how long a proxy holds back the start of a stream; direct is the floor.
+* The **profile** says where hanode's CPU goes; self time in `uvloop/__init__.py` `run` is time
+  spent in the event loop's C code (syscalls, transports), i.e. I/O cost rather than Python.
+"""
+
+
+def render(r: RunResult) -> str:
+    verdict_lines = "\n".join(
+        f"* {v.name}: **{v.word}** ({v.measured}, goal {v.target})" for v in verdicts(r)
+    )
+    notes = "\n".join(f"* {n}" for n in r.notes) if r.notes else "* none"
+    return f"""\
+# hanode benchmarks
+
+Generated by `make bench` (`python -m bench.run`); this file is overwritten by each run.
+Run on {r.machine.get("date", "?")}, {r.elapsed_s:.0f} s in all.
+
+## Results
+
+{results_table(r)}
+
+### Targets
+
+{verdict_table(r)}
+
+{verdict_lines}
+
+### Failover (hanode, concurrency 8, one of three simulators SIGKILLed)
+
+{failover_section(r)}
+
+### Where hanode's time goes
+
+{profile_section(r)}
+
+### Notes from this run
+
+{notes}
+
+### Machine
+
+{machine_table(r)}
+
+{METHOD}"""

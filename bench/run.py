@@ -1,0 +1,398 @@
+"""``make bench``: hanode vs a direct connection vs nginx over the same three simulators.
+
+One run, from nothing: installs nginx-light and wrk if missing, starts three ``hanode sim``
+replicas, a private nginx (round-robin, keep-alive upstreams) and one hanode node over them, and
+measures, for each of direct / nginx / hanode:
+
+* latency p50/p99 at concurrency 1 (wrk, POST /v1/completions, max_tokens 16),
+* throughput at concurrency 64 (wrk) and the proxy's CPU time per request (/proc/PID/stat),
+* first-chunk delay of a streamed chat completion (raw-socket client; sims at tpot 1 ms),
+
+then profiles hanode under load with py-spy and kills one simulator under load (failover).
+Results: a table on stdout and docs/benchmarks.md (overwritten).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import load, report
+from bench.nginx import Nginx
+from bench.procs import (
+    HOST,
+    BenchError,
+    Proc,
+    ProcGroup,
+    free_port,
+    http_request,
+    tail,
+    wait_until,
+)
+from bench.profile import Profile, start_record
+from bench.profile import load as load_profile
+from bench.tools import ensure_tools
+
+MODEL = "bench-model"
+COMPLETION_BODY = json.dumps(
+    {"model": MODEL, "prompt": "Say hello to the benchmark.", "max_tokens": 16},
+    separators=(",", ":"),
+)
+STREAM_BODY = json.dumps(
+    {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 4,
+        "stream": True,
+    },
+    separators=(",", ":"),
+)
+TARGETS = ("direct", "nginx", "hanode")
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(slots=True)
+class Settings:
+    duration_s: float = 8.0
+    warmup_s: float = 2.0
+    stream_iterations: int = 2000
+    stream_time_limit_s: float = 8.0
+    failover_s: float = 10.0
+    failover_kill_at_s: float = 3.0
+    failover_concurrency: int = 8
+    profile: bool = True
+    install: bool = True
+    output: Path = REPO / "docs" / "benchmarks.md"
+
+
+@dataclass(slots=True)
+class TargetResult:
+    name: str
+    port: int
+    c1: load.WrkResult | None = None
+    c64: load.WrkResult | None = None
+    cpu_s: float | None = None
+    stream: load.FirstChunkResult | None = None
+
+    @property
+    def cpu_ms_per_request(self) -> float | None:
+        if self.cpu_s is None or self.c64 is None or not self.c64.requests:
+            return None
+        return self.cpu_s * 1e3 / self.c64.requests
+
+
+@dataclass(slots=True)
+class RunResult:
+    settings: Settings
+    targets: dict[str, TargetResult] = field(default_factory=dict)
+    profile: Profile | None = None
+    profile_rps: float | None = None
+    failover: load.FailoverResult | None = None
+    failover_killed: str = ""
+    notes: list[str] = field(default_factory=list)
+    machine: dict[str, str] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+
+def _python() -> str:
+    return sys.executable
+
+
+def start_sim(group: ProcGroup, name: str, log_dir: Path) -> tuple[Proc, int]:
+    argv = [
+        _python(),
+        "-m",
+        "hanode",
+        "sim",
+        "--port",
+        "0",
+        "--model",
+        MODEL,
+        "--ttft-ms",
+        "0",
+        "--tpot-ms",
+        "0",
+        "--capacity",
+        "1024",
+    ]
+    proc = group.start(Proc(name, argv, log_dir))
+    event = proc.wait_event("listening", 20.0)
+    return proc, int(event["port"])
+
+
+NODE_TOML = """\
+[node]
+name = "bench"
+data_dir = "{data_dir}"
+
+[router]
+listen = "{host}:{port}"
+
+[metrics]
+listen = "{host}:{metrics_port}"
+
+[health]
+interval_s = 1.0
+"""
+
+REPLICA_TOML = """
+[[replicas]]
+name = "{name}"
+model = "{model}"
+url = "http://{host}:{port}"
+engine = "vllm"
+"""
+
+
+def start_node(group: ProcGroup, tmp: Path, sim_ports: list[int]) -> tuple[Proc, int, int]:
+    data_dir = tmp / "node-data"
+    data_dir.mkdir()
+    text = NODE_TOML.format(
+        data_dir=data_dir, host=HOST, port=free_port(), metrics_port=free_port()
+    )
+    for i, port in enumerate(sim_ports):
+        text += REPLICA_TOML.format(name=f"sim{i}", model=MODEL, host=HOST, port=port)
+    config = tmp / "hanode.toml"
+    config.write_text(text)
+    argv = [_python(), "-m", "hanode", "run", "--config", str(config), "--log-level", "info"]
+    proc = group.start(Proc("hanode", argv, tmp))
+    event = proc.wait_event("listening", 20.0)
+    router_port, metrics_port = int(event["router_port"]), int(event["metrics_port"])
+
+    def all_healthy() -> bool:
+        status, body = http_request(metrics_port, "GET", "/status")
+        doc = json.loads(body)
+        reps = doc.get("replicas", [])
+        return (
+            status == 200
+            and len(reps) == len(sim_ports)
+            and all(r.get("health") == "healthy" for r in reps)
+        )
+
+    wait_until(all_healthy, 30.0, "all replicas healthy in hanode /status", 0.2)
+    return proc, router_port, metrics_port
+
+
+def set_sim_timing(ports: list[int], **settings: float) -> None:
+    for port in ports:
+        status, body = http_request(port, "POST", "/admin/config", json.dumps(settings).encode())
+        if status != 200:
+            raise BenchError(f"sim {port}: /admin/config {settings} -> {status} {body[:200]!r}")
+
+
+def _say(msg: str) -> None:
+    print(f"bench: {msg}", flush=True)
+
+
+def _wrk_summary(r: load.WrkResult) -> str:
+    errs = f", errors {r.errors}" if r.errors else ""
+    return f"{r.rps:,.0f} req/s, p50 {r.p50_us:.0f} us, p99 {r.p99_us:.0f} us{errs}"
+
+
+def measure(settings: Settings) -> RunResult:
+    result = RunResult(settings)
+    t_begin = time.monotonic()
+    tools = ensure_tools(settings.install)
+    py_spy = shutil.which("py-spy") or str(Path(_python()).with_name("py-spy"))
+    result.machine = report.machine_info(tools.nginx, tools.wrk, py_spy)
+    load1 = os.getloadavg()[0]
+    if load1 > 0.5:
+        result.notes.append(
+            f"Load average was {load1:.2f} when the run started: other processes shared the "
+            "CPUs, so absolute numbers are noisier than usual (ratios less so)."
+        )
+    with tempfile.TemporaryDirectory(prefix="hanode-bench-") as tmp_name, ProcGroup() as group:
+        tmp = Path(tmp_name)
+        sims: list[tuple[Proc, int]] = [start_sim(group, f"sim{i}", tmp) for i in range(3)]
+        sim_ports = [port for _, port in sims]
+        _say(f"simulators on ports {sim_ports} (pids {[p.pid for p, _ in sims]})")
+        nginx = Nginx(tools.nginx, tmp / "nginx", free_port(), sim_ports)
+        nginx.start(group)
+        _say(f"nginx on port {nginx.port} (pids {nginx.pids()})")
+        node, router_port, _metrics_port = start_node(group, tmp, sim_ports)
+        _say(f"hanode on port {router_port} (pid {node.pid}), all replicas healthy")
+        for proc, _ in sims:
+            if "falling back to asyncio" in tail(proc.err_path, 50):
+                result.notes.append(f"{proc.name} ran on plain asyncio (uvloop self-test failed).")
+
+        sim0 = sims[0][0]
+        cpu_of: dict[str, Callable[[], float]] = {
+            "direct": sim0.cpu_seconds,
+            "nginx": nginx.cpu_seconds,
+            "hanode": node.cpu_seconds,
+        }
+        ports = {"direct": sim_ports[0], "nginx": nginx.port, "hanode": router_port}
+        for name in TARGETS:
+            result.targets[name] = TargetResult(name, ports[name])
+        script = load.write_lua(tmp / "post.lua", COMPLETION_BODY)
+
+        def url(name: str) -> str:
+            return f"http://{HOST}:{ports[name]}/v1/completions"
+
+        # Warm-up: connections, code paths, upstream keep-alive pools.
+        for name in TARGETS:
+            r = load.run_wrk(tools.wrk, url(name), script, 64, settings.warmup_s)
+            _say(f"warm-up {name}: {_wrk_summary(r)}")
+
+        for name in TARGETS:
+            r = load.run_wrk(tools.wrk, url(name), script, 1, settings.duration_s)
+            result.targets[name].c1 = r
+            _say(f"c=1 {name}: {_wrk_summary(r)}")
+
+        for name in TARGETS:
+            cpu0 = cpu_of[name]()
+            r = load.run_wrk(tools.wrk, url(name), script, 64, settings.duration_s)
+            result.targets[name].cpu_s = cpu_of[name]() - cpu0
+            result.targets[name].c64 = r
+            per = result.targets[name].cpu_ms_per_request
+            _say(f"c=64 {name}: {_wrk_summary(r)}, CPU {per:.4f} ms/request")
+
+        if settings.profile:
+            result.profile, result.profile_rps = profile_node(
+                py_spy, node.pid, tools.wrk, url("hanode"), script, tmp, settings.duration_s
+            )
+
+        # Streams: same simulators, now 1 ms per output token.
+        set_sim_timing(sim_ports, ttft_ms=0, tpot_ms=1)
+        for name in TARGETS:
+            fc = load.first_chunk_delays(
+                ports[name],
+                "/v1/chat/completions",
+                STREAM_BODY.encode(),
+                settings.stream_iterations,
+                settings.stream_time_limit_s,
+            )
+            result.targets[name].stream = fc
+            _say(
+                f"stream {name}: first chunk p50 {fc.p50_us:.0f} us, p99 {fc.p99_us:.0f} us "
+                f"({len(fc.samples_us)} streams, {fc.errors} errors)"
+            )
+
+        # Failover: kill one simulator (ours, by pid) under load through hanode.
+        victim = sims[2][0]
+        result.failover_killed = victim.name
+        fo = load.run_failover(
+            router_port,
+            "/v1/completions",
+            COMPLETION_BODY.encode(),
+            settings.failover_concurrency,
+            settings.failover_s,
+            settings.failover_kill_at_s,
+            lambda: victim.signal(signal.SIGKILL),
+        )
+        result.failover = fo
+        errs = fo.errors()
+        _say(
+            f"failover: {len(fo.samples)} requests, {sum(errs.values())} errors {dict(errs)}, "
+            f"killed {victim.name} at {fo.kill_at:.2f}s"
+        )
+        check_node_log(node, result)
+    result.elapsed_s = time.monotonic() - t_begin
+    return result
+
+
+def profile_node(
+    py_spy: str,
+    pid: int,
+    wrk: str,
+    url: str,
+    script: Path,
+    tmp: Path,
+    duration_s: float,
+) -> tuple[Profile, float | None]:
+    if not Path(py_spy).exists():
+        return Profile(error=f"py-spy not found ({py_spy})"), None
+    out = tmp / "hanode-profile.txt"
+    seconds = max(2, round(duration_s) - 1)
+    spy = start_record(py_spy, pid, seconds, out)
+    rps: float | None = None
+    try:
+        time.sleep(0.5)  # let py-spy attach before the load starts
+        r = load.run_wrk(wrk, url, script, 64, duration_s)
+        rps = r.rps
+        spy.wait(duration_s + 30)
+    finally:
+        if spy.poll() is None:
+            spy.terminate()
+            spy.wait(10)
+    prof = load_profile(out)
+    _say(f"profile: {prof.total} samples{' (' + prof.error + ')' if prof.error else ''}")
+    return prof, rps
+
+
+def check_node_log(node: Proc, result: RunResult) -> None:
+    """Surface hanode's own complaints (errors, warnings) in the report."""
+    counts: dict[str, int] = {}
+    total = 0
+    for path in (node.out_path, node.err_path):
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            total += 1
+            try:
+                doc: Any = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(doc, dict) and doc.get("level") in ("warning", "error", "critical"):
+                key = f"{doc.get('level')}: {doc.get('event')}"
+                counts[key] = counts.get(key, 0) + 1
+    size = node.err_path.stat().st_size + node.out_path.stat().st_size
+    result.machine["hanode_log"] = f"{total} lines, {size} bytes over the whole run"
+    if counts:
+        listed = ", ".join(f"{k} x{v}" for k, v in sorted(counts.items()))
+        result.notes.append(f"hanode logged: {listed}.")
+
+
+def parse_args(argv: list[str] | None) -> Settings:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    p.add_argument("--duration", type=float, default=8.0, help="seconds per wrk measurement")
+    p.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per target")
+    p.add_argument("--stream-iterations", type=int, default=2000)
+    p.add_argument("--failover-seconds", type=float, default=10.0)
+    p.add_argument("--no-profile", action="store_true", help="skip the py-spy run")
+    p.add_argument("--no-install", action="store_true", help="never apt-get install")
+    p.add_argument("--output", type=Path, default=Settings().output, help="markdown report")
+    a = p.parse_args(argv)
+    return Settings(
+        duration_s=a.duration,
+        warmup_s=a.warmup,
+        stream_iterations=a.stream_iterations,
+        stream_time_limit_s=max(2.0, a.duration),
+        failover_s=a.failover_seconds,
+        failover_kill_at_s=min(3.0, a.failover_seconds / 3),
+        profile=not a.no_profile,
+        install=not a.no_install,
+        output=a.output,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = parse_args(argv)
+    try:
+        result = measure(settings)
+    except BenchError as exc:
+        print(f"bench: failed: {exc}", file=sys.stderr)
+        return 1
+    text = report.render(result)
+    settings.output.parent.mkdir(parents=True, exist_ok=True)
+    settings.output.write_text(text)
+    print()
+    print(report.render_summary(result))
+    print(f"\nbench: wrote {settings.output} ({result.elapsed_s:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
