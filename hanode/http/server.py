@@ -207,6 +207,7 @@ class HttpServerProtocol(asyncio.Protocol):
         "_header_name",
         "_headers",
         "_in_request",
+        "_last_request",
         "_loop",
         "_parser",
         "_pending",
@@ -230,6 +231,7 @@ class HttpServerProtocol(asyncio.Protocol):
         self._body_size = 0
         self._head_size = 0
         self._in_request = False
+        self._last_request = False
         self._pending: deque[Request] = deque()
         self._current: Responder | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -263,7 +265,11 @@ class HttpServerProtocol(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._reject(400, b"protocol upgrade is not supported")
+            # We ignore Upgrade (allowed by HTTP/1.1) and answer in HTTP/1.1, but the parser
+            # cannot go on after it: close once the answers already queued are sent.
+            self._last_request = True
+            if self._current is None and not self._pending:
+                self.close()
         except httptools.HttpParserError as exc:
             if self.transport is not None and not self.transport.is_closing():
                 self._reject(400, b"malformed HTTP request: " + str(exc).encode()[:200])
@@ -363,7 +369,7 @@ class HttpServerProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
-        if not keep_alive:
+        if not keep_alive or (self._last_request and not self._pending):
             transport.close()
             return
         if self._pending:
