@@ -100,7 +100,7 @@ def test_head_of_stream_has_no_body_and_keeps_connection_usable() -> None:
     async def body(host: str, port: int) -> None:
         req = b"HEAD /stream HTTP/1.1\r\nhost: x\r\n\r\nGET /after HTTP/1.1\r\nhost: x\r\n\r\n"
         out = await _exchange(host, port, req, b"GET /after ")
-        head, _, rest = out.partition(b"\r\n\r\n")
+        _, _, rest = out.partition(b"\r\n\r\n")
         assert rest.startswith(b"HTTP/1.1 200 OK"), rest[:40]
 
     run(_with_server(body))
