@@ -6,6 +6,7 @@ import contextlib
 import http.client
 import re
 import socket
+import statistics
 import subprocess
 import threading
 import time
@@ -49,6 +50,7 @@ class WrkResult:
     pct_us: dict[int, float]  # 50/75/90/99 -> microseconds
     errors: dict[str, int]  # connect/read/write/timeout/non2xx, non-zero only
     raw: str
+    rounds: tuple[WrkResult, ...] = ()  # when combined from several runs
 
     @property
     def p50_us(self) -> float:
@@ -85,6 +87,30 @@ def parse_wrk(text: str) -> WrkResult:
         pct_us=pct,
         errors=errors,
         raw=text,
+    )
+
+
+def combine(results: Sequence[WrkResult]) -> WrkResult:
+    """Rounds of one measurement: totals add up, percentiles are the median of the rounds'."""
+    if not results:
+        raise ValueError("nothing to combine")
+    requests = sum(r.requests for r in results)
+    duration = sum(r.duration_s for r in results)
+    pct: dict[int, float] = {}
+    for p in results[0].pct_us:
+        values = sorted(r.pct_us[p] for r in results if p in r.pct_us)
+        pct[p] = statistics.median(values)
+    errors: Counter[str] = Counter()
+    for r in results:
+        errors.update(r.errors)
+    return WrkResult(
+        requests=requests,
+        duration_s=duration,
+        rps=requests / duration if duration else 0.0,
+        pct_us=pct,
+        errors=dict(errors),
+        raw="\n".join(r.raw for r in results),
+        rounds=tuple(results),
     )
 
 
@@ -136,6 +162,11 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 class FirstChunkResult:
     samples_us: list[float]  # sorted
     errors: int
+
+    @classmethod
+    def merge(cls, parts: Sequence[FirstChunkResult]) -> FirstChunkResult:
+        samples = sorted(s for p in parts for s in p.samples_us)
+        return cls(samples, sum(p.errors for p in parts))
 
     @property
     def p50_us(self) -> float:

@@ -248,6 +248,23 @@ def results_table(r: RunResult) -> str:
     return "\n".join(lines)
 
 
+def rounds_text(r: RunResult) -> str:
+    """Per-round numbers: how much the machine moved during the run."""
+    parts: list[str] = []
+    for label, pick in (
+        ("c=1 p50 (ms)", lambda w: _ms(w.p50_us)),
+        ("c=64 req/s", lambda w: f"{w.rps:,.0f}"),
+    ):
+        cells = []
+        for name, t in r.targets.items():
+            w = t.c1 if label.startswith("c=1") else t.c64
+            if w is not None and w.rounds:
+                cells.append(f"{name} {' / '.join(pick(x) for x in w.rounds)}")
+        if cells:
+            parts.append(f"{label} by round: " + "; ".join(cells))
+    return "\n".join(f"* {p}" for p in parts)
+
+
 def verdict_table(r: RunResult) -> str:
     lines = ["| target | measured | goal | verdict |", "| --- | --- | --- | --- |"]
     for v in verdicts(r):
@@ -291,7 +308,7 @@ def profile_section(r: RunResult, top: int = 15) -> str:
             continue
         lines.append(f"| {100.0 * count / p.total:.1f} | `{key}` |")
         shown += 1
-        if shown >= 12:
+        if shown >= 20:
             break
     return "\n".join(lines)
 
@@ -357,12 +374,15 @@ targets one after the other on loopback:
 * **hanode** - `hanode run` with the 3 sims as `[[replicas]]` (engine vllm, health interval 1 s),
   measured once `/status` reports every replica `healthy`.
 
-Measurements (each target, same order, after a 2 s warm-up at c=64 per target):
+Measurements (after a 2 s warm-up at c=64 per target). Each measurement runs in 3 rounds of
+3 s, and in each round the three targets take turns (direct, nginx, hanode), so a burst of
+background load on a shared machine hits all three alike; percentiles are the median of the
+rounds', throughput is total requests over total time.
 
-1. **Latency at concurrency 1**: `wrk -t1 -c1 -d8s --latency` with a Lua script that POSTs
+1. **Latency at concurrency 1**: `wrk -t1 -c1 -d3s --latency` with a Lua script that POSTs
    `/v1/completions` (`max_tokens` 16, a non-streamed ~350-byte answer). "Added" latency is the
    target's p50 (p99) minus direct's p50 (p99) from the same run.
-2. **Throughput at concurrency 64**: `wrk -t1 -c64 -d8s`. During this run the proxy's CPU time
+2. **Throughput at concurrency 64**: `wrk -t1 -c64 -d3s`. During this run the proxy's CPU time
    (utime + stime of the process and its threads from `/proc/PID/stat`; nginx: master + worker)
    is sampled before and after; **CPU per request** = CPU seconds / requests wrk completed. For
    *direct* the number is the simulator's own cost (a reference, not a proxy cost).
@@ -370,7 +390,7 @@ Measurements (each target, same order, after a 2 s warm-up at c=64 per target):
    `ttft 0, tpot 1 ms`; a blocking raw-socket client sends a streamed chat completion
    (`max_tokens` 4) over one keep-alive connection and measures the time from sending the request
    to receiving the first bytes of the first SSE `data:` chunk, reads the stream to its end, and
-   repeats (up to 2000 streams or 8 s per target).
+   repeats (up to 2000 streams or 9 s per target, over the 3 rounds).
 4. **Profile**: a separate c=64 wrk run against hanode while `py-spy record --nonblocking
    --format raw` samples the hanode process (not the run whose numbers are in the table).
 5. **Failover**: 8 client threads (keep-alive `http.client`, 10 s timeout, no retries) send
@@ -393,8 +413,10 @@ All processes are started by the benchmark and stopped by pid when it ends.
   request leaves less for the simulators and wrk. **CPU per request** is the cleaner number:
   it does not depend on how busy the rest of the box was.
 * **First chunk** says how long a proxy holds back the start of a stream; direct is the floor.
-* The **profile** says where hanode's CPU goes; self time in `uvloop/__init__.py` `run` is time
-  spent in the event loop's C code (syscalls, transports), i.e. I/O cost rather than Python.
+* The **profile** says where hanode's CPU goes. Self time of `Runner.run (asyncio/runners.py)`
+  is time inside uvloop's C event loop itself (epoll, socket reads, callback dispatch: `uvloop.run`
+  drives an `asyncio.Runner`), and self time of a function that calls `transport.write` is mostly
+  the `send()` system call uvloop makes right there. Both are I/O cost rather than Python logic.
 """
 
 
@@ -412,6 +434,11 @@ Run on {r.machine.get("date", "?")}, {r.elapsed_s:.0f} s in all.
 ## Results
 
 {results_table(r)}
+
+Rounds (targets interleaved; the table shows the median of the rounds' percentiles and the
+total throughput):
+
+{rounds_text(r)}
 
 ### Targets
 

@@ -63,7 +63,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 @dataclass(slots=True)
 class Settings:
-    duration_s: float = 8.0
+    duration_s: float = 9.0  # per target and measurement, split into ``rounds``
+    rounds: int = 3
     warmup_s: float = 2.0
     stream_iterations: int = 2000
     stream_time_limit_s: float = 8.0
@@ -244,18 +245,32 @@ def measure(settings: Settings) -> RunResult:
             r = load.run_wrk(tools.wrk, url(name), script, 64, settings.warmup_s)
             _say(f"warm-up {name}: {_wrk_summary(r)}")
 
+        # Rounds interleave the targets so a burst of background load hits all of them alike.
+        rounds = settings.rounds
+        per_round = max(1.0, round(settings.duration_s / rounds))
+        c1: dict[str, list[load.WrkResult]] = {name: [] for name in TARGETS}
+        for i in range(rounds):
+            for name in TARGETS:
+                r = load.run_wrk(tools.wrk, url(name), script, 1, per_round)
+                c1[name].append(r)
+                _say(f"c=1 round {i + 1} {name}: {_wrk_summary(r)}")
         for name in TARGETS:
-            r = load.run_wrk(tools.wrk, url(name), script, 1, settings.duration_s)
-            result.targets[name].c1 = r
-            _say(f"c=1 {name}: {_wrk_summary(r)}")
+            result.targets[name].c1 = load.combine(c1[name])
 
+        c64: dict[str, list[load.WrkResult]] = {name: [] for name in TARGETS}
+        cpu: dict[str, float] = dict.fromkeys(TARGETS, 0.0)
+        for i in range(rounds):
+            for name in TARGETS:
+                cpu0 = cpu_of[name]()
+                r = load.run_wrk(tools.wrk, url(name), script, 64, per_round)
+                used = cpu_of[name]() - cpu0
+                cpu[name] += used
+                c64[name].append(r)
+                per = used * 1e3 / r.requests if r.requests else float("nan")
+                _say(f"c=64 round {i + 1} {name}: {_wrk_summary(r)}, CPU {per:.4f} ms/request")
         for name in TARGETS:
-            cpu0 = cpu_of[name]()
-            r = load.run_wrk(tools.wrk, url(name), script, 64, settings.duration_s)
-            result.targets[name].cpu_s = cpu_of[name]() - cpu0
-            result.targets[name].c64 = r
-            per = result.targets[name].cpu_ms_per_request
-            _say(f"c=64 {name}: {_wrk_summary(r)}, CPU {per:.4f} ms/request")
+            result.targets[name].c64 = load.combine(c64[name])
+            result.targets[name].cpu_s = cpu[name]
 
         if settings.profile:
             result.profile, result.profile_rps = profile_node(
@@ -264,14 +279,20 @@ def measure(settings: Settings) -> RunResult:
 
         # Streams: same simulators, now 1 ms per output token.
         set_sim_timing(sim_ports, ttft_ms=0, tpot_ms=1)
+        streams: dict[str, list[load.FirstChunkResult]] = {name: [] for name in TARGETS}
+        for _ in range(rounds):
+            for name in TARGETS:
+                streams[name].append(
+                    load.first_chunk_delays(
+                        ports[name],
+                        "/v1/chat/completions",
+                        STREAM_BODY.encode(),
+                        settings.stream_iterations // rounds,
+                        settings.stream_time_limit_s / rounds,
+                    )
+                )
         for name in TARGETS:
-            fc = load.first_chunk_delays(
-                ports[name],
-                "/v1/chat/completions",
-                STREAM_BODY.encode(),
-                settings.stream_iterations,
-                settings.stream_time_limit_s,
-            )
+            fc = load.FirstChunkResult.merge(streams[name])
             result.targets[name].stream = fc
             _say(
                 f"stream {name}: first chunk p50 {fc.p50_us:.0f} us, p99 {fc.p99_us:.0f} us "
@@ -357,7 +378,10 @@ def check_node_log(node: Proc, result: RunResult) -> None:
 
 def parse_args(argv: list[str] | None) -> Settings:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
-    p.add_argument("--duration", type=float, default=8.0, help="seconds per wrk measurement")
+    p.add_argument(
+        "--duration", type=float, default=9.0, help="seconds per target and wrk measurement"
+    )
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per measurement")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per target")
     p.add_argument("--stream-iterations", type=int, default=2000)
     p.add_argument("--failover-seconds", type=float, default=10.0)
@@ -367,6 +391,7 @@ def parse_args(argv: list[str] | None) -> Settings:
     a = p.parse_args(argv)
     return Settings(
         duration_s=a.duration,
+        rounds=max(1, a.rounds),
         warmup_s=a.warmup,
         stream_iterations=a.stream_iterations,
         stream_time_limit_s=max(2.0, a.duration),

@@ -104,9 +104,14 @@ class Cluster:
     def restart_sim(self, index: int, *args: str, **opts: Any) -> SimProcess:
         """Start a new simulator on the port of ``sims[index]`` (the old one must be gone)."""
         old = self.sims[index]
-        new = self.procs.sim(*args, port=old.port, **opts)
+        new = self.procs.sim("--model", self.models[index], *args, port=old.port, **opts)
         self.sims[index] = new
         return new
+
+
+def _sim_model(sim: SimProcess) -> str:
+    args = sim.args
+    return args[args.index("--model") + 1] if "--model" in args else DEFAULT_MODEL
 
 
 class E2EProcs:
@@ -157,27 +162,38 @@ class E2EProcs:
         sim_args: Sequence[Sequence[str]],
         sections: dict[str, dict[str, Any]] | None = None,
         models: Sequence[str] | None = None,
-        sim_wait: str = "ready",
         wait_healthy: bool = True,
-        timeout: float = 15.0,
+        timeout: float = 20.0,
     ) -> Cluster:
         """Start ``len(sim_args)`` simulators (replica ``r<i>`` serves ``models[i]``) and a node.
 
-        With ``wait_healthy`` it returns once every replica is "healthy" in /status.
+        Simulators and the node start side by side (the node's health checks simply see the
+        replicas come up). With ``wait_healthy`` it returns once every replica is "healthy".
         """
         models = list(models) if models is not None else [DEFAULT_MODEL] * len(sim_args)
-        assert len(models) == len(sim_args)
+        assert len(models) == len(sim_args), "one model per simulator"
         sims = [
-            self.sim("--model", model, *args, wait=sim_wait)  # type: ignore[arg-type]
+            self.sim("--model", model, *args, wait="none")
             for model, args in zip(models, sim_args, strict=True)
         ]
+        return self.front(sims, sections, wait_healthy=wait_healthy, timeout=timeout)
+
+    def front(
+        self,
+        sims: Sequence[SimProcess],
+        sections: dict[str, dict[str, Any]] | None = None,
+        wait_healthy: bool = True,
+        timeout: float = 20.0,
+    ) -> Cluster:
+        """Start a node in front of already started simulators (replica ``r<i>`` is ``sims[i]``)."""
+        models = [_sim_model(s) for s in sims]
         names = [f"r{i}" for i in range(len(sims))]
         replicas = [
             {"name": n, "model": m, "url": s.url, "engine": "vllm"}
             for n, m, s in zip(names, models, sims, strict=True)
         ]
         node, path = self.node(replicas, sections)
-        cluster = Cluster(node, sims, names, models, self, path)
+        cluster = Cluster(node, list(sims), names, models, self, path)
         if wait_healthy:
             cluster.wait_health("healthy", timeout)
         return cluster
