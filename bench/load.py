@@ -278,6 +278,53 @@ def first_chunk_delays(
 
 
 # --------------------------------------------------------------------------------------------
+# framing: does a whole response leave the proxy in one write?
+# --------------------------------------------------------------------------------------------
+
+
+def split_head_share(
+    port: int, path: str, body: bytes, requests: int, timeout_s: float = 5.0
+) -> float:
+    """Share of responses whose first read held the head but no body byte.
+
+    A server that writes head and body with one ``send`` delivers both in one TCP segment, so
+    the client's first read sees both; one that writes them separately often wakes the client
+    twice (two segments, two system calls on each side).
+    """
+    request = (
+        b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (path.encode(), HOST.encode(), port, len(body), body)
+    )
+    split = done = 0
+    sock = _connect(port, timeout_s)
+    try:
+        for _ in range(requests):
+            sock.sendall(request)
+            buf = bytearray()
+            first = True
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    raise BenchError(f"port {port} closed the connection")
+                buf += data
+                i = buf.find(b"\r\n\r\n")
+                if first and i >= 0:
+                    split += len(buf) == i + 4
+                    first = False
+                if i < 0:
+                    continue
+                m = re.search(rb"content-length:\s*(\d+)", bytes(buf[:i]).lower())
+                if m is None:
+                    raise BenchError(f"port {port}: response without content-length")
+                if len(buf) >= i + 4 + int(m.group(1)):
+                    break
+            done += 1
+    finally:
+        sock.close()
+    return split / done if done else float("nan")
+
+
+# --------------------------------------------------------------------------------------------
 # failover: load with a client pool while a replica is killed
 # --------------------------------------------------------------------------------------------
 
@@ -335,11 +382,12 @@ def run_failover(
         while time.monotonic() < stop_at:
             if conn is None:
                 conn = http.client.HTTPConnection(HOST, port, timeout=timeout_s)
+            current = conn
             t0 = time.monotonic()
             replica = ""
             try:
-                conn.request("POST", path, body=body, headers=headers)
-                resp = conn.getresponse()
+                current.request("POST", path, body=body, headers=headers)
+                resp = current.getresponse()
                 data = resp.read()
                 replica = resp.getheader("x-hanode-replica", "") or ""
                 if resp.status == 200 and b'"choices"' in data:
@@ -347,11 +395,11 @@ def run_failover(
                 else:
                     kind, ok = f"HTTP {resp.status}", False
                 if resp.will_close:
-                    conn.close()
+                    current.close()
                     conn = None
             except (OSError, http.client.HTTPException) as exc:
                 kind, ok = type(exc).__name__, False
-                conn.close()
+                current.close()
                 conn = None
             local.append(Sample(t0 - t_begin, time.monotonic() - t0, ok, kind, replica))
         if conn is not None:

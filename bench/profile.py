@@ -17,10 +17,18 @@ class Profile:
     by_function: Counter[str] = field(default_factory=Counter)  # self samples
     by_file: Counter[str] = field(default_factory=Counter)  # self samples
     inclusive: Counter[str] = field(default_factory=Counter)  # samples with function on stack
+    syscalls: Counter[str] = field(default_factory=Counter)  # "write <- hanode func" (native)
+    idle: int = 0  # samples of threads waiting for work (dropped from the counts above)
     error: str = ""
 
 
-def start_record(py_spy: str, pid: int, duration_s: int, output: Path) -> subprocess.Popen[bytes]:
+def start_record(
+    py_spy: str, pid: int, duration_s: int, output: Path, native: bool = False
+) -> subprocess.Popen[bytes]:
+    """Python frames only, without pausing the process (``--nonblocking``, barely perturbs it);
+    or ``native``: C frames too (uvloop, libc syscalls), which needs py-spy to pause the process
+    for each sample, so that run is slower and only its shares are meaningful."""
+    mode = ["--native", "--rate", "100"] if native else ["--nonblocking", "--rate", "250"]
     argv = [
         py_spy,
         "record",
@@ -28,13 +36,11 @@ def start_record(py_spy: str, pid: int, duration_s: int, output: Path) -> subpro
         str(pid),
         "--duration",
         str(duration_s),
-        "--rate",
-        "250",
         "--format",
         "raw",
         "--output",
         str(output),
-        "--nonblocking",
+        *mode,
     ]
     log = output.with_suffix(".log").open("wb")
     try:
@@ -59,6 +65,23 @@ def _split_frame(frame: str) -> tuple[str, str]:
     return m.group("func"), _short_file(m.group("file"))
 
 
+def _is_idle(frames: list[str]) -> bool:
+    """A thread-pool worker blocked on its queue (py-spy does not always see it as idle)."""
+    for f in frames:
+        if "PyThread_acquire_lock" in f or "SimpleQueue_get" in f:
+            return True
+    return frames[-1].startswith("_worker (") and "concurrent/futures/thread.py" in frames[-1]
+
+
+def _leaf_key(frames: list[str]) -> tuple[str, str]:
+    func, file = _split_frame(frames[-1])
+    if func.startswith("0x") and len(frames) > 1:
+        # An unresolved address: name it by the closest caller py-spy could name.
+        pfunc, pfile = _split_frame(frames[-2])
+        return f"[unresolved] under {pfunc}", f"{file} via {pfile}"
+    return func, file
+
+
 def parse_raw(text: str) -> Profile:
     """py-spy ``--format raw``: one ``frame;frame;...;leaf COUNT`` line per distinct stack."""
     prof = Profile()
@@ -68,13 +91,20 @@ def parse_raw(text: str) -> Profile:
             continue
         count = int(count_text)
         frames = [f for f in stack.split(";") if f]
-        # py-spy may prefix the thread ("process ..."/"thread ..."); keep Python frames only.
+        # py-spy may prefix the thread ("process ..."/"thread ..."); keep "name (file)" frames.
         frames = [f for f in frames if f.endswith(")")]
         if not frames:
             continue
+        if _is_idle(frames):
+            prof.idle += count
+            continue
         prof.total += count
-        func, file = _split_frame(frames[-1])
+        func, file = _leaf_key(frames)
         prof.by_function[f"{func} ({file})"] += count
+        if func in ("write", "writev", "send", "sendmsg", "read", "recv", "readv"):
+            # Which hanode function made this system call?
+            caller = next((f for f in reversed(frames) if "hanode/" in f), "")
+            prof.syscalls[f"{func} <- {_split_frame(caller)[0] if caller else '?'}"] += count
         prof.by_file[file] += count
         seen: set[str] = set()
         for f in frames:

@@ -7,16 +7,17 @@ import math
 import os
 import platform
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.load import percentile
+from bench.load import WrkResult, percentile
 from bench.tools import version_of
 
 if TYPE_CHECKING:
-    from bench.run import RunResult
+    from bench.run import RunResult, TargetResult
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -133,10 +134,13 @@ def verdicts(r: RunResult) -> list[Verdict]:
         )
     if d and h and d.c1 and h.c1:
         added = h.c1.p50_us - d.c1.p50_us
+        context = ""
+        if n and n.c1:
+            context = f" (nginx adds {(n.c1.p50_us - d.c1.p50_us) / 1e3:+.3f} ms on this machine)"
         out.append(
             Verdict(
                 "added latency p50 at c=1 over direct",
-                f"{added / 1e3:+.3f} ms",
+                f"{added / 1e3:+.3f} ms{context}",
                 "<= 0.100 ms",
                 added <= 100.0,
             )
@@ -162,9 +166,8 @@ def results_table(r: RunResult) -> str:
     def row(label: str, values: list[str], note: str = "") -> str:
         return f"| {label} | " + " | ".join(values) + f" | {note} |"
 
-    def each(fn: object) -> list[str]:
-        assert callable(fn)
-        return [str(fn(t[n])) if n in t else "n/a" for n in names]
+    def each(fn: Callable[[TargetResult], str]) -> list[str]:
+        return [fn(t[n]) if n in t else "n/a" for n in names]
 
     lines = [
         "| metric | direct (1 sim) | nginx | hanode | hanode vs baseline |",
@@ -238,6 +241,14 @@ def results_table(r: RunResult) -> str:
                 f"{_signed_ms(h.stream.p99_us - n.stream.p99_us)} over nginx",
             )
         )
+    if all(x.split_head is not None for x in t.values()):
+        lines.append(
+            row(
+                "responses whose head arrived before the body, c=1",
+                each(lambda x: f"{x.split_head:.0%}"),
+                "0% = head and body sent in one write",
+            )
+        )
     errs = each(
         lambda x: str(
             sum(w.error_count for w in (x.c1, x.c64) if w is not None)
@@ -251,10 +262,11 @@ def results_table(r: RunResult) -> str:
 def rounds_text(r: RunResult) -> str:
     """Per-round numbers: how much the machine moved during the run."""
     parts: list[str] = []
-    for label, pick in (
+    picks: list[tuple[str, Callable[[WrkResult], str]]] = [
         ("c=1 p50 (ms)", lambda w: _ms(w.p50_us)),
         ("c=64 req/s", lambda w: f"{w.rps:,.0f}"),
-    ):
+    ]
+    for label, pick in picks:
         cells = []
         for name, t in r.targets.items():
             w = t.c1 if label.startswith("c=1") else t.c64
@@ -287,7 +299,8 @@ def profile_section(r: RunResult, top: int = 15) -> str:
         return f"No profile: {p.error}"
     rps = f" (throughput under profiling: {r.profile_rps:,.0f} req/s)" if r.profile_rps else ""
     lines = [
-        f"py-spy, {p.total} samples of the hanode process during a c=64 wrk run{rps}. "
+        f"py-spy, {p.total} samples of the hanode process during a c=64 wrk run{rps} "
+        f"({p.idle} samples of idle thread-pool workers left out). "
         "Self time = samples whose innermost Python frame is that function (time in C code, "
         "e.g. uvloop's socket calls or httptools' parser, is charged to the Python frame that "
         "called it; idle time in epoll is not sampled).",
@@ -310,6 +323,37 @@ def profile_section(r: RunResult, top: int = 15) -> str:
         shown += 1
         if shown >= 20:
             break
+    return "\n".join(lines)
+
+
+def native_section(r: RunResult, top: int = 12) -> str:
+    p = r.native_profile
+    if p is None:
+        return ""
+    if p.error:
+        return f"No native profile: {p.error}"
+    lines = [
+        f"The same with C frames (`py-spy --native`, {p.total} samples, {p.idle} samples of idle "
+        "pool threads left out; py-spy pauses the process "
+        "for each sample, so only the shares count). Names ending in `(libc.so.6)` are system "
+        "calls and C library code (`write` = sending on a socket, `read` = receiving, "
+        "`epoll_pwait` = waiting); `.c` files are uvloop/libuv.",
+        "",
+        "| self % | function (file) |",
+        "| ---: | --- |",
+    ]
+    for key, count in p.by_function.most_common(top):
+        lines.append(f"| {100.0 * count / p.total:.1f} | `{key}` |")
+    if p.syscalls:
+        lines += [
+            "",
+            "Socket system calls by the hanode function that made them:",
+            "",
+            "| % of samples | call <- hanode function |",
+            "| ---: | --- |",
+        ]
+        for key, count in p.syscalls.most_common(8):
+            lines.append(f"| {100.0 * count / p.total:.1f} | `{key}` |")
     return "\n".join(lines)
 
 
@@ -351,8 +395,14 @@ def failover_section(r: RunResult) -> str:
 
 
 def render_summary(r: RunResult) -> str:
+    m = r.machine
+    machine = (
+        f"{m.get('cpu')}, {m.get('cores')}, kernel {m.get('kernel')}, Python {m.get('python')}, "
+        f"uvloop {m.get('uvloop')}, httptools {m.get('httptools')}, {m.get('nginx')}, "
+        f"{m.get('date')}; {m.get('background load')}"
+    )
     return (
-        f"{results_table(r)}\n\n{verdict_table(r)}\n\n"
+        f"{machine}\n\n{results_table(r)}\n\n{rounds_text(r)}\n\n{verdict_table(r)}\n\n"
         f"failover ({r.failover_killed} killed):\n{failover_section(r)}"
     )
 
@@ -392,7 +442,8 @@ rounds', throughput is total requests over total time.
    to receiving the first bytes of the first SSE `data:` chunk, reads the stream to its end, and
    repeats (up to 2000 streams or 9 s per target, over the 3 rounds).
 4. **Profile**: a separate c=64 wrk run against hanode while `py-spy record --nonblocking
-   --format raw` samples the hanode process (not the run whose numbers are in the table).
+   --format raw` samples the hanode process (not the run whose numbers are in the table), then a
+   short one with `--native` (C frames: uvloop, libuv, libc system calls).
 5. **Failover**: 8 client threads (keep-alive `http.client`, 10 s timeout, no retries) send
    non-streamed completions through hanode for 10 s (sims still at tpot 1 ms, so each request
    takes ~16 ms and several are in flight at any moment); one simulator is SIGKILLed at 3 s.
@@ -453,6 +504,8 @@ total throughput):
 ### Where hanode's time goes
 
 {profile_section(r)}
+
+{native_section(r)}
 
 ### Notes from this run
 

@@ -30,6 +30,7 @@ from typing import Any
 from bench import load, report
 from bench.nginx import Nginx
 from bench.procs import (
+    CLK_TCK,
     HOST,
     BenchError,
     Proc,
@@ -84,6 +85,7 @@ class TargetResult:
     c64: load.WrkResult | None = None
     cpu_s: float | None = None
     stream: load.FirstChunkResult | None = None
+    split_head: float | None = None  # share of responses whose head arrived alone
 
     @property
     def cpu_ms_per_request(self) -> float | None:
@@ -98,15 +100,29 @@ class RunResult:
     targets: dict[str, TargetResult] = field(default_factory=dict)
     profile: Profile | None = None
     profile_rps: float | None = None
+    native_profile: Profile | None = None
     failover: load.FailoverResult | None = None
     failover_killed: str = ""
     notes: list[str] = field(default_factory=list)
-    machine: dict[str, str] = field(default_factory=dict)
+    machine: dict[str, str] = field(default_factory=dict)  # name -> fact, for the report
     elapsed_s: float = 0.0
 
 
 def _python() -> str:
     return sys.executable
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, steal) CPU-seconds of the whole machine since boot, from /proc/stat."""
+    values = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = values
+    return (user + nice + system + irq + softirq) / CLK_TCK, steal / CLK_TCK
+
+
+def own_cpu() -> float:
+    """CPU-seconds of this process and of every child (and their children) already reaped."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def start_sim(group: ProcGroup, name: str, log_dir: Path) -> tuple[Proc, int]:
@@ -204,14 +220,12 @@ def measure(settings: Settings) -> RunResult:
     result = RunResult(settings)
     t_begin = time.monotonic()
     tools = ensure_tools(settings.install)
-    py_spy = shutil.which("py-spy") or str(Path(_python()).with_name("py-spy"))
+    venv_spy = Path(_python()).with_name("py-spy")
+    py_spy = str(venv_spy) if venv_spy.exists() else (shutil.which("py-spy") or str(venv_spy))
     result.machine = report.machine_info(tools.nginx, tools.wrk, py_spy)
-    load1 = os.getloadavg()[0]
-    if load1 > 0.5:
-        result.notes.append(
-            f"Load average was {load1:.2f} when the run started: other processes shared the "
-            "CPUs, so absolute numbers are noisier than usual (ratios less so)."
-        )
+    busy0, steal0 = machine_cpu()
+    own0, wall0 = own_cpu(), time.monotonic()
+    result.machine["load average at start"] = f"{os.getloadavg()[0]:.2f}"
     with tempfile.TemporaryDirectory(prefix="hanode-bench-") as tmp_name, ProcGroup() as group:
         tmp = Path(tmp_name)
         sims: list[tuple[Proc, int]] = [start_sim(group, f"sim{i}", tmp) for i in range(3)]
@@ -256,6 +270,11 @@ def measure(settings: Settings) -> RunResult:
                 _say(f"c=1 round {i + 1} {name}: {_wrk_summary(r)}")
         for name in TARGETS:
             result.targets[name].c1 = load.combine(c1[name])
+            share = load.split_head_share(
+                ports[name], "/v1/completions", COMPLETION_BODY.encode(), 1000
+            )
+            result.targets[name].split_head = share
+            _say(f"framing {name}: {share:.0%} of responses had their head read without body")
 
         c64: dict[str, list[load.WrkResult]] = {name: [] for name in TARGETS}
         cpu: dict[str, float] = dict.fromkeys(TARGETS, 0.0)
@@ -275,6 +294,9 @@ def measure(settings: Settings) -> RunResult:
         if settings.profile:
             result.profile, result.profile_rps = profile_node(
                 py_spy, node.pid, tools.wrk, url("hanode"), script, tmp, settings.duration_s
+            )
+            result.native_profile, _ = profile_node(
+                py_spy, node.pid, tools.wrk, url("hanode"), script, tmp, 5.0, native=True
             )
 
         # Streams: same simulators, now 1 ms per output token.
@@ -318,6 +340,27 @@ def measure(settings: Settings) -> RunResult:
             f"killed {victim.name} at {fo.kill_at:.2f}s"
         )
         check_node_log(node, result)
+        for t in result.targets.values():
+            wrk_errors = [w.errors for w in (t.c1, t.c64) if w is not None and w.errors]
+            stream_errors = t.stream.errors if t.stream else 0
+            if wrk_errors or stream_errors:
+                result.notes.append(
+                    f"{t.name}: wrk errors {wrk_errors or 'none'}, stream errors {stream_errors}."
+                )
+    # All our processes are reaped now, so their CPU is in own_cpu(): the rest was someone else.
+    busy1, steal1 = machine_cpu()
+    wall = time.monotonic() - wall0
+    foreign = max(0.0, (busy1 - busy0) - (own_cpu() - own0))
+    share = foreign / (wall * (os.cpu_count() or 1))
+    result.machine["background load"] = (
+        f"other processes used {foreign:.1f} CPU-s during the {wall:.0f} s run "
+        f"({share:.0%} of the machine); hypervisor steal {steal1 - steal0:.1f} s"
+    )
+    if share > 0.05:
+        result.notes.append(
+            f"Other processes used {share:.0%} of the machine's CPU during the run: absolute "
+            "numbers are noisier than on an idle machine; compare the ratios."
+        )
     result.elapsed_s = time.monotonic() - t_begin
     return result
 
@@ -330,12 +373,14 @@ def profile_node(
     script: Path,
     tmp: Path,
     duration_s: float,
+    native: bool = False,
 ) -> tuple[Profile, float | None]:
+    """py-spy on the hanode process during a c=64 wrk run of ``duration_s``."""
     if not Path(py_spy).exists():
         return Profile(error=f"py-spy not found ({py_spy})"), None
-    out = tmp / "hanode-profile.txt"
+    out = tmp / f"hanode-profile{'-native' if native else ''}.txt"
     seconds = max(2, round(duration_s) - 1)
-    spy = start_record(py_spy, pid, seconds, out)
+    spy = start_record(py_spy, pid, seconds, out, native=native)
     rps: float | None = None
     try:
         time.sleep(0.5)  # let py-spy attach before the load starts
@@ -347,7 +392,8 @@ def profile_node(
             spy.terminate()
             spy.wait(10)
     prof = load_profile(out)
-    _say(f"profile: {prof.total} samples{' (' + prof.error + ')' if prof.error else ''}")
+    detail = f" ({prof.error})" if prof.error else ""
+    _say(f"profile{' (native)' if native else ''}: {prof.total} samples{detail}")
     return prof, rps
 
 
@@ -403,8 +449,13 @@ def parse_args(argv: list[str] | None) -> Settings:
     )
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    sys.exit(128 + signum)  # SystemExit unwinds the with/finally blocks that stop our processes
+
+
 def main(argv: list[str] | None = None) -> int:
     settings = parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         result = measure(settings)
     except BenchError as exc:

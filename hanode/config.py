@@ -41,7 +41,7 @@ _NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _HOST_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _T = TypeVar("_T")
 # Planned sections: named in the error so nobody hunts for a typo in them.
-_FUTURE_SECTIONS = frozenset({"cluster", "api", "models"})
+_FUTURE_SECTIONS: frozenset[str] = frozenset()
 
 
 class ConfigError(Exception):
@@ -153,6 +153,35 @@ class BreakerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    raft_listen: HostPort
+    peers: tuple[HostPort, ...] = ()  # the other nodes' Raft addresses; () = one-node cluster
+    secret_file: Path | None = None  # Raft password; required unless --insecure-dev
+    election_min_s: float = 0.4
+    election_max_s: float = 1.4
+    planner_interval_s: float = 1.0
+    heartbeat_s: float = 10.0  # agents re-send unchanged observations this often
+    demote_hold_s: float = 30.0  # calm period before the planner demotes what it promoted
+
+
+@dataclass(frozen=True, slots=True)
+class ApiConfig:
+    listen: HostPort  # gRPC control API
+    api_keys: tuple[str, ...] = ()
+    api_key_file: Path | None = None
+
+
+REDUNDANCY_MODES = ("n_plus_1", "primary_standby", "active_active")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    name: str
+    min_active: int = 1
+    redundancy: str = "n_plus_1"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     node: NodeConfig
     router: RouterConfig
@@ -164,6 +193,9 @@ class Config:
     source: str  # the path the config was read from (or a label for parse_config)
     retry: RetryConfig = RetryConfig()
     breaker: BreakerSettings = BreakerSettings()
+    cluster: ClusterConfig | None = None  # None: a standalone node without consensus
+    api: ApiConfig | None = None
+    models: tuple[ModelConfig, ...] = ()
 
 
 # --------------------------------------------------------------------------------------------
@@ -286,6 +318,7 @@ class _Table:
         default: float | None = None,
         *,
         gt: float | None = None,
+        ge: float | None = None,
         le: float | None = None,
     ) -> float:
         value = self._raw(key, default)
@@ -299,6 +332,8 @@ class _Table:
             self.error(key, f"must be a finite number, got {number}")
         elif gt is not None and number <= gt:
             self.error(key, f"must be > {_fmt_num(gt)}, got {_fmt_num(number)}")
+        elif ge is not None and number < ge:
+            self.error(key, f"must be >= {_fmt_num(ge)}, got {_fmt_num(number)}")
         elif le is not None and number > le:
             self.error(key, f"must be <= {_fmt_num(le)}, got {_fmt_num(number)}")
         return number
@@ -368,11 +403,13 @@ class _Table:
         sub.finish()
         return result
 
-    def array_of_tables(self, key: str) -> Iterator[tuple[int, _Table]]:
+    def array_of_tables(self, key: str, *, required: bool = True) -> Iterator[tuple[int, _Table]]:
         """Yield one validated sub-table per ``[[key]]`` entry (unknown keys checked after)."""
         self.known.append(key)
         value = self.data.get(key)
         if value is None:
+            if not required:
+                return
             self.errors.append(f"{self.source}: [[{key}]]: at least one entry is required")
             return
         if not isinstance(value, list) or not value:
@@ -481,13 +518,7 @@ def _read_key_file(t: _Table, path: Path) -> list[str]:
 def _parse_router(t: _Table) -> RouterConfig:
     d = RouterConfig(listen=HostPort("", 0))
     listen = t.get_listen("listen")
-    keys = t.get_str_list("api_keys")
-    for i, k in enumerate(keys):
-        if not k or k != k.strip() or any(c.isspace() for c in k):
-            t.error("api_keys", f"item {i}: keys must be non-empty and contain no whitespace")
-    key_file = t.get_path("api_key_file", required=False)
-    if key_file is not None and "api_key_file" not in t.bad:
-        keys += _read_key_file(t, key_file)
+    keys, key_file = _api_keys(t)
     return RouterConfig(
         listen=listen,
         api_keys=tuple(dict.fromkeys(keys)),
@@ -596,6 +627,71 @@ def _parse_breaker(t: _Table) -> BreakerSettings:
     )
 
 
+def _api_keys(t: _Table) -> tuple[list[str], Path | None]:
+    keys = t.get_str_list("api_keys")
+    for i, k in enumerate(keys):
+        if not k or k != k.strip() or any(c.isspace() for c in k):
+            t.error("api_keys", f"item {i}: keys must be non-empty and contain no whitespace")
+    key_file = t.get_path("api_key_file", required=False)
+    if key_file is not None and "api_key_file" not in t.bad:
+        keys += _read_key_file(t, key_file)
+    return keys, key_file
+
+
+def _parse_cluster(t: _Table) -> ClusterConfig:
+    d = ClusterConfig(raft_listen=HostPort("", 0))
+    peers: list[HostPort] = []
+    for i, text in enumerate(t.get_str_list("peers")):
+        hp, problem = _parse_hostport(text)
+        if problem:
+            t.error("peers", f"item {i}: {problem}")
+        else:
+            peers.append(hp)
+    cfg = ClusterConfig(
+        raft_listen=t.get_listen("raft_listen"),
+        peers=tuple(peers),
+        secret_file=t.get_path("secret_file", required=False),
+        election_min_s=t.get_float("election_min_s", d.election_min_s, gt=0),
+        election_max_s=t.get_float("election_max_s", d.election_max_s, gt=0),
+        planner_interval_s=t.get_float("planner_interval_s", d.planner_interval_s, gt=0),
+        heartbeat_s=t.get_float("heartbeat_s", d.heartbeat_s, gt=0),
+        demote_hold_s=t.get_float("demote_hold_s", d.demote_hold_s, ge=0),
+    )
+    if cfg.election_min_s >= cfg.election_max_s and not t.bad & {
+        "election_min_s",
+        "election_max_s",
+    }:
+        t.error("election_min_s", "must be below election_max_s", mark_bad=False)
+    if str(cfg.raft_listen) in {str(p) for p in cfg.peers}:
+        t.error("peers", "must not contain this node's own raft_listen address", mark_bad=False)
+    return cfg
+
+
+def _parse_api(t: _Table) -> ApiConfig:
+    keys, key_file = _api_keys(t)
+    return ApiConfig(
+        listen=t.get_listen("listen"),
+        api_keys=tuple(dict.fromkeys(keys)),
+        api_key_file=key_file,
+    )
+
+
+def _parse_models(doc: _Table) -> tuple[ModelConfig, ...]:
+    models: list[ModelConfig] = []
+    seen: set[str] = set()
+    for _, t in doc.array_of_tables("models", required=False):
+        m = ModelConfig(
+            name=t.get_str("name"),
+            min_active=t.get_int("min_active", 1, ge=1),
+            redundancy=t.get_choice("redundancy", REDUNDANCY_MODES, "n_plus_1"),
+        )
+        if m.name in seen:
+            t.error("name", f"model {m.name!r} is configured twice")
+        seen.add(m.name)
+        models.append(m)
+    return tuple(models)
+
+
 def _parse_replica(t: _Table, node: str) -> ReplicaSpec:
     name = t.get_str("name", pattern=_NAME_RE)
     model = t.get_str("model")
@@ -650,7 +746,11 @@ def parse_config(data: Mapping[str, Any], source: str) -> Config:
         source=source,
         retry=doc.table("retry", _parse_retry),
         breaker=doc.table("breaker", _parse_breaker),
+        cluster=doc.table("cluster", _parse_cluster) if "cluster" in data else None,
+        api=doc.table("api", _parse_api) if "api" in data else None,
+        models=_parse_models(doc),
     )
+    doc.known.extend(("cluster", "api"))  # optional sections: known, for "did you mean"
     for key, value in data.items():
         if key in doc.known:
             continue

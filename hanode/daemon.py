@@ -13,11 +13,15 @@ from typing import Any
 import orjson
 import structlog
 
+from hanode.api.server import start_api_server
+from hanode.cluster.backend import ClusterControl
+from hanode.cluster.raft_store import RaftStore
+from hanode.cluster.runtime import ClusterRuntime
 from hanode.config import Config
 from hanode.engines.registry import get_adapter
 from hanode.events import EventLog
 from hanode.gpu.nvml import GpuMemoryReader
-from hanode.health.checker import GpuMarks, HealthSettings, ReplicaChecker
+from hanode.health.checker import GpuMarks, HealthSettings, ObservationSink, ReplicaChecker
 from hanode.health.passive import PassiveStats
 from hanode.http.server import HttpServer, ServerLimits
 from hanode.metrics.endpoint import OpsEndpoint
@@ -27,6 +31,7 @@ from hanode.policies.l3 import L3Thresholds
 from hanode.policies.retry import RetryPolicy
 from hanode.policies.weights import WeightThresholds
 from hanode.pool.local import LocalPool
+from hanode.pool.snapshot import PoolView
 from hanode.router.frontdoor import FrontDoor, RouterSettings
 from hanode.router.validation import RequestLimits
 from hanode.runtime import stop_on_signals
@@ -82,50 +87,117 @@ def server_limits(config: Config) -> ServerLimits:
     )
 
 
-class Node:
-    """One running hanode node (single-node pool for now)."""
+class StartupError(Exception):
+    """The node cannot start as configured (one line for the operator)."""
 
-    def __init__(self, config: Config) -> None:
+
+def _weight_thresholds(config: Config) -> WeightThresholds:
+    t = config.thresholds
+    return WeightThresholds(
+        gpu_mem_prepare=t.gpu_mem_prepare,
+        gpu_mem_reduce=t.gpu_mem_reduce,
+        gpu_mem_remove=t.gpu_mem_remove,
+    )
+
+
+def _raft_password(config: Config, insecure_dev: bool) -> str | None:
+    cluster = config.cluster
+    assert cluster is not None
+    if cluster.secret_file is None:
+        if insecure_dev:
+            log.warning(
+                "raft_insecure",
+                detail="--insecure-dev: Raft runs WITHOUT a password; anyone who can reach "
+                f"{cluster.raft_listen} can make this node unpickle arbitrary data",
+            )
+            return None
+        raise StartupError(
+            f"{config.source}: [cluster].secret_file is required: the Raft port unpickles what "
+            "it receives, so it must run with a password (or pass --insecure-dev on a dev box)"
+        )
+    try:
+        secret = cluster.secret_file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise StartupError(
+            f"{config.source}: [cluster].secret_file: cannot read {cluster.secret_file}: "
+            f"{exc.strerror or exc}"
+        ) from None
+    if len(secret) < 16:
+        raise StartupError(
+            f"{config.source}: [cluster].secret_file: the secret must be at least 16 characters"
+        )
+    return secret
+
+
+class Node:
+    """One running hanode node: standalone (local pool) or a cluster member (Raft)."""
+
+    def __init__(self, config: Config, insecure_dev: bool = False) -> None:
         self.config = config
-        t = config.thresholds
+        self.insecure_dev = insecure_dev
         self.metrics = NodeMetrics()
         self.events = EventLog()
         self.passive = PassiveStats(config.health.passive_window_s)
-        self.pool = LocalPool(
-            config.replicas,
-            WeightThresholds(
-                gpu_mem_prepare=t.gpu_mem_prepare,
-                gpu_mem_reduce=t.gpu_mem_reduce,
-                gpu_mem_remove=t.gpu_mem_remove,
-            ),
-        )
+        self.local_pool: LocalPool | None = None
+        self.cluster: ClusterRuntime | None = None
+        self.control: ClusterControl | None = None
+        self.pool_view: PoolView
         self.gpu = GpuMemoryReader()
         self.stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._servers: list[HttpServer] = []
+        self._grpc: Any = None
+        self._store: RaftStore | None = None
         self.door: FrontDoor | None = None
 
     def status(self) -> dict[str, Any]:
+        if self.control is not None:
+            return self.control.status()
         door = self.door
         loop = asyncio.get_running_loop()
         return status_document(
             self.config.node.name,
-            self.pool.snapshot,
+            self.pool_view.snapshot,
             door.table.breakers if door else {},
             door.inflight if door else {},
-            self.events,
+            [e.as_dict() for e in self.events.recent(20)],
             loop.time(),
         )
+
+    def _events(self, after: int, limit: int) -> list[dict[str, Any]]:
+        if self.control is not None:
+            return self.control.events(after, limit)
+        return [e.as_dict() for e in self.events.recent(limit, after)]
+
+    def _make_pool(self) -> ObservationSink:
+        config = self.config
+        thresholds = _weight_thresholds(config)
+        if config.cluster is None:
+            self.local_pool = LocalPool(config.replicas, thresholds)
+            self.pool_view = self.local_pool
+            return self.local_pool
+        c = config.cluster
+        self._store = RaftStore(
+            str(c.raft_listen),
+            [str(p) for p in c.peers],
+            config.node.data_dir / "raft",
+            _raft_password(config, self.insecure_dev),
+            election_timeout=(c.election_min_s, c.election_max_s),
+        )
+        self.cluster = ClusterRuntime(config, self._store, thresholds, self.events)
+        self.pool_view = self.cluster.pool
+        return self.cluster.reporter
 
     async def start(self) -> None:
         config = self.config
         h = config.health
         t = config.thresholds
+        sink = self._make_pool()
         self.door = FrontDoor(
-            self.pool, router_settings(config), self.metrics, self.passive, self.events
+            self.pool_view, router_settings(config), self.metrics, self.passive, self.events
         )
         door = self.door
-        self.metrics.watch_pool(lambda: self.pool.snapshot, lambda: dict(door.inflight))
+        self.metrics.watch_pool(lambda: self.pool_view.snapshot, lambda: dict(door.inflight))
 
         def on_error(exc: Exception) -> None:
             log.error("handler_error", error=repr(exc))
@@ -133,16 +205,32 @@ class Node:
         router = HttpServer(door.handle, server_limits(config), on_error)
         host, port = await router.listen(config.router.listen.host, config.router.listen.port)
         self._servers.append(router)
-        ops = OpsEndpoint(
-            self.metrics,
-            self.status,
-            lambda after, limit: [e.as_dict() for e in self.events.recent(limit, after)],
-        )
+        ops = OpsEndpoint(self.metrics, self.status, self._events)
         ops_server = HttpServer(ops.handle, ServerLimits(max_body_bytes=64 * 1024), on_error)
         mhost, mport = await ops_server.listen(
             config.metrics.listen.host, config.metrics.listen.port
         )
         self._servers.append(ops_server)
+        api_port = 0
+        if self.cluster is not None:
+            self.cluster.attach(door)
+            self.control = ClusterControl(self.cluster, door)
+            if config.api is not None:
+                self._grpc, api_port = await start_api_server(
+                    self.control,
+                    config.api.listen.host,
+                    config.api.listen.port,
+                    config.api.api_keys,
+                )
+            assert config.cluster is not None
+            self.cluster.start(
+                {
+                    "raft": str(config.cluster.raft_listen),
+                    "api": f"{config.api.listen.host}:{api_port}" if config.api else "",
+                    "router": f"{host}:{port}",
+                    "ops": f"{mhost}:{mport}",
+                }
+            )
         settings = HealthSettings(
             interval_s=h.interval_s,
             timeout_s=h.timeout_s,
@@ -168,7 +256,7 @@ class Node:
                 settings,
                 l3,
                 marks,
-                self.pool,
+                sink,
                 self.passive,
                 self.gpu,
                 self.events,
@@ -180,15 +268,15 @@ class Node:
             node=config.node.name,
             router=f"{host}:{port}",
             metrics=f"{mhost}:{mport}",
+            api=api_port or None,
+            cluster=str(config.cluster.raft_listen) if config.cluster else None,
             replicas=len(config.replicas),
         )
         # One machine-readable line on stdout for scripts and tests that start us.
-        sys.stdout.write(
-            orjson.dumps(
-                {"event": "listening", "router_port": port, "metrics_port": mport}
-            ).decode()
-            + "\n"
-        )
+        line = {"event": "listening", "router_port": port, "metrics_port": mport}
+        if api_port:
+            line["api_port"] = api_port
+        sys.stdout.write(orjson.dumps(line).decode() + "\n")
         sys.stdout.flush()
 
     async def close(self) -> None:
@@ -198,17 +286,27 @@ class Node:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.cluster is not None:
+            await self.cluster.close()
+        if self._grpc is not None:
+            await self._grpc.stop(grace=1.0)
         for server in self._servers:
             await server.close()
         if self.door is not None:
             self.door.close()
+        if self._store is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._store.close)
         self.gpu.close()
 
 
-async def run_node(config: Config) -> int:
-    node = Node(config)
+async def run_node(config: Config, insecure_dev: bool = False) -> int:
+    node = Node(config, insecure_dev)
     stop_on_signals(node.stop)
-    await node.start()
+    try:
+        await node.start()
+    except StartupError:
+        await node.close()
+        raise
     await node.stop.wait()
     log.info("node_stopping", node=config.node.name)
     await node.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from hanode.events import EventLog
 from hanode.policies.breaker import ReplicaBreaker
 from hanode.pool.snapshot import PoolSnapshot
 
@@ -15,10 +14,11 @@ def status_document(
     snapshot: PoolSnapshot,
     breakers: Mapping[str, ReplicaBreaker],
     inflight: Mapping[str, int],
-    events: EventLog,
+    events: list[dict[str, Any]],
     now: float,
     leader: str | None = None,
     nodes: list[dict[str, Any]] | None = None,
+    freshness: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     replicas = []
     for name in sorted(snapshot.replicas):
@@ -54,5 +54,6 @@ def status_document(
         "version": snapshot.version,
         "models": {m: {"replicas_serving": len(snapshot.routes[m].names)} for m in snapshot.models},
         "replicas": replicas,
-        "events": [e.as_dict() for e in events.recent(20)],
+        "events": events[-20:],
+        "freshness": freshness or {},
     }

@@ -1,4 +1,14 @@
-"""`hanodectl`: look at a running node. One-line errors and non-zero exits, never tracebacks."""
+"""`hanodectl`: operate a hanode cluster through any node's gRPC control API.
+
+One-line errors, never tracebacks. Exit codes: 0 done; 1 the cluster refused or failed the
+command (unknown name, rule, authentication, internal error); 2 usage or configuration error;
+3 the cluster did not answer (unreachable endpoint, no quorum, timeout, unknown outcome).
+
+The endpoint and token come from ``--endpoint``/``--token``, else ``HANODE_ENDPOINT``/
+``HANODE_TOKEN``, else the keys ``endpoint``/``token``/``timeout`` of
+``$XDG_CONFIG_HOME/hanode/hanodectl.toml`` (``~/.config/hanode/hanodectl.toml``), else
+127.0.0.1:9200 without a token.
+"""
 
 from __future__ import annotations
 
@@ -6,85 +16,439 @@ import argparse
 import json
 import os
 import sys
-import time
-import urllib.error
-import urllib.request
-from typing import Any
+import threading
+import tomllib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
 
-from hanode.cli.render import event_line, status_table
+import grpc
 
-DEFAULT_ENDPOINT = "127.0.0.1:9100"
+from hanode._proto.hanode.v1 import control_pb2_grpc
+from hanode.api.convert import (
+    breaker_from_proto,
+    event_from_proto,
+    member_from_proto,
+    pb,
+    status_from_proto,
+)
+from hanode.cli.render import breakers_table, event_line, members_table, status_table
+
+DEFAULT_ENDPOINT = "127.0.0.1:9200"
+DEFAULT_TIMEOUT = 5.0
+MAX_ANSWER_BYTES = 8 << 20
+
+EXIT_OK = 0
+EXIT_CLUSTER = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_INTERRUPTED = 130
 
 
 class CtlError(Exception):
-    pass
+    def __init__(self, message: str, exit_code: int = EXIT_CLUSTER) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
-def _get(endpoint: str, path: str, timeout: float) -> Any:
-    url = f"http://{endpoint}{path}"
+# ------------------------------------------------------------------ settings
+
+
+def config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "hanode" / "hanodectl.toml"
+
+
+def _load_config(path: Path) -> dict[str, Any]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        raise CtlError(f"{url}: HTTP {exc.code}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise CtlError(f"cannot reach hanode at {endpoint}: {reason}") from None
-    except json.JSONDecodeError:
-        raise CtlError(f"{url}: answer is not JSON (is this a hanode ops endpoint?)") from None
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise CtlError(f"{path}: {' '.join(str(exc).split())}", EXIT_USAGE) from None
+    for key, kind in (("endpoint", str), ("token", str), ("timeout", (int, float))):
+        if key in data and (not isinstance(data[key], kind) or isinstance(data[key], bool)):
+            raise CtlError(f"{path}: key '{key}' has the wrong type", EXIT_USAGE)
+    return data
 
 
-def _cmd_status(args: argparse.Namespace) -> int:
-    doc = _get(args.endpoint, "/status", args.timeout)
+def _check_endpoint(endpoint: str) -> str:
+    text = endpoint.strip()
+    host, sep, port = text.rpartition(":")
+    if "://" in text or not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise CtlError(f"endpoint must be HOST:PORT, got {endpoint!r}", EXIT_USAGE)
+    return text
+
+
+@dataclass(frozen=True)
+class Settings:
+    endpoint: str
+    token: str | None
+    timeout: float
+
+
+def resolve_settings(args: argparse.Namespace) -> Settings:
+    config = _load_config(config_path())
+    endpoint = (
+        args.endpoint
+        or os.environ.get("HANODE_ENDPOINT")
+        or config.get("endpoint")
+        or DEFAULT_ENDPOINT
+    )
+    token = args.token or os.environ.get("HANODE_TOKEN") or config.get("token") or None
+    timeout = args.timeout if args.timeout is not None else config.get("timeout", DEFAULT_TIMEOUT)
+    if not float(timeout) > 0:
+        raise CtlError("--timeout must be a positive number of seconds", EXIT_USAGE)
+    return Settings(_check_endpoint(str(endpoint)), token, float(timeout))
+
+
+# ------------------------------------------------------------------ calls
+
+
+def _first_line(text: str | None) -> str:
+    return " ".join((text or "").split())[:300]
+
+
+def _rpc_error(exc: grpc.RpcError, settings: Settings, write: bool) -> CtlError:
+    """Map a failed call to one line and an exit code."""
+    code = exc.code() if callable(getattr(exc, "code", None)) else grpc.StatusCode.UNKNOWN
+    details = _first_line(exc.details() if callable(getattr(exc, "details", None)) else str(exc))
+    trailing = exc.trailing_metadata() if callable(getattr(exc, "trailing_metadata", None)) else ()
+    from_cluster = any(key == "hanode-error" for key, _ in trailing or ())
+    endpoint = settings.endpoint
+    C = grpc.StatusCode
+    if code == C.UNAVAILABLE:
+        if from_cluster:
+            return CtlError(f"cluster unavailable: {details}", EXIT_UNREACHABLE)
+        return CtlError(f"cannot reach hanode at {endpoint}: {details}", EXIT_UNREACHABLE)
+    if code == C.DEADLINE_EXCEEDED:
+        if from_cluster:
+            return CtlError(details, EXIT_UNREACHABLE)
+        message = f"no answer from {endpoint} within {settings.timeout:g}s"
+        if write:
+            message += " (outcome unknown: the command may still apply; it is safe to repeat)"
+        return CtlError(message, EXIT_UNREACHABLE)
+    if code == C.UNAUTHENTICATED:
+        hint = "wrong token" if settings.token else "no token given"
+        return CtlError(
+            f"not authenticated by {endpoint} ({hint}; use --token or HANODE_TOKEN)", EXIT_CLUSTER
+        )
+    if code == C.UNIMPLEMENTED:
+        return CtlError(
+            f"{endpoint} does not serve this command (is it a hanode control API port of the "
+            "same version?)",
+            EXIT_CLUSTER,
+        )
+    if code == C.CANCELLED:
+        return CtlError("call cancelled", EXIT_UNREACHABLE)
+    if code == C.RESOURCE_EXHAUSTED and not from_cluster:
+        return CtlError(f"{endpoint}: {details}", EXIT_CLUSTER)
+    return CtlError(details or f"{endpoint} answered {code.name}", EXIT_CLUSTER)
+
+
+class Client:
+    """A thin synchronous client; every call maps gRPC failures to CtlError."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._channel = grpc.insecure_channel(
+            settings.endpoint,
+            options=[
+                ("grpc.max_receive_message_length", MAX_ANSWER_BYTES),
+                ("grpc.enable_retries", 0),
+            ],
+        )
+        self.stub = control_pb2_grpc.ControlStub(self._channel)  # type: ignore[no-untyped-call]
+        self.metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {settings.token}"),) if settings.token else ()
+        )
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def call(self, method: str, request: Any, write: bool = False) -> Any:
+        try:
+            return getattr(self.stub, method)(
+                request, timeout=self.settings.timeout, metadata=self.metadata
+            )
+        except grpc.RpcError as exc:
+            raise _rpc_error(exc, self.settings, write) from None
+
+    def stream(self, method: str, request: Any, timeout: float | None) -> Any:
+        try:
+            return getattr(self.stub, method)(request, timeout=timeout, metadata=self.metadata)
+        except grpc.RpcError as exc:
+            raise _rpc_error(exc, self.settings, False) from None
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True))
+
+
+# ------------------------------------------------------------------ commands
+
+
+def _cmd_status(client: Client, args: argparse.Namespace) -> int:
+    doc = status_from_proto(client.call("GetStatus", pb.GetStatusRequest()))
     if args.json:
-        print(json.dumps(doc, indent=2, sort_keys=True))
+        _print_json(doc)
     else:
         print(status_table(doc))
-    return 0
+    return EXIT_OK
 
 
-def _cmd_events(args: argparse.Namespace) -> int:
-    after = 0
-    deadline = time.monotonic() + args.follow_for if args.follow_for else None
-    while True:
-        events = _get(args.endpoint, f"/events?after={after}", args.timeout)["events"]
-        for event in events:
-            print(json.dumps(event) if args.json else event_line(event), flush=True)
-            after = max(after, int(event["seq"]))
-        if not args.follow or (deadline is not None and time.monotonic() >= deadline):
-            return 0
-        time.sleep(1.0)
+def _drain_request(args: argparse.Namespace) -> pb.DrainRequest:
+    if args.node is not None:
+        return pb.DrainRequest(node=args.node)
+    return pb.DrainRequest(replica=args.replica)
+
+
+def _cmd_drain(client: Client, args: argparse.Namespace) -> int:
+    answer = client.call("Drain", _drain_request(args), write=True)
+    print(f"drained: {', '.join(answer.replicas) or '(nothing to drain)'}")
+    return EXIT_OK
+
+
+def _cmd_undrain(client: Client, args: argparse.Namespace) -> int:
+    answer = client.call("Undrain", _drain_request(args), write=True)
+    print(f"undrained: {', '.join(answer.replicas) or '(nothing to undrain)'}")
+    return EXIT_OK
+
+
+def _cmd_promote(client: Client, args: argparse.Namespace) -> int:
+    client.call("Promote", pb.ReplicaRequest(replica=args.replica), write=True)
+    print(f"promoted {args.replica} to active")
+    return EXIT_OK
+
+
+def _cmd_demote(client: Client, args: argparse.Namespace) -> int:
+    client.call("Demote", pb.ReplicaRequest(replica=args.replica), write=True)
+    print(f"demoted {args.replica} to standby")
+    return EXIT_OK
+
+
+def _cmd_breakers(client: Client, args: argparse.Namespace) -> int:
+    answer = client.call("ListBreakers", pb.ListBreakersRequest())
+    breakers = [breaker_from_proto(b) for b in answer.breakers]
+    if args.json:
+        _print_json({"breakers": breakers})
+    else:
+        print(breakers_table(breakers))
+    return EXIT_OK
+
+
+def _cmd_reset_breaker(client: Client, args: argparse.Namespace) -> int:
+    client.call("ResetBreaker", pb.ReplicaRequest(replica=args.replica), write=True)
+    print(f"breaker of {args.replica} reset")
+    return EXIT_OK
+
+
+def _cmd_events(client: Client, args: argparse.Namespace) -> int:
+    request = pb.StreamEventsRequest(after_seq=args.after, follow=args.follow)
+    # Following has no deadline (it ends with Ctrl-C); a one-off read has the usual timeout.
+    call = client.stream("StreamEvents", request, None if args.follow else client.settings.timeout)
+    timer: threading.Timer | None = None
+    stopped = threading.Event()
+    if args.follow and args.follow_for:
+
+        def stop() -> None:
+            stopped.set()
+            call.cancel()
+
+        timer = threading.Timer(args.follow_for, stop)
+        timer.daemon = True
+        timer.start()
+    try:
+        for msg in _iterate(call):
+            event = event_from_proto(msg)
+            print(json.dumps(event, sort_keys=True) if args.json else event_line(event), flush=True)
+    except grpc.RpcError as exc:
+        if stopped.is_set():
+            return EXIT_OK
+        err = _rpc_error(exc, client.settings, False)
+        if args.follow and err.exit_code == EXIT_UNREACHABLE:
+            raise CtlError(f"lost the event stream: {err}", EXIT_UNREACHABLE) from None
+        raise err from None
+    finally:
+        if timer is not None:
+            timer.cancel()
+    return EXIT_OK
+
+
+def _iterate(call: Any) -> Iterator[Any]:
+    yield from call
+
+
+def _cmd_members(client: Client, args: argparse.Namespace) -> int:
+    answer = client.call("ListMembers", pb.ListMembersRequest())
+    members = [member_from_proto(m) for m in answer.members]
+    if args.json:
+        _print_json({"members": members})
+    else:
+        print(members_table(members))
+    return EXIT_OK
+
+
+def _cmd_members_add(client: Client, args: argparse.Namespace) -> int:
+    client.call("AddMember", pb.MemberRequest(address=args.address), write=True)
+    print(f"added member {args.address}")
+    return EXIT_OK
+
+
+def _cmd_members_remove(client: Client, args: argparse.Namespace) -> int:
+    client.call("RemoveMember", pb.MemberRequest(address=args.address), write=True)
+    print(f"removed member {args.address}")
+    return EXIT_OK
+
+
+def _cmd_leader_transfer(client: Client, args: argparse.Namespace) -> int:
+    request = pb.TransferLeaderRequest()
+    if args.to:
+        request.target = args.to
+    answer = client.call("TransferLeader", request, write=True)
+    if answer.HasField("new_leader"):
+        print(f"leader is now {answer.new_leader}")
+    else:
+        print("leadership transfer requested (new leader not known yet; see `hanodectl status`)")
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------ parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line and exit code 2 (argparse's own code), no usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"hanodectl: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _address_arg(value: str) -> str:
+    host, sep, port = value.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    return value.strip()
+
+
+def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    default = argparse.SUPPRESS if suppress else None
+    parser.add_argument(
+        "--endpoint",
+        default=default,
+        metavar="HOST:PORT",
+        help=f"a node's control API (env HANODE_ENDPOINT; default {DEFAULT_ENDPOINT})",
+    )
+    parser.add_argument(
+        "--token",
+        default=default,
+        help="API token (prefer env HANODE_TOKEN or the config file: arguments are visible)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=default, help=f"seconds per call ({DEFAULT_TIMEOUT:g})"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hanodectl", description="Operate a hanode cluster.")
-    parser.add_argument(
-        "--endpoint",
-        default=os.environ.get("HANODE_ENDPOINT", DEFAULT_ENDPOINT),
-        help="HOST:PORT of a node's ops endpoint (env HANODE_ENDPOINT)",
+    common: argparse.ArgumentParser = argparse.ArgumentParser(add_help=False)
+    _add_common(common, suppress=True)
+    parser: argparse.ArgumentParser = _Parser(
+        prog="hanodectl",
+        description="Operate a hanode cluster through any node's control API.",
+        epilog=f"Defaults come from {config_path()} (keys endpoint, token, timeout). "
+        "Exit codes: 1 refused by the cluster, 2 usage, 3 no answer (unreachable, no quorum, "
+        "timeout).",
     )
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds per call")
-    sub = parser.add_subparsers(dest="command", required=True)
-    status = sub.add_parser("status", help="nodes and replicas at a glance")
-    status.add_argument("--json", action="store_true", help="one JSON object, for scripts")
-    status.set_defaults(func=_cmd_status)
-    events = sub.add_parser("events", help="recent events")
-    events.add_argument("--follow", action="store_true", help="keep printing new events")
-    events.add_argument("--follow-for", type=float, default=0.0, help=argparse.SUPPRESS)
-    events.add_argument("--json", action="store_true")
-    events.set_defaults(func=_cmd_events)
+    _add_common(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str, func: Callable[[Client, argparse.Namespace], int]) -> Any:
+        p = sub.add_parser(name, help=help, parents=[common])
+        p.set_defaults(func=func)
+        return p
+
+    p = command("status", "nodes, leader and replicas at a glance", _cmd_status)
+    p.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+
+    for name, func, verb in (
+        ("drain", _cmd_drain, "stop routing new requests to"),
+        ("undrain", _cmd_undrain, "route requests again to"),
+    ):
+        p = command(name, f"{verb} a replica (or every replica of --node)", func)
+        p.add_argument("replica", nargs="?", metavar="REPLICA")
+        p.add_argument("--node", metavar="NODE", help="every replica of this node")
+
+    p = command("promote", "make a standby replica active", _cmd_promote)
+    p.add_argument("replica", metavar="REPLICA")
+    p = command("demote", "make an active replica standby", _cmd_demote)
+    p.add_argument("replica", metavar="REPLICA")
+
+    p = command("breakers", "open and half-open circuit breakers", _cmd_breakers)
+    p.add_argument("--json", action="store_true")
+    p = command("reset-breaker", "close a replica's breaker now", _cmd_reset_breaker)
+    p.add_argument("replica", metavar="REPLICA")
+
+    p = command("events", "cluster events (oldest first)", _cmd_events)
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--after", type=int, default=0, metavar="SEQ", help="only events after SEQ")
+    p.add_argument("--follow-for", type=float, default=0.0, help=argparse.SUPPRESS)
+
+    p = command("members", "Raft members (add/remove HOST:PORT to change them)", _cmd_members)
+    p.add_argument("--json", action="store_true")
+    msub = p.add_subparsers(dest="members_command", metavar="{add,remove}")
+    m = msub.add_parser("add", help="add a node's raft address", parents=[common])
+    m.add_argument("address", type=_address_arg, metavar="HOST:PORT")
+    m.set_defaults(func=_cmd_members_add)
+    m = msub.add_parser("remove", help="remove a node's raft address", parents=[common])
+    m.add_argument("address", type=_address_arg, metavar="HOST:PORT")
+    m.set_defaults(func=_cmd_members_remove)
+
+    p = command("leader", "leadership", _cmd_leader_transfer)
+    lsub = p.add_subparsers(dest="leader_command", required=True, metavar="{transfer}")
+    t = lsub.add_parser("transfer", help="hand leadership to another member", parents=[common])
+    t.add_argument("--to", type=_address_arg, metavar="HOST:PORT", help="target raft address")
+    t.set_defaults(func=_cmd_leader_transfer)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.command in ("drain", "undrain") and (args.replica is None) == (args.node is None):
+        parser.error(f"{args.command}: name a REPLICA or --node NODE (one of them)")
+
+
+# ------------------------------------------------------------------ main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     try:
-        return int(args.func(args))
+        args = parser.parse_args(argv)
+        _check_args(parser, args)
+    except SystemExit as exc:  # --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    client: Client | None = None
+    try:
+        settings = resolve_settings(args)
+        client = Client(settings)
+        return int(args.func(client, args))
     except CtlError as exc:
         print(f"hanodectl: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `hanodectl events | head`: stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+    except Exception as exc:  # a bug here: still one line, never a traceback
+        print(f"hanodectl: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_CLUSTER
+    finally:
+        if client is not None:
+            client.close()
 
 
 if __name__ == "__main__":

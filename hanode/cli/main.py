@@ -20,8 +20,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"hanode: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
+    from hanode.daemon import StartupError
+
     try:
-        return run(run_node(config))
+        return run(run_node(config, insecure_dev=args.insecure_dev))
+    except StartupError as exc:
+        print(f"hanode: cannot start: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"hanode: cannot start: {exc}", file=sys.stderr)
         return 1
@@ -63,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, help="path to the TOML configuration")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.add_argument("--log-format", default="json", choices=["json", "console"])
+    run.add_argument(
+        "--insecure-dev",
+        action="store_true",
+        help="allow a cluster without [cluster].secret_file (Raft without a password; dev only)",
+    )
     run.set_defaults(func=_cmd_run)
 
     check = sub.add_parser("check-config", help="validate a configuration file and exit")

@@ -1,7 +1,13 @@
-"""Human rendering of the status document: a table a person reads at a glance."""
+"""Human rendering for hanodectl: tables a person reads at a glance.
+
+Input is the status document shape (``hanode.status.status_document`` plus ``freshness``), as
+rebuilt from the gRPC answer by ``hanode.api.convert``.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -13,11 +19,61 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}ms"
 
 
+def _clock(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%H:%M:%S", time.localtime(ts))
+
+
+def _yes_no(value: bool | None) -> str:
+    return "?" if value is None else ("yes" if value else "no")
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    """Left-aligned columns, two spaces apart, trailing blanks trimmed."""
+    cells = [[str(c) for c in header], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
+
+
+def _freshness_line(doc: dict[str, Any]) -> str | None:
+    fresh = doc.get("freshness")
+    if not fresh:
+        return None
+    age = float(fresh.get("last_applied_age_s") or 0.0)
+    line = f"commit index {fresh.get('commit_index', 0)}, last applied {age:.1f}s ago"
+    if fresh.get("has_quorum"):
+        return f"quorum: yes   {line}"
+    return f"quorum: NO (this node's view may be stale; changes are refused)   {line}"
+
+
 def status_table(doc: dict[str, Any]) -> str:
-    lines = []
     leader = doc.get("leader")
-    nodes = ", ".join(n["name"] for n in doc.get("nodes", []))
-    lines.append(f"node: {doc.get('node')}   leader: {leader or '-'}   nodes: {nodes}")
+    lines = [f"node: {doc.get('node') or '-'}   leader: {leader or '- (none)'}"]
+    fresh = _freshness_line(doc)
+    if fresh:
+        lines.append(fresh)
+
+    nodes = doc.get("nodes") or []
+    if nodes:
+        lines.append("")
+        node_rows = [
+            (
+                ("* " if n.get("name") == leader else "  ") + str(n.get("name") or "-"),
+                n.get("raft_address") or "-",
+                n.get("api_address") or "-",
+                n.get("router_address") or "-",
+                _yes_no(n.get("reachable")),
+            )
+            for n in nodes
+        ]
+        lines += table(("  NODE", "RAFT", "API", "ROUTER", "REACHABLE"), node_rows)
+
+    replicas = doc.get("replicas") or []
+    lines.append("")
+    if not replicas:
+        lines.append("no replicas configured")
+        return "\n".join(lines)
     header = (
         "REPLICA",
         "MODEL",
@@ -29,37 +85,69 @@ def status_table(doc: dict[str, Any]) -> str:
         "BREAKER",
         "GPU",
         "KV",
+        "QUEUE",
         "LAT",
         "INFL",
         "REASON",
     )
-    rows = [header]
-    for r in doc.get("replicas", []):
+    rows: list[tuple[Any, ...]] = []
+    for r in replicas:
+        queue = r.get("queue_depth")
         rows.append(
             (
                 r["name"],
-                r["model"],
+                r.get("model") or "-",
                 r.get("node") or "-",
-                r["role"],
-                r["admin"],
-                r["health"],
-                f"{r['weight']:.2f}",
-                r.get("breaker", {}).get("state", "closed"),
+                r.get("role") or "-",
+                r.get("admin") or "-",
+                f"{r.get('health') or '-'}({r.get('health_level', 0)})",
+                f"{float(r.get('weight') or 0.0):.2f}",
+                (r.get("breaker") or {}).get("state", "closed"),
                 _pct(r.get("gpu_mem")),
                 _pct(r.get("kv_usage")),
+                "-" if queue is None else f"{queue:g}",
                 _ms(r.get("latency_ms")),
                 str(r.get("inflight", 0)),
                 (r.get("reason") or "")[:60],
             )
         )
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
-    for row in rows:
-        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    lines += table(header, rows)
     return "\n".join(lines)
 
 
-def event_line(event: dict[str, Any]) -> str:
-    import time
+def breakers_table(breakers: list[dict[str, Any]]) -> str:
+    if not breakers:
+        return "no open breakers"
+    rows = [
+        (
+            b["replica"],
+            b.get("state") or "-",
+            b.get("failure_class") or "-",
+            _clock(b.get("until")),
+            b.get("source") or "-",
+            b.get("node") or "-",
+        )
+        for b in breakers
+    ]
+    return "\n".join(table(("REPLICA", "STATE", "FAILURE", "UNTIL", "SOURCE", "NODE"), rows))
 
-    ts = time.strftime("%H:%M:%S", time.localtime(event["ts"]))
+
+def members_table(members: list[dict[str, Any]]) -> str:
+    if not members:
+        return "no members"
+    rows = [
+        (
+            m["address"],
+            m.get("node") or "-",
+            "leader" if m.get("leader") else "follower",
+            "yes" if m.get("connected") or m.get("self") else "no",
+            "(this node)" if m.get("self") else "",
+        )
+        for m in members
+    ]
+    return "\n".join(table(("ADDRESS", "NODE", "ROLE", "CONNECTED", ""), rows))
+
+
+def event_line(event: dict[str, Any]) -> str:
+    ts = _clock(event.get("ts"))
     return f"{ts}  #{event['seq']:<5} {event['kind']:<11} {event['subject']:<12} {event['message']}"

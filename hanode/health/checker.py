@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 
@@ -28,10 +29,15 @@ from hanode.policies.gpu_gate import GpuLevel, GpuMemoryGate
 from hanode.policies.l3 import L3Thresholds, evaluate_l3
 from hanode.policies.level import combine_level
 from hanode.policies.rise_fall import RiseFall
-from hanode.pool.local import LocalPool
 from hanode.pool.replica import HealthLevel, Observation, ReplicaSpec
 
 log = structlog.get_logger("hanode.health")
+
+
+class ObservationSink(Protocol):
+    """Where observations go: the local pool, or the cluster agent."""
+
+    def observe(self, name: str, obs: Observation) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +74,7 @@ class ReplicaChecker:
         settings: HealthSettings,
         l3: L3Thresholds,
         gpu_marks: GpuMarks,
-        pool: LocalPool,
+        pool: ObservationSink,
         passive: PassiveStats,
         gpu_reader: GpuMemoryReader,
         events: EventLog,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -25,7 +25,7 @@ from hanode.http.client import split_url
 from hanode.http.server import Request, Responder
 from hanode.logs import new_request_id
 from hanode.metrics.registry import NodeMetrics
-from hanode.policies.breaker import BreakerConfig, Transition
+from hanode.policies.breaker import BreakerConfig, BreakerState, Transition
 from hanode.policies.picker import pick
 from hanode.policies.retry import RetryBudget, RetryPolicy, deadline_from_header
 from hanode.policies.seed import pin_seed
@@ -82,6 +82,8 @@ class FrontDoor:
         self.metrics = metrics
         self.observer = observer
         self.events = events
+        # Cluster mode: told when a local breaker opens, so every router hears of it.
+        self.on_breaker_open: Callable[[str, str, float], None] | None = None
         self.table = RoutingTable(view, settings.breaker, self.loop.time)
         self.budget = RetryBudget(settings.retry_budget_ratio, settings.retry_budget_min_per_s)
         self.inflight: dict[str, int] = {}
@@ -200,6 +202,21 @@ class FrontDoor:
             return exclude
         return None
 
+    def rate_limit_pause_left(self, model: str, now: float) -> float | None:
+        """Seconds until the first replica of ``model`` paused by a 429 may be tried again;
+        None when none is paused (then the model has no replica to offer at all)."""
+        route = self.table.route(model, now)
+        if route is None:
+            return None
+        ends: list[float] = []
+        for name in route.names:
+            breaker = self.table.breakers.get(name)
+            if breaker is not None:
+                until = breaker.snapshot(now)["paused_until"]
+                if isinstance(until, float):
+                    ends.append(until)
+        return min(ends) - now if ends else None
+
     def table_snapshot_replica(self, name: str) -> ReplicaState | None:
         return self.view.snapshot.replicas.get(name)
 
@@ -220,11 +237,18 @@ class FrontDoor:
             self._adapters[replica] = adapter
         return adapter
 
-    def breaker_changed(self, replica: str, transitions: Sequence[Transition]) -> None:
+    def breaker_changed(
+        self, replica: str, transitions: Sequence[Transition], *, local: bool = True
+    ) -> None:
+        """Count and record breaker transitions; ``local=False`` for ones a peer caused."""
         self.table.invalidate()
         for t in transitions:
             cls = t.failure_class.value if t.failure_class is not None else "none"
             self.metrics.breaker_transitions.labels(replica, cls, t.to_state.value).inc()
+            if local and t.to_state is BreakerState.OPEN and self.on_breaker_open is not None:
+                until = self.table.breaker(replica).snapshot(self.loop.time())["open_until"]
+                if isinstance(until, float):
+                    self.on_breaker_open(replica, cls, until)
             if self.events is not None:
                 self.events.add(
                     "breaker",

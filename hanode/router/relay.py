@@ -116,6 +116,17 @@ class Relay:
         name = door.choose(self.parsed.model, now, exclude=self._replica or None)
         if name is None:
             if self._attempts == 0:
+                pause = door.rate_limit_pause_left(self.parsed.model, now)
+                if pause is not None:
+                    # Replicas are only pausing after a 429: say so, with the real wait.
+                    send_error(
+                        self._responder,
+                        429,
+                        f"every replica of model '{self.parsed.model}' is rate limited",
+                        code="rate_limit_exceeded",
+                        retry_after=pause,
+                    )
+                    return
                 door.metrics.no_replica.labels(self.parsed.model).inc()
                 send_error(
                     self._responder,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,11 +40,13 @@ DEFAULT_MODEL = "sim-model"
 FAST_HEALTH: dict[str, Any] = {"interval_s": 0.2, "timeout_s": 1.0, "rise": 2, "fall": 2}
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    outcome = yield
-    report = outcome.get_result()
-    setattr(item, f"_e2e_rep_{report.when}", report)
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    setattr(item, f"_e2e_rep_{report.when}", report)  # read by e2e_procs at teardown
+    return report
 
 
 def raw_request(

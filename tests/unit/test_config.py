@@ -330,18 +330,49 @@ def test_unknown_section_with_suggestion() -> None:
     assert one_error(data) == f"{SRC}: [helth]: unknown section; did you mean 'health'?"
 
 
-@pytest.mark.parametrize("section", ["cluster", "api"])
-def test_future_sections_are_not_accepted_yet(section: str) -> None:
+def test_cluster_api_and_models_sections(tmp_path: Path) -> None:
+    (tmp_path / "raft.secret").write_text("s3cret\n")
     data = minimal()
-    data[section] = {}
-    err = one_error(data)
-    assert err == f"{SRC}: [{section}]: unknown section (not supported by this version of hanode)"
+    data["cluster"] = {
+        "raft_listen": "127.0.0.1:7001",
+        "peers": ["127.0.0.1:7002", "127.0.0.1:7003"],
+        "secret_file": "raft.secret",
+    }
+    data["api"] = {"listen": "127.0.0.1:9200", "api_keys": ["ctl-key"]}
+    data["models"] = [
+        {"name": "m", "min_active": 2, "redundancy": "n_plus_1"},
+        {"name": "m2", "redundancy": "active_active"},
+    ]
+    cfg = parse_config(data, str(tmp_path / "hanode.toml"))
+    assert cfg.cluster is not None
+    assert str(cfg.cluster.raft_listen) == "127.0.0.1:7001"
+    assert [str(p) for p in cfg.cluster.peers] == ["127.0.0.1:7002", "127.0.0.1:7003"]
+    assert cfg.cluster.secret_file == tmp_path / "raft.secret"
+    assert cfg.api is not None and cfg.api.api_keys == ("ctl-key",)
+    assert [(m.name, m.min_active, m.redundancy) for m in cfg.models] == [
+        ("m", 2, "n_plus_1"),
+        ("m2", 1, "active_active"),
+    ]
+    assert parse_config(minimal(), SRC).cluster is None  # standalone node
 
 
-def test_future_array_section_not_accepted_yet() -> None:
+def test_cluster_mistakes() -> None:
     data = minimal()
-    data["models"] = [{"name": "m"}]
-    assert one_error(data).startswith(f"{SRC}: [[models]]: unknown section")
+    data["cluster"] = {
+        "raft_listen": "127.0.0.1:7001",
+        "peers": ["127.0.0.1:7001", "nope"],
+        "election_min_s": 2.0,
+    }
+    data["models"] = [{"name": "m", "redundancy": "hot"}, {"name": "m"}]
+    lines = errors_of(data)
+    assert f"{SRC}: [cluster].peers: item 1: expected 'HOST:PORT', e.g. '0.0.0.0:8080'" in lines
+    assert f"{SRC}: [cluster].election_min_s: must be below election_max_s" in lines
+    assert f"{SRC}: [cluster].peers: must not contain this node's own raft_listen address" in lines
+    assert any("[[models]][0].redundancy: 'hot' is not one of" in line for line in lines)
+    assert f"{SRC}: [[models]][1].name: model 'm' is configured twice" in lines
+    missing = minimal()
+    missing["cluster"] = {}
+    assert one_error(missing) == f"{SRC}: [cluster].raft_listen: missing required key"
 
 
 def test_unknown_top_level_key() -> None:
@@ -636,7 +667,7 @@ def test_all_mistakes_are_reported_together() -> None:
     data["health"] = {"rise": True, "timeot_s": 1}
     data["thresholds"] = {"kv_usage": 2}
     data["replicas"].append({"name": "r1", "model": "m", "url": "https://h:1", "engine": "foo"})
-    data["cluster"] = {}
+    data["clustr"] = {}
     lines = errors_of(data)
     assert lines == [
         f"{SRC}: [node].name: 'bad name' may only contain letters, digits, '_', '.' and '-'",
@@ -649,7 +680,7 @@ def test_all_mistakes_are_reported_together() -> None:
         "use http:// to a local replica",
         f"{SRC}: [[replicas]][1].engine: 'foo' is not one of vllm, sglang, tgi, llamacpp, openai",
         f"{SRC}: [[replicas]][1].name: 'r1' is already used by [[replicas]][0]",
-        f"{SRC}: [cluster]: unknown section (not supported by this version of hanode)",
+        f"{SRC}: [clustr]: unknown section; did you mean 'cluster'?",
     ]
 
 

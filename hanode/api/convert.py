@@ -1,0 +1,284 @@
+"""Plain dicts (the ControlBackend's vocabulary) <-> hanode.v1 protobuf messages.
+
+The server turns backend dicts into messages; hanodectl turns messages back into dicts of the
+same shape as the status document (``hanode.status.status_document`` plus ``freshness``), so
+``hanodectl status --json`` reads like the node's own document. Absent numbers travel as unset
+proto3 ``optional`` fields and come back as ``None``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2
+
+from hanode._proto.hanode.v1 import control_pb2 as pb
+
+__all__ = [
+    "breaker_from_proto",
+    "breaker_to_proto",
+    "event_from_proto",
+    "event_to_proto",
+    "member_from_proto",
+    "member_to_proto",
+    "pb",
+    "status_from_proto",
+    "status_to_proto",
+]
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _opt_float(value: Any) -> float | None:
+    """A finite float, or None for "not known" (None, NaN, junk)."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _str(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _uint(value: Any) -> int:
+    try:
+        return max(0, int(value or 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _jsonable(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Event fields as JSON values (Struct takes nothing else); odd objects become strings."""
+    text = json.dumps(dict(fields), default=str, allow_nan=True)
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+def _unfloat(value: Any) -> Any:
+    """Struct stores every number as a double: give whole numbers back as ints."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _unfloat(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unfloat(v) for v in value]
+    return value
+
+
+def _optional(msg: Any, field: str) -> Any:
+    return getattr(msg, field) if msg.HasField(field) else None
+
+
+# ------------------------------------------------------------------ events
+
+
+def event_to_proto(event: Mapping[str, Any]) -> pb.Event:
+    fields = struct_pb2.Struct()
+    raw = event.get("fields") or {}
+    if raw:
+        fields.update(_jsonable(raw))
+    return pb.Event(
+        seq=_uint(event.get("seq")),
+        ts=_opt_float(event.get("ts")) or 0.0,
+        kind=_str(event.get("kind")),
+        subject=_str(event.get("subject")),
+        message=_str(event.get("message")),
+        fields=fields,
+    )
+
+
+def event_from_proto(msg: pb.Event) -> dict[str, Any]:
+    return {
+        "seq": int(msg.seq),
+        "ts": msg.ts,
+        "kind": msg.kind,
+        "subject": msg.subject,
+        "message": msg.message,
+        "fields": _unfloat(json_format.MessageToDict(msg.fields)),
+    }
+
+
+# ------------------------------------------------------------------ status
+
+
+def _node_to_proto(node: Mapping[str, Any]) -> pb.Node:
+    msg = pb.Node(
+        name=_str(node.get("name")),
+        raft_address=_str(node.get("raft_address")),
+        api_address=_str(node.get("api_address")),
+        router_address=_str(node.get("router_address")),
+    )
+    reachable = node.get("reachable")
+    if reachable is not None:
+        msg.reachable = bool(reachable)
+    return msg
+
+
+def _replica_to_proto(r: Mapping[str, Any]) -> pb.Replica:
+    breaker = r.get("breaker") or {}
+    msg = pb.Replica(
+        name=_str(r.get("name")),
+        node=_str(r.get("node")),
+        model=_str(r.get("model")),
+        url=_str(r.get("url")),
+        engine=_str(r.get("engine")),
+        role=_str(r.get("role")),
+        admin=_str(r.get("admin")),
+        health=_str(r.get("health")),
+        health_level=int(r.get("health_level") or 0),
+        weight=_opt_float(r.get("weight")) or 0.0,
+        reason=_str(r.get("reason")),
+        breaker_state=_str(breaker.get("state") or "closed"),
+        breaker_failure_class=_str(breaker.get("last_failure_class")),
+        inflight=_uint(r.get("inflight")),
+    )
+    for field in ("gpu_mem", "kv_usage", "queue_depth", "latency_ms", "ttft_ms"):
+        value = _opt_float(r.get(field))
+        if value is not None:
+            setattr(msg, field, value)
+    open_until = _opt_float(breaker.get("open_until"))
+    if open_until is not None:
+        msg.breaker_open_until = open_until
+    return msg
+
+
+def status_to_proto(doc: Mapping[str, Any]) -> pb.Status:
+    freshness = doc.get("freshness")
+    leader = doc.get("leader")
+    if leader is None and freshness:
+        leader = freshness.get("leader")
+    msg = pb.Status(
+        node=_str(doc.get("node")),
+        leader=_str(leader),
+        nodes=[_node_to_proto(n) for n in doc.get("nodes") or []],
+        replicas=[_replica_to_proto(r) for r in doc.get("replicas") or []],
+        recent_events=[event_to_proto(e) for e in doc.get("events") or []],
+        version=_uint(doc.get("version")),
+        models=[
+            pb.ModelRoute(
+                model=str(m), replicas_serving=_uint((info or {}).get("replicas_serving"))
+            )
+            for m, info in sorted((doc.get("models") or {}).items())
+        ],
+    )
+    if freshness:
+        msg.freshness.CopyFrom(
+            pb.Freshness(
+                has_quorum=bool(freshness.get("has_quorum")),
+                last_applied_age_s=_opt_float(freshness.get("last_applied_age_s")) or 0.0,
+                commit_index=_uint(freshness.get("commit_index")),
+            )
+        )
+    return msg
+
+
+def _replica_from_proto(r: pb.Replica) -> dict[str, Any]:
+    return {
+        "name": r.name,
+        "node": r.node,
+        "model": r.model,
+        "url": r.url,
+        "engine": r.engine,
+        "role": r.role,
+        "admin": r.admin,
+        "health": r.health,
+        "health_level": r.health_level,
+        "weight": r.weight,
+        "gpu_mem": _optional(r, "gpu_mem"),
+        "kv_usage": _optional(r, "kv_usage"),
+        "queue_depth": _optional(r, "queue_depth"),
+        "latency_ms": _optional(r, "latency_ms"),
+        "ttft_ms": _optional(r, "ttft_ms"),
+        "reason": r.reason,
+        "breaker": {
+            "state": r.breaker_state or "closed",
+            "open_until": _optional(r, "breaker_open_until"),
+            "last_failure_class": r.breaker_failure_class or None,
+        },
+        "inflight": r.inflight,
+    }
+
+
+def status_from_proto(msg: pb.Status) -> dict[str, Any]:
+    freshness = None
+    if msg.HasField("freshness"):
+        freshness = {
+            "has_quorum": msg.freshness.has_quorum,
+            "last_applied_age_s": msg.freshness.last_applied_age_s,
+            "commit_index": int(msg.freshness.commit_index),
+        }
+    return {
+        "node": msg.node,
+        "leader": msg.leader or None,
+        "nodes": [
+            {
+                "name": n.name,
+                "raft_address": n.raft_address,
+                "api_address": n.api_address,
+                "router_address": n.router_address,
+                "reachable": _optional(n, "reachable"),
+            }
+            for n in msg.nodes
+        ],
+        "replicas": [_replica_from_proto(r) for r in msg.replicas],
+        "freshness": freshness,
+        "version": int(msg.version),
+        "models": {m.model: {"replicas_serving": m.replicas_serving} for m in msg.models},
+        "events": [event_from_proto(e) for e in msg.recent_events],
+    }
+
+
+# ------------------------------------------------------------------ breakers, members
+
+
+def breaker_to_proto(b: Mapping[str, Any]) -> pb.Breaker:
+    msg = pb.Breaker(
+        replica=_str(b.get("replica")),
+        failure_class=_str(b.get("failure_class")),
+        state=_str(b.get("state")),
+        source=_str(b.get("source")),
+        node=_str(b.get("node")),
+    )
+    until = _opt_float(b.get("until"))
+    if until is not None:
+        msg.until = until
+    return msg
+
+
+def breaker_from_proto(msg: pb.Breaker) -> dict[str, Any]:
+    return {
+        "replica": msg.replica,
+        "failure_class": msg.failure_class or None,
+        "state": msg.state,
+        "until": _optional(msg, "until"),
+        "source": msg.source,
+        "node": msg.node,
+    }
+
+
+def member_to_proto(m: Mapping[str, Any]) -> pb.Member:
+    return pb.Member(
+        address=_str(m.get("address")),
+        node=_str(m.get("node")),
+        is_self=bool(m.get("self")),
+        is_leader=bool(m.get("leader")),
+        connected=bool(m.get("connected")),
+    )
+
+
+def member_from_proto(msg: pb.Member) -> dict[str, Any]:
+    return {
+        "address": msg.address,
+        "node": msg.node,
+        "self": msg.is_self,
+        "leader": msg.is_leader,
+        "connected": msg.connected,
+    }

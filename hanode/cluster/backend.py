@@ -1,0 +1,298 @@
+"""The control backend of a cluster node (served over gRPC to hanodectl).
+
+Reads answer from this node's replicated state and say how fresh it is; writes become
+idempotent commands that consensus carries to the leader from whichever node received them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from hanode.cluster.control import ControlError, ControlErrorCode
+from hanode.cluster.runtime import ClusterRuntime
+from hanode.cluster.store import ConsensusRejected, ConsensusTimeout
+from hanode.pool.replica import AdminState, Role
+from hanode.router.frontdoor import FrontDoor
+from hanode.status import status_document
+
+T = TypeVar("T")
+
+
+class ClusterControl:
+    def __init__(self, runtime: ClusterRuntime, door: FrontDoor) -> None:
+        self.runtime = runtime
+        self.door = door
+        self.node_name = runtime.node
+        self._subscribers: list[Callable[[dict[str, Any]], None]] = []
+        self._last_seq = 0
+        runtime.store.subscribe(self._on_view)
+
+    # -- helpers -------------------------------------------------------------------------------
+    async def _write(self, command: dict[str, Any], timeout: float = 5.0) -> Any:
+        try:
+            return await self.runtime._write(command, timeout)
+        except ConsensusTimeout as exc:
+            raise ControlError(ControlErrorCode.UNKNOWN_OUTCOME, str(exc)) from None
+        except ConsensusRejected as exc:
+            message = str(exc)
+            code = (
+                ControlErrorCode.NOT_FOUND
+                if message.startswith("unknown replica")
+                else ControlErrorCode.UNAVAILABLE
+            )
+            raise ControlError(code, message) from None
+
+    def _replica(self, name: str) -> Any:
+        rec = self.runtime.store.view.replicas.get(name)
+        if rec is None:
+            known = ", ".join(sorted(self.runtime.store.view.replicas)) or "none"
+            raise ControlError(
+                ControlErrorCode.NOT_FOUND, f"unknown replica '{name}' (known: {known})"
+            )
+        return rec
+
+    def _targets(self, replica: str | None, node: str | None) -> list[str]:
+        view = self.runtime.store.view
+        if (replica is None) == (node is None):
+            raise ControlError(ControlErrorCode.INVALID, "name exactly one replica or one node")
+        if replica is not None:
+            self._replica(replica)
+            return [replica]
+        if node not in view.nodes:
+            known = ", ".join(sorted(view.nodes)) or "none"
+            raise ControlError(
+                ControlErrorCode.NOT_FOUND, f"unknown node '{node}' (known: {known})"
+            )
+        return sorted(n for n, r in view.replicas.items() if r.spec.node == node)
+
+    def _quorum_or_fail(self) -> None:
+        if not self.runtime.store.status().has_quorum:
+            raise ControlError(
+                ControlErrorCode.UNAVAILABLE,
+                f"node {self.node_name} is not in contact with a majority of the cluster",
+            )
+
+    # -- reads ---------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        store = self.runtime.store
+        st = store.status()
+        view = store.view
+        nodes = []
+        connected = set(st.connected) | {st.self_address}
+        for name, info in sorted(view.nodes.items()):
+            nodes.append(
+                {
+                    "name": name,
+                    "raft_address": info.get("raft", ""),
+                    "api_address": info.get("api", ""),
+                    "router_address": info.get("router", ""),
+                    "reachable": info.get("raft", "") in connected,
+                }
+            )
+        leader = self.runtime.leader_name()
+        freshness = {
+            "has_quorum": st.has_quorum,
+            "leader": leader,
+            "last_applied_age_s": round(time.monotonic() - st.last_applied_at, 3),
+            "commit_index": st.commit_index,
+        }
+        return status_document(
+            self.node_name,
+            self.runtime.pool.snapshot,
+            self.door.table.breakers,
+            self.door.inflight,
+            self.events(0, 20),
+            self.door.loop.time(),
+            leader=leader,
+            nodes=nodes,
+            freshness=freshness,
+        )
+
+    def breakers(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for name, rec in sorted(self.runtime.store.view.breakers.items()):
+            out.append(
+                {
+                    "replica": name,
+                    "failure_class": rec.failure_class,
+                    "state": "open" if rec.until > time.time() else "expired",
+                    "until": rec.until,
+                    "source": "cluster",
+                    "node": rec.node,
+                }
+            )
+        now = self.door.loop.time()
+        wall = time.time()
+        for name, breaker in sorted(self.door.table.breakers.items()):
+            snap = breaker.snapshot(now)
+            if snap["state"] == "closed":
+                continue
+            until = snap.get("open_until")
+            out.append(
+                {
+                    "replica": name,
+                    "failure_class": snap.get("last_failure_class") or "",
+                    "state": snap["state"],
+                    "until": wall + (until - now) if isinstance(until, float) else None,
+                    "source": "local",
+                    "node": self.node_name,
+                }
+            )
+        return out
+
+    def events(self, after_seq: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        items = [dict(e) for e in self.runtime.store.view.events if int(e["seq"]) > after_seq]
+        for item in items:
+            item["fields"] = dict(item.get("fields", {}))
+        return items[-limit:] if limit else items
+
+    def subscribe_events(self, callback: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def _on_view(self, view: Any) -> None:
+        if not self._subscribers:
+            self._last_seq = max((int(e["seq"]) for e in view.events), default=self._last_seq)
+            return
+        new = self.events(self._last_seq, 0)
+        for event in new:
+            self._last_seq = max(self._last_seq, int(event["seq"]))
+            for callback in list(self._subscribers):
+                callback(event)
+
+    def members(self) -> list[dict[str, Any]]:
+        st = self.runtime.store.status()
+        names = {info.get("raft", ""): name for name, info in self.runtime.store.view.nodes.items()}
+        connected = set(st.connected)
+        return [
+            {
+                "address": address,
+                "node": names.get(address, ""),
+                "self": address == st.self_address,
+                "leader": address == st.leader_address,
+                "connected": address == st.self_address or address in connected,
+            }
+            for address in st.members
+        ]
+
+    # -- writes --------------------------------------------------------------------------------
+    async def _set_admin(
+        self, admin: AdminState, replica: str | None, node: str | None
+    ) -> list[str]:
+        targets = self._targets(replica, node)
+        if not targets:
+            return []
+        self._quorum_or_fail()
+        await self._write(
+            {"op": "set_admin", "replicas": targets, "admin": admin.value, "by": self.node_name}
+        )
+        return targets
+
+    async def drain(self, replica: str | None = None, node: str | None = None) -> list[str]:
+        return await self._set_admin(AdminState.DRAINED, replica, node)
+
+    async def undrain(self, replica: str | None = None, node: str | None = None) -> list[str]:
+        return await self._set_admin(AdminState.ENABLED, replica, node)
+
+    async def _set_role(self, replica: str, role: Role) -> None:
+        rec = self._replica(replica)
+        if role is Role.STANDBY and rec.role is Role.ACTIVE:
+            view = self.runtime.store.view
+            others = [
+                r
+                for n, r in view.replicas.items()
+                if n != replica
+                and r.spec.model == rec.spec.model
+                and r.role is Role.ACTIVE
+                and r.admin is AdminState.ENABLED
+                and r.observation.level.serving
+            ]
+            if not others:
+                raise ControlError(
+                    ControlErrorCode.FAILED_PRECONDITION,
+                    f"'{replica}' is the last serving active replica of {rec.spec.model}; "
+                    "promote another one first",
+                )
+        self._quorum_or_fail()
+        await self._write(
+            {
+                "op": "set_role",
+                "replica": replica,
+                "role": role.value,
+                "reason": f"operator via {self.node_name}",
+                "by": "operator",
+            }
+        )
+
+    async def promote(self, replica: str) -> None:
+        await self._set_role(replica, Role.ACTIVE)
+
+    async def demote(self, replica: str) -> None:
+        await self._set_role(replica, Role.STANDBY)
+
+    async def reset_breaker(self, replica: str) -> None:
+        self._replica(replica)
+        self._quorum_or_fail()
+        await self._write({"op": "reset_breaker", "replica": replica, "by": self.node_name})
+
+    async def _membership(self, call: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await call()
+        except ConsensusTimeout as exc:
+            raise ControlError(ControlErrorCode.UNKNOWN_OUTCOME, str(exc)) from None
+        except ConsensusRejected as exc:
+            raise ControlError(ControlErrorCode.FAILED_PRECONDITION, str(exc)) from None
+
+    async def add_member(self, address: str) -> None:
+        self._check_address(address)
+        if address in self.runtime.store.status().members:
+            return  # idempotent
+        self._quorum_or_fail()
+        await self._membership(lambda: self.runtime.store.add_member(address))
+
+    async def remove_member(self, address: str) -> None:
+        self._check_address(address)
+        st = self.runtime.store.status()
+        if address not in st.members:
+            raise ControlError(ControlErrorCode.NOT_FOUND, f"{address} is not a member")
+        if address == st.self_address:
+            raise ControlError(
+                ControlErrorCode.FAILED_PRECONDITION,
+                "a node cannot remove itself; ask another member",
+            )
+        self._quorum_or_fail()
+        await self._membership(lambda: self.runtime.store.remove_member(address))
+
+    async def transfer_leader(self, target: str | None = None) -> str | None:
+        st = self.runtime.store.status()
+        if target is not None:
+            self._check_address(target)
+            if target not in st.members:
+                raise ControlError(ControlErrorCode.NOT_FOUND, f"{target} is not a member")
+        if not st.is_leader:
+            leader = self.runtime.leader_name() or "unknown"
+            raise ControlError(
+                ControlErrorCode.FAILED_PRECONDITION,
+                f"{self.node_name} is not the leader (the leader is {leader}); "
+                "send the transfer to the leader's API",
+            )
+        await self._membership(lambda: self.runtime.store.transfer_leadership(target))
+        for _ in range(50):  # bounded: up to ~5 s for the new leader to show
+            await asyncio.sleep(0.1)
+            if not self.runtime.store.status().is_leader and self.runtime.leader_name():
+                return self.runtime.leader_name()
+        return self.runtime.leader_name()
+
+    @staticmethod
+    def _check_address(address: str) -> None:
+        host, sep, port = address.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ControlError(ControlErrorCode.INVALID, f"expected HOST:PORT, got {address!r}")

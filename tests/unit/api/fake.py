@@ -1,0 +1,306 @@
+"""An in-memory ControlBackend for API and hanodectl tests, plus a server running in a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from hanode.api.server import start_api_server
+from hanode.cluster.control import ControlError, ControlErrorCode
+
+
+def _replica(name: str, node: str, role: str = "active", **extra: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "name": name,
+        "node": node,
+        "model": "llama-8b",
+        "url": f"http://127.0.0.1:80{name[-1]}",
+        "engine": "vllm",
+        "role": role,
+        "admin": "enabled",
+        "health": "healthy",
+        "health_level": 3,
+        "weight": 1.0,
+        "gpu_mem": 0.5,
+        "kv_usage": None,
+        "queue_depth": 0.0,
+        "latency_ms": 420.0,
+        "ttft_ms": None,
+        "reason": "",
+        "breaker": {"state": "closed"},
+        "inflight": 2,
+    }
+    doc.update(extra)
+    return doc
+
+
+class FakeBackend:
+    """Consistent enough to exercise every RPC; ``fail`` forces an error per method name."""
+
+    node_name = "n1"
+
+    def __init__(self) -> None:
+        self.replicas: dict[str, dict[str, Any]] = {
+            "r1": _replica("r1", "n1"),
+            "r2": _replica("r2", "n2", gpu_mem=0.89, latency_ms=1200.0, weight=0.25),
+            "r3": _replica(
+                "r3",
+                "n2",
+                role="standby",
+                health="down",
+                health_level=0,
+                weight=0.0,
+                gpu_mem=None,
+                reason="connection refused",
+                breaker={"state": "open", "open_until": 1.9e9, "last_failure_class": "connection"},
+            ),
+        }
+        self.leader: str | None = "n1"
+        self.member_list: list[dict[str, Any]] = [
+            {
+                "address": "10.0.0.1:9300",
+                "node": "n1",
+                "self": True,
+                "leader": True,
+                "connected": True,
+            },
+            {
+                "address": "10.0.0.2:9300",
+                "node": "n2",
+                "self": False,
+                "leader": False,
+                "connected": True,
+            },
+        ]
+        self.fail: dict[str, BaseException] = {}
+        self.calls: list[tuple[str, Any]] = []
+        self._events: list[dict[str, Any]] = []
+        self._subscribers: list[Callable[[dict[str, Any]], None]] = []
+        self.subscribed = 0
+        self.add_event("health", "r3", "r3 is down: connection refused", level="down", n=3)
+
+    # ------------------------------------------------------------- helpers
+
+    def _check(self, method: str, arg: Any = None) -> None:
+        self.calls.append((method, arg))
+        err = self.fail.get(method)
+        if err is not None:
+            raise err
+
+    def _get(self, replica: str) -> dict[str, Any]:
+        try:
+            return self.replicas[replica]
+        except KeyError:
+            raise ControlError(
+                ControlErrorCode.NOT_FOUND, f"no replica named {replica!r}"
+            ) from None
+
+    def add_event(self, kind: str, subject: str, message: str, **fields: Any) -> dict[str, Any]:
+        event = {
+            "seq": len(self._events) + 1,
+            "ts": time.time(),
+            "kind": kind,
+            "subject": subject,
+            "message": message,
+            "fields": fields,
+        }
+        self._events.append(event)
+        for callback in list(self._subscribers):
+            callback(event)
+        return event
+
+    # ------------------------------------------------------------- ControlBackend
+
+    def status(self) -> dict[str, Any]:
+        self._check("status")
+        return {
+            "node": self.node_name,
+            "leader": self.leader,
+            "nodes": [
+                {
+                    "name": "n1",
+                    "raft_address": "10.0.0.1:9300",
+                    "api_address": "10.0.0.1:9200",
+                    "router_address": "10.0.0.1:8000",
+                    "reachable": True,
+                },
+                {
+                    "name": "n2",
+                    "raft_address": "10.0.0.2:9300",
+                    "api_address": "10.0.0.2:9200",
+                    "router_address": "10.0.0.2:8000",
+                },
+            ],
+            "version": 7,
+            "models": {"llama-8b": {"replicas_serving": 2}},
+            "replicas": [dict(r) for _, r in sorted(self.replicas.items())],
+            "events": self._events[-20:],
+            "freshness": {
+                "has_quorum": True,
+                "leader": self.leader,
+                "last_applied_age_s": 0.25,
+                "commit_index": 42,
+            },
+        }
+
+    def _targets(self, replica: str | None, node: str | None) -> list[str]:
+        if replica is not None:
+            self._get(replica)
+            return [replica]
+        names = [n for n, r in sorted(self.replicas.items()) if r["node"] == node]
+        if not any(r["node"] == node for r in self.replicas.values()) and node not in ("n1", "n2"):
+            raise ControlError(ControlErrorCode.NOT_FOUND, f"no node named {node!r}")
+        return names
+
+    async def drain(self, replica: str | None = None, node: str | None = None) -> list[str]:
+        self._check("drain", replica or node)
+        names = self._targets(replica, node)
+        for name in names:
+            self.replicas[name]["admin"] = "drained"
+            self.add_event("admin", name, f"{name} drained")
+        return names
+
+    async def undrain(self, replica: str | None = None, node: str | None = None) -> list[str]:
+        self._check("undrain", replica or node)
+        names = self._targets(replica, node)
+        for name in names:
+            self.replicas[name]["admin"] = "enabled"
+        return names
+
+    async def promote(self, replica: str) -> None:
+        self._check("promote", replica)
+        self._get(replica)["role"] = "active"
+
+    async def demote(self, replica: str) -> None:
+        self._check("demote", replica)
+        target = self._get(replica)
+        active = [r for r in self.replicas.values() if r["role"] == "active"]
+        if target["role"] == "active" and len(active) == 1:
+            raise ControlError(
+                ControlErrorCode.FAILED_PRECONDITION, f"{replica} is the last active replica"
+            )
+        target["role"] = "standby"
+
+    def breakers(self) -> list[dict[str, Any]]:
+        self._check("breakers")
+        return [
+            {
+                "replica": "r3",
+                "failure_class": "connection",
+                "state": "open",
+                "until": 1.9e9,
+                "source": "cluster",
+                "node": "n2",
+            },
+            {
+                "replica": "r2",
+                "failure_class": "timeout",
+                "state": "half_open",
+                "until": None,
+                "source": "local",
+                "node": "n1",
+            },
+        ]
+
+    async def reset_breaker(self, replica: str) -> None:
+        self._check("reset_breaker", replica)
+        self._get(replica)["breaker"] = {"state": "closed"}
+
+    def events(self, after_seq: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        self._check("events", after_seq)
+        return [e for e in self._events if e["seq"] > after_seq][:limit]
+
+    def subscribe_events(self, callback: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+        self._subscribers.append(callback)
+        self.subscribed += 1
+
+        def unsubscribe() -> None:
+            self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    def members(self) -> list[dict[str, Any]]:
+        self._check("members")
+        return [dict(m) for m in self.member_list]
+
+    async def add_member(self, address: str) -> None:
+        self._check("add_member", address)
+        if all(m["address"] != address for m in self.member_list):
+            self.member_list.append(
+                {"address": address, "node": "", "self": False, "leader": False, "connected": False}
+            )
+
+    async def remove_member(self, address: str) -> None:
+        self._check("remove_member", address)
+        before = len(self.member_list)
+        self.member_list = [m for m in self.member_list if m["address"] != address]
+        if len(self.member_list) == before:
+            raise ControlError(ControlErrorCode.NOT_FOUND, f"{address} is not a member")
+
+    async def transfer_leader(self, target: str | None = None) -> str | None:
+        self._check("transfer_leader", target)
+        if target is None:
+            self.leader = "n2"
+            return "n2"
+        if all(m["address"] != target for m in self.member_list):
+            raise ControlError(ControlErrorCode.NOT_FOUND, f"{target} is not a member")
+        return None
+
+
+class ThreadedServer:
+    """The real grpc.aio server on its own event loop in a thread (for synchronous clients)."""
+
+    def __init__(self, backend: FakeBackend, tokens: tuple[str, ...] = ()) -> None:
+        self.backend = backend
+        self.tokens = tokens
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+        self._server: Any = None
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        future = asyncio.run_coroutine_threadsafe(self._start(), self.loop)
+        self._server, self.port = future.result(timeout=10)
+
+    async def _start(self) -> tuple[Any, int]:
+        return await start_api_server(self.backend, "127.0.0.1", 0, self.tokens)
+
+    def call_soon(self, fn: Callable[[], Any]) -> None:
+        """Run ``fn`` on the server's loop (as the real backend would emit events)."""
+        asyncio.run_coroutine_threadsafe(self._call(fn), self.loop).result(timeout=5)
+
+    @staticmethod
+    async def _call(fn: Callable[[], Any]) -> None:
+        fn()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            asyncio.run_coroutine_threadsafe(self._server.stop(0), self.loop).result(timeout=10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@contextmanager
+def threaded_server(
+    backend: FakeBackend | None = None, tokens: tuple[str, ...] = ()
+) -> Iterator[ThreadedServer]:
+    server = ThreadedServer(backend or FakeBackend(), tokens)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
