@@ -365,6 +365,7 @@ def failover_section(r: RunResult) -> str:
     errs = fo.errors()
     around = fo.around_kill()
     slow = max(around, key=lambda s: s.latency_s) if around else None
+    slowest = max(fo.samples, key=lambda s: s.latency_s) if fo.samples else None
     before = sorted(s.latency_s * 1e3 for s in fo.samples if s.start + s.latency_s < fo.kill_at)
     after = sorted(s.latency_s * 1e3 for s in fo.samples if s.start > fo.kill_at + 1.0)
     err_text = ", ".join(f"{k} x{v}" for k, v in errs.most_common()) if errs else "none"
@@ -388,7 +389,16 @@ def failover_section(r: RunResult) -> str:
             else "n/a"
         )
         + " |",
+        "| slowest request of the run | "
+        + (
+            f"{slowest.latency_s * 1e3:.1f} ms, started at {slowest.start:.3f} s "
+            f"({slowest.start - fo.kill_at:+.3f} s from the kill), {slowest.kind}"
+            if slowest
+            else "n/a"
+        )
+        + " |",
         f"| killed | {r.failover_killed} (SIGKILL) at {fo.kill_at:.2f} s |",
+        f"| hanode /status after the run | {r.failover_status or 'n/a'} |",
         f"| served by (ok answers from 1 s after the kill) | {served or 'n/a'} |",
     ]
     return "\n".join(lines)

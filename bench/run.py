@@ -103,6 +103,7 @@ class RunResult:
     native_profile: Profile | None = None
     failover: load.FailoverResult | None = None
     failover_killed: str = ""
+    failover_status: str = ""  # hanode's view of the replicas after the failover run
     notes: list[str] = field(default_factory=list)
     machine: dict[str, str] = field(default_factory=dict)  # name -> fact, for the report
     elapsed_s: float = 0.0
@@ -234,7 +235,7 @@ def measure(settings: Settings) -> RunResult:
         nginx = Nginx(tools.nginx, tmp / "nginx", free_port(), sim_ports)
         nginx.start(group)
         _say(f"nginx on port {nginx.port} (pids {nginx.pids()})")
-        node, router_port, _metrics_port = start_node(group, tmp, sim_ports)
+        node, router_port, metrics_port = start_node(group, tmp, sim_ports)
         _say(f"hanode on port {router_port} (pid {node.pid}), all replicas healthy")
         for proc, _ in sims:
             if "falling back to asyncio" in tail(proc.err_path, 50):
@@ -334,6 +335,7 @@ def measure(settings: Settings) -> RunResult:
             lambda: victim.signal(signal.SIGKILL),
         )
         result.failover = fo
+        result.failover_status = replica_states(metrics_port)
         errs = fo.errors()
         _say(
             f"failover: {len(fo.samples)} requests, {sum(errs.values())} errors {dict(errs)}, "
@@ -395,6 +397,21 @@ def profile_node(
     detail = f" ({prof.error})" if prof.error else ""
     _say(f"profile{' (native)' if native else ''}: {prof.total} samples{detail}")
     return prof, rps
+
+
+def replica_states(metrics_port: int) -> str:
+    """``name: health/breaker`` of every replica from hanode's /status."""
+    try:
+        status, body = http_request(metrics_port, "GET", "/status")
+        doc = json.loads(body) if status == 200 else {}
+    except (OSError, ValueError) as exc:
+        return f"/status unavailable ({exc})"
+    parts = []
+    for rep in doc.get("replicas", []):
+        breaker = rep.get("breaker", {})
+        state = breaker.get("state", "?") if isinstance(breaker, dict) else breaker
+        parts.append(f"{rep.get('name')}: {rep.get('health')}, breaker {state}")
+    return "; ".join(parts)
 
 
 def check_node_log(node: Proc, result: RunResult) -> None:

@@ -1,14 +1,16 @@
 """`hanode demo`: a scripted tour that ends by itself.
 
-Three simulated GPU replicas behind one hanode node; traffic from the official ``openai`` client;
-one replica turns slow, another crashes; watch weights, health and traffic shares move away and
-back, with no failed request on the client side. Everything runs on loopback and every process
-the demo starts is stopped by its pid.
+A three-node hanode cluster (Raft) in front of four simulated GPU replicas (one standby);
+traffic from the official ``openai`` client through every node; one replica turns slow, another
+crashes and the leader promotes the standby, then the leader node itself is killed; watch
+weights, health, roles and traffic shares move away and back, with no failed request on the
+client side. Everything runs on loopback; every process the demo starts is stopped by its pid.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import threading
 import time
@@ -28,7 +30,7 @@ WORKERS = 4
 class Traffic:
     """Background clients; counts which replica answered and what failed."""
 
-    base_url: str
+    base_urls: list[str]
     stop: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     served: Counter[str] = field(default_factory=Counter)
@@ -45,11 +47,18 @@ class Traffic:
     def _run(self, worker: int) -> None:
         import openai
 
-        client = openai.OpenAI(base_url=self.base_url, api_key="demo", max_retries=0, timeout=20)
+        clients: dict[str, openai.OpenAI] = {}
         deadline = time.monotonic() + 300  # bounded even if stop is never set
         n = 0
         while not self.stop.is_set() and time.monotonic() < deadline:
             n += 1
+            with self.lock:
+                url = self.base_urls[(worker + n) % len(self.base_urls)]
+            client = clients.get(url)
+            if client is None:
+                client = clients[url] = openai.OpenAI(
+                    base_url=url, api_key="demo", max_retries=0, timeout=20
+                )
             try:
                 raw = client.completions.with_raw_response.create(
                     model=MODEL, prompt=f"worker {worker} request {n}", max_tokens=8
@@ -64,6 +73,11 @@ class Traffic:
                     self.errors[type(exc).__name__] += 1
                     self.total += 1
             time.sleep(0.02)
+
+    def set_routers(self, base_urls: list[str]) -> None:
+        """What a load balancer in front of the nodes does after its health check."""
+        with self.lock:
+            self.base_urls = list(base_urls)
 
     def take(self) -> tuple[Counter[str], Counter[str]]:
         with self.lock:
@@ -132,98 +146,179 @@ def _stream_once(base_url: str) -> None:
     print(f"\n(first token after {first or 0:.3f}s, whole stream {total:.3f}s)")
 
 
-def run_demo(workdir: Path) -> int:
-    names = ["gpu-a", "gpu-b", "gpu-c"]
-    sims: dict[str, SimProcess] = {}
-    node: NodeProcess | None = None
-    traffic: Traffic | None = None
-    failed = 0
-    try:
-        _say("Starting three simulated GPU replicas (vLLM-compatible) and one hanode node")
-        for name in names:
-            sims[name] = SimProcess(
-                "--model",
-                MODEL,
-                "--ttft-ms",
-                "30",
-                "--tpot-ms",
-                "3",
-                log_path=workdir / f"{name}.log",
-            )
-        config = node_config_toml(
-            name="demo-node",
-            data_dir=workdir / "data",
-            router_port=free_port(),
-            metrics_port=free_port(),
-            replicas=[
-                {"name": n, "model": MODEL, "url": sims[n].url, "engine": "vllm"} for n in names
-            ],
-            sections={
-                "health": {"interval_s": 0.3, "rise": 2, "fall": 2, "passive_window_s": 4.0},
-                "thresholds": {"latency_ms": 400.0, "ttft_ms": 300.0},
-            },
-        )
-        config_path = workdir / "hanode.toml"
-        config_path.write_text(config)
-        print(f"config: {config_path}   logs: {workdir}")
-        node = NodeProcess(config_path, log_path=workdir / "node.log")
-        base_url = node.router_url + "/v1"
-        if not _wait(node, lambda rs: all(r["health"] == "healthy" for r in rs.values()), 20):
-            print("replicas did not become healthy in 20 s; see the logs above")
-            return 1
-        print(f"front door: {base_url}   ops: {node.ops_url}/status, /metrics")
-        print(status_table(node.status()))
+def _ctl(api_port: int, *args: str) -> None:
+    """Run a hanodectl command against a node, as an operator would."""
+    from hanode.cli.ctl import main as ctl_main
 
-        _say("One streamed answer through hanode (chunks are relayed as they come)")
-        _stream_once(base_url)
+    print(f"$ hanodectl --endpoint 127.0.0.1:{api_port} {' '.join(args)}", flush=True)
+    ctl_main(["--endpoint", f"127.0.0.1:{api_port}", *args])
+    sys.stdout.flush()
 
-        _say(f"Steady traffic: {WORKERS} clients using the official openai client")
-        traffic = Traffic(base_url)
-        traffic.start()
-        failed += _phase(traffic, node, 6, names)
 
-        _say("gpu-b turns slow (time to first token 30 ms -> 450 ms): L3 lowers its weight")
-        sims["gpu-b"].admin("config", {"ttft_ms": 450})
-        _wait(node, lambda rs: rs["gpu-b"]["weight"] < 0.5, 15)
-        failed += _phase(traffic, node, 8, names)
+NODES = ("node-1", "node-2", "node-3")
+# replica -> (node, role)
+REPLICAS = {
+    "gpu-a": ("node-1", "active"),
+    "gpu-b": ("node-2", "active"),
+    "gpu-c": ("node-3", "active"),
+    "gpu-d": ("node-3", "standby"),
+}
 
-        _say("gpu-c crashes (process exits): retries hide it, L1 takes it out of the pool")
-        sims["gpu-c"].admin("crash", {})
-        sims["gpu-c"].wait_exit(10)
-        _wait(node, lambda rs: rs["gpu-c"]["health"] == "down", 10)
-        failed += _phase(traffic, node, 5, names)
 
-        _say("gpu-c restarts and gpu-b recovers: both come back into rotation")
-        sims["gpu-c"].stop()
-        sims["gpu-c"] = SimProcess(
+class DemoCluster:
+    """Three hanode nodes on loopback, each in front of its own simulated GPU replicas."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.sims: dict[str, SimProcess] = {}
+        self.nodes: dict[str, NodeProcess] = {}
+        self.configs: dict[str, Path] = {}
+        self.api_ports: dict[str, int] = {}
+
+    def start_sim(self, name: str, port: int | None = None) -> None:
+        self.sims[name] = SimProcess(
             "--model",
             MODEL,
             "--ttft-ms",
             "30",
             "--tpot-ms",
             "3",
-            port=sims["gpu-c"].port,
-            log_path=workdir / "gpu-c.restarted.log",
+            port=port,
+            log_path=self.workdir / f"{name}.log",
         )
-        sims["gpu-b"].admin("config", {"ttft_ms": 30})
-        _wait(node, lambda rs: rs["gpu-c"]["health"] == "healthy", 15)
-        _wait(node, lambda rs: rs["gpu-b"]["health"] == "healthy", 15)
-        failed += _phase(traffic, node, 6, names)
+
+    def write_configs(self) -> None:
+        secret = self.workdir / "raft.secret"
+        secret.write_text("demo-secret-" + "x" * 20 + "\n")
+        raft = {n: f"127.0.0.1:{free_port()}" for n in NODES}
+        for node in NODES:
+            self.api_ports[node] = free_port()
+            text = node_config_toml(
+                name=node,
+                data_dir=self.workdir / node,
+                router_port=free_port(),
+                metrics_port=free_port(),
+                replicas=[
+                    {"name": r, "model": MODEL, "url": self.sims[r].url, "role": role}
+                    for r, (n, role) in REPLICAS.items()
+                    if n == node
+                ],
+                sections={
+                    "health": {"interval_s": 0.3, "rise": 2, "fall": 2, "passive_window_s": 4.0},
+                    "thresholds": {"latency_ms": 400.0, "ttft_ms": 300.0},
+                    "cluster": {
+                        "raft_listen": raft[node],
+                        "peers": [raft[n] for n in NODES if n != node],
+                        "secret_file": str(secret),
+                        "election_min_s": 0.3,
+                        "election_max_s": 0.9,
+                        "planner_interval_s": 0.3,
+                        "demote_hold_s": 10.0,
+                    },
+                    "api": {"listen": f"127.0.0.1:{self.api_ports[node]}"},
+                },
+            )
+            text += f'\n[[models]]\nname = "{MODEL}"\nmin_active = 3\nredundancy = "n_plus_1"\n'
+            self.configs[node] = self.workdir / f"{node}.toml"
+            self.configs[node].write_text(text)
+
+    def start_node(self, node: str) -> None:
+        self.nodes[node] = NodeProcess(self.configs[node], log_path=self.workdir / f"{node}.log")
+
+    def status(self, via: str) -> dict[str, Any]:
+        return self.nodes[via].status()
+
+    def routers(self) -> list[str]:
+        return [p.router_url + "/v1" for p in self.nodes.values() if p.alive]
+
+    def stop(self) -> None:
+        for node in self.nodes.values():
+            node.stop()
+        for sim in self.sims.values():
+            sim.stop()
+
+
+def run_demo(workdir: Path) -> int:
+    cluster = DemoCluster(workdir)
+    traffic: Traffic | None = None
+    names = list(REPLICAS)
+    failed = 0
+    try:
+        _say("Starting four simulated GPU replicas and a three-node hanode cluster")
+        for name in REPLICAS:
+            cluster.start_sim(name)
+        cluster.write_configs()
+        for node in NODES:
+            cluster.start_node(node)
+        print(f"configs and logs: {workdir}")
+        watcher = cluster.nodes["node-1"]
+
+        def ready(rs: dict[str, Any]) -> bool:
+            doc = watcher.status()
+            return (
+                doc.get("leader") is not None
+                and all(r["health"] == "healthy" for r in rs.values())
+                and len(rs) == len(REPLICAS)
+            )
+
+        if not _wait(watcher, ready, 30):
+            print("the cluster did not come up in 30 s; see the logs above")
+            return 1
+        _ctl(cluster.api_ports["node-1"], "status")
+
+        _say("One streamed answer through node-2's front door")
+        _stream_once(cluster.nodes["node-2"].router_url + "/v1")
+
+        _say(f"Steady traffic: {WORKERS} clients spread over all three front doors")
+        traffic = Traffic(cluster.routers())
+        traffic.start()
+        failed += _phase(traffic, watcher, 5, names)
+
+        _say("gpu-b turns slow (time to first token 30 ms -> 450 ms): L3 lowers its weight")
+        cluster.sims["gpu-b"].admin("config", {"ttft_ms": 450})
+        _wait(watcher, lambda rs: rs["gpu-b"]["weight"] < 0.5, 15)
+        failed += _phase(traffic, watcher, 6, names)
+
+        _say("gpu-c crashes: retries hide it, L1 takes it out, the leader promotes standby gpu-d")
+        cluster.sims["gpu-c"].admin("crash", {})
+        cluster.sims["gpu-c"].wait_exit(10)
+        _wait(watcher, lambda rs: rs["gpu-d"]["role"] == "active", 15)
+        failed += _phase(traffic, watcher, 5, names)
+
+        leader = watcher.status().get("leader")
+        if leader in cluster.nodes:
+            _say(f"The leader ({leader}) is killed (SIGKILL); the load balancer stops using it")
+            survivor = next(n for n in NODES if n != leader)
+            traffic.set_routers(
+                [p.router_url + "/v1" for n, p in cluster.nodes.items() if n != leader]
+            )
+            cluster.nodes[leader].kill()
+            cluster.nodes[leader].wait_exit(10)
+            watcher = cluster.nodes[survivor]
+            _wait(watcher, lambda rs: watcher.status().get("leader") not in (None, leader), 15)
+            failed += _phase(traffic, watcher, 5, names)
+            _ctl(cluster.api_ports[survivor], "members")
+            _say(f"{leader} restarts from its data dir and rejoins")
+            cluster.start_node(leader)
+            traffic.set_routers(cluster.routers())
+
+        _say("gpu-c restarts and gpu-b recovers: both come back into rotation")
+        cluster.sims["gpu-c"].stop()
+        cluster.start_sim("gpu-c", port=cluster.sims["gpu-c"].port)
+        cluster.sims["gpu-b"].admin("config", {"ttft_ms": 30})
+        _wait(watcher, lambda rs: rs["gpu-c"]["health"] == "healthy", 20)
+        _wait(watcher, lambda rs: rs["gpu-b"]["health"] == "healthy", 15)
+        failed += _phase(traffic, watcher, 5, names)
 
         traffic.close()
-        _say("What hanode recorded")
-        for event in node.status()["events"][-12:]:
-            print(event_line(event))
-        total = traffic.total
-        _say(f"Done: {total} requests, {failed} failed on the client side")
+        _say("What the cluster recorded")
+        _ctl(cluster.api_ports[next(iter(n for n in NODES if cluster.nodes[n].alive))], "events")
+        _say(f"Done: {traffic.total} requests, {failed} failed on the client side")
         return 0 if failed == 0 else 1
     finally:
         if traffic is not None:
             traffic.close()
-        if node is not None:
-            node.stop()
-        for sim in sims.values():
-            sim.stop()
+        cluster.stop()
 
 
 def main(args: argparse.Namespace) -> int:

@@ -137,8 +137,8 @@ def _rpc_error(exc: grpc.RpcError, settings: Settings, write: bool) -> CtlError:
         )
     if code == C.UNIMPLEMENTED:
         return CtlError(
-            f"{endpoint} does not serve this command (is it a hanode control API port of the "
-            "same version?)",
+            f"{endpoint} does not serve this command ({details or 'unimplemented'}); is it a "
+            "hanode control API port, of the same version?",
             EXIT_CLUSTER,
         )
     if code == C.CANCELLED:

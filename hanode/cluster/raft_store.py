@@ -98,7 +98,7 @@ class RaftStore:
             raftMinTimeout=low,
             raftMaxTimeout=high,
             leaderFallbackTimeout=high,
-            appendEntriesPeriod=0.1,
+            appendEntriesPeriod=min(0.1, low / 4),  # pysyncobj wants elections > 3 periods
             connectionRetryTime=1.0,
             connectionTimeout=2.0,
             commandsWaitLeader=True,

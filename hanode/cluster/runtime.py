@@ -181,7 +181,7 @@ class ClusterRuntime:
                 "op": "add_event",
                 "kind": event.kind,
                 "subject": event.subject,
-                "message": event.message,
+                "message": f"{event.message} (seen by {self.node})",
                 "fields": {**event.fields, "node": self.node},
             }
         )

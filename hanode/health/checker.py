@@ -96,6 +96,7 @@ class ReplicaChecker:
             gpu_marks.prepare, gpu_marks.reduce, gpu_marks.remove, gpu_marks.recover
         )
         self.level = HealthLevel.DOWN
+        self._checks = 0
         self._last_l2 = -math.inf
         self._l2_detail = "not checked yet"
         self._l1_detail = "not checked yet"
@@ -168,7 +169,7 @@ class ReplicaChecker:
         l3_ok = self.l3.record(l3_in_range)
         level = combine_level(l1_up, self.l2.up, l3_ok)
         if level is HealthLevel.DOWN:
-            reason = f"L1: {self._l1_detail or 'failing'}"
+            reason = f"L1: {self._l1_detail or 'not proven yet'}"
         elif level is HealthLevel.UNREADY:
             reason = f"L2: {self._l2_detail or 'not proven yet'}"
         elif level is HealthLevel.DEGRADED:
@@ -188,6 +189,11 @@ class ReplicaChecker:
             gpu_removed=measured.gpu_removed,
             reason=reason,
         )
+        self._checks += 1
+        if level is HealthLevel.DOWN and r1.ok and self._checks < self.settings.rise:
+            # Still proving itself after our own start: say nothing rather than "down", so a
+            # restarting daemon does not mark its healthy replicas down for the whole cluster.
+            return obs
         if level != self.level:
             self.events.add(
                 "health",

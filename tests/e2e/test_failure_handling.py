@@ -420,7 +420,7 @@ def test_context_overflow_is_400_at_once_without_retry(tmp_path: Path) -> None:
         assert err.code == "context_length_exceeded", err.body
         assert isinstance(err.body, dict) and err.body.get("code") == "context_length_exceeded"
         assert "maximum context length" in err.message
-        assert took < 0.5, f"took {took:.2f}s"
+        assert took < 1.0, f"took {took:.2f}s"
         delta = [a - b for a, b in zip(c.chat_counts(), before_counts, strict=True)]
         assert sorted(delta) == [0, 1], f"replica tries {delta}: want exactly one try"
         after = c.metrics()

@@ -116,8 +116,8 @@ def test_dead_replica_leaves_pool_and_returns_when_restarted(e2e_procs: E2EProcs
     def victim_served() -> bool:
         return victim in spread(client, 10)
 
+    # (the breaker opened when a try was refused; open_base_s keeps that pause short)
     wait_until(victim_served, timeout=10, message="restarted replica gets traffic")
-    assert c.sims[1].admin("state")["requests_served"] > 0
 
 
 # -- 3. loading replica ------------------------------------------------------------------------
