@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hanode.cli.render import event_line, status_table
+from hanode.cli.render import status_table
 from hanode.devtools.procs import NodeProcess, SimProcess, free_port, node_config_toml
 
 MODEL = "demo-llama-8b"
