@@ -52,7 +52,9 @@ ERROR_METADATA_KEY = "hanode-error"
 MAX_RECEIVE_BYTES = 1 << 20  # requests are tiny; refuse anything over 1 MiB
 MAX_SEND_BYTES = 4 << 20  # a status answer of a large cluster stays far below this
 MAX_CONCURRENT_RPCS = 256  # event followers included
-EVENT_PAGE = 200  # events read from the backend per call when replaying history
+# Events asked of the backend per call when replaying history: more than any node holds, so
+# the answer is the same whether a backend's ``limit`` keeps the oldest or the newest events.
+EVENT_PAGE = 10_000
 FOLLOW_QUEUE = 1024  # new events buffered per follower before it falls back to replaying
 
 UNKNOWN_OUTCOME_MESSAGE = "outcome unknown: the command may still apply; it is safe to repeat"
@@ -284,6 +286,14 @@ class ControlService(control_pb2_grpc.ControlServicer):
                 return out
             after = int(fresh[-1]["seq"])
 
+    @staticmethod
+    def _limit(
+        events: list[dict[str, Any]], request: pb.StreamEventsRequest
+    ) -> list[dict[str, Any]]:
+        if request.HasField("last"):
+            return events[-request.last :] if request.last else []
+        return events
+
     async def StreamEvents(
         self, request: pb.StreamEventsRequest, context: Any
     ) -> AsyncIterator[pb.Event]:
@@ -292,7 +302,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
         unsubscribe: Callable[[], None] | None = None
         try:
             if not request.follow:
-                for event in self._history(last):
+                for event in self._limit(self._history(last), request):
                     yield event_to_proto(event)
                 return
             loop = asyncio.get_running_loop()
@@ -320,7 +330,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
 
             # Subscribe before reading history so nothing falls between the two.
             unsubscribe = self._backend.subscribe_events(on_event)
-            pending = self._history(last)
+            pending = self._limit(self._history(last), request)
             while True:
                 for event in pending:
                     seq = int(event["seq"])

@@ -247,6 +247,8 @@ def _cmd_reset_breaker(client: Client, args: argparse.Namespace) -> int:
 
 def _cmd_events(client: Client, args: argparse.Namespace) -> int:
     request = pb.StreamEventsRequest(after_seq=args.after, follow=args.follow)
+    if args.last is not None:
+        request.last = args.last
     # Following has no deadline (it ends with Ctrl-C); a one-off read has the usual timeout.
     call = client.stream("StreamEvents", request, None if args.follow else client.settings.timeout)
     timer: threading.Timer | None = None
@@ -333,6 +335,12 @@ def _address_arg(value: str) -> str:
     return value.strip()
 
 
+def _count(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value!r}")
+    return int(value)
+
+
 def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
     default = argparse.SUPPRESS if suppress else None
     parser.add_argument(
@@ -393,7 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("events", "cluster events (oldest first)", _cmd_events)
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--after", type=int, default=0, metavar="SEQ", help="only events after SEQ")
+    p.add_argument("--after", type=_count, default=0, metavar="SEQ", help="only events after SEQ")
+    p.add_argument("--last", type=_count, metavar="N", help="only the newest N past events")
     p.add_argument("--follow-for", type=float, default=0.0, help=argparse.SUPPRESS)
 
     p = command("members", "Raft members (add/remove HOST:PORT to change them)", _cmd_members)

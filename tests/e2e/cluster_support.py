@@ -32,6 +32,7 @@ from hanode.devtools.procs import (
     NodeProcess,
     SimProcess,
     free_port,
+    http_get,
     node_config_toml,
     start_sim,
     wait_until,
@@ -152,6 +153,22 @@ class Node:
         assert self.proc.router_port == self.router_port, event
         assert int(event.get("api_port", 0)) == self.api_port, event
         return event
+
+    def ops_status(self, timeout: float = 2.0) -> dict[str, Any]:
+        """The status document from the ops port (cheap; hanodectl shows the same document)."""
+        code, _, body = http_get(f"http://127.0.0.1:{self.metrics_port}/status", timeout)
+        if code != 200:
+            raise RuntimeError(f"{self.name}: GET /status -> {code}: {body!r}")
+        doc: dict[str, Any] = json.loads(body)
+        return doc
+
+    def ops_replicas(self) -> dict[str, dict[str, Any]]:
+        return {r["name"]: r for r in self.ops_status()["replicas"]}
+
+    def chat_requests(self, replica: str) -> int:
+        """Chat completions the simulator of ``replica`` has received so far."""
+        state = self.sims[replica].admin("state")
+        return int(state["per_endpoint"].get("/v1/chat/completions", 0))
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None
@@ -358,7 +375,7 @@ class RaftCluster:
         seen: list[Any] = []
 
         def agreed() -> str | None:
-            leaders = self.parallel(lambda n: self.status(n)["leader"], nodes)
+            leaders = self.parallel(lambda n: n.ops_status()["leader"], nodes)
             seen[:] = leaders
             first = leaders[0]
             if first and first != exclude and all(x == first for x in leaders):
@@ -380,7 +397,7 @@ class RaftCluster:
         last: dict[str, Any] = {}
 
         def reached() -> dict[str, dict[str, Any]] | None:
-            docs = self.parallel(self.status, nodes)
+            docs = self.parallel(lambda n: n.ops_status(), nodes)
             out = {}
             for node, doc in zip(nodes, docs, strict=True):
                 reps = {r["name"]: r for r in doc["replicas"]}
@@ -407,7 +424,7 @@ class RaftCluster:
         self.wait_replicas(None, want, timeout)
 
         def routable() -> bool:
-            docs = self.parallel(self.status, self.nodes)
+            docs = self.parallel(lambda n: n.ops_status(), self.nodes)
             for doc in docs:
                 for r in doc["replicas"]:
                     if r["role"] == "active" and r["admin"] == "enabled" and r["weight"] <= 0:

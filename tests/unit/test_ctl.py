@@ -198,6 +198,12 @@ def test_events(capsys: pytest.CaptureFixture[str], server: ThreadedServer) -> N
     code, out, _ = run(capsys, server, "events", "--json")
     (event,) = [json.loads(line) for line in out.splitlines()]
     assert event["seq"] == 1 and event["fields"] == {"level": "down", "n": 3}
+    server.call_soon(lambda: server.backend.add_event("admin", "r1", "r1 drained"))
+    code, out, _ = run(capsys, server, "events", "--last", "1")
+    assert code == 0 and "r1 drained" in out and "r3 is down" not in out
+    code, _, err = run(capsys, server, "events", "--last", "-1")
+    assert code == 2
+    assert_one_line_error(err)
 
 
 def test_events_follow_prints_new_events(

@@ -243,7 +243,7 @@ def test_status_code_for_covers_every_control_error_code() -> None:
 
 def test_stream_events_history_after_seq() -> None:
     fake = FakeBackend()
-    for i in range(450):  # more than one page
+    for i in range(450):
         fake.add_event("test", f"s{i}", f"event {i}")
 
     async def body(channel: Any, fake: FakeBackend) -> None:
@@ -252,6 +252,10 @@ def test_stream_events_history_after_seq() -> None:
         call = stub(channel).StreamEvents(pb.StreamEventsRequest(after_seq=449))
         assert [e.seq async for e in call] == [450, 451]
         assert fake.subscribed == 0  # no follow, no subscription
+        call = stub(channel).StreamEvents(pb.StreamEventsRequest(after_seq=10, last=3))
+        assert [e.seq async for e in call] == [449, 450, 451]
+        call = stub(channel).StreamEvents(pb.StreamEventsRequest(last=0))
+        assert [e.seq async for e in call] == []
 
     serve(body, fake)
 

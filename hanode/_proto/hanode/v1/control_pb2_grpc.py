@@ -144,8 +144,8 @@ class ControlServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StreamEvents(self, request, context):
-        """Events after `after_seq`, oldest first; with `follow`, then every new event as it happens
-        until the client cancels.
+        """Events after `after_seq` that the node still holds, oldest first; with `follow`, then every
+        new event as it happens until the client cancels.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
