@@ -59,8 +59,8 @@ class ControlBackend(Protocol):
     async def reset_breaker(self, replica: str) -> None: ...
 
     def events(self, after_seq: int = 0, limit: int = 100) -> list[dict[str, Any]]:
-        """Cluster events, oldest first: ``{"seq", "ts", "kind", "subject", "message",
-        "fields"}``."""
+        """Cluster events after ``after_seq``, oldest first; with ``limit`` only the newest
+        ``limit`` of them. Each: ``{"seq", "ts", "kind", "subject", "message", "fields"}``."""
         ...
 
     def subscribe_events(self, callback: Callable[[dict[str, Any]], None]) -> Callable[[], None]:

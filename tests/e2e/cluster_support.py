@@ -12,6 +12,7 @@ process (``python -m hanode.cli.ctl``), exactly as an operator would run it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -99,7 +100,12 @@ class Node:
     def data_dir(self) -> Path:
         return self.tmp_path / f"{self.name}-data"
 
-    def write_config(self, peers: Sequence[str], sections: dict[str, dict[str, Any]]) -> Path:
+    def write_config(
+        self,
+        peers: Sequence[str],
+        sections: dict[str, dict[str, Any]],
+        models: Sequence[dict[str, Any]] = (),
+    ) -> Path:
         merged: dict[str, dict[str, Any]] = {k: dict(v) for k, v in FAST_SECTIONS.items()}
         for table, values in sections.items():
             merged.setdefault(table, {}).update(values)
@@ -119,16 +125,17 @@ class Node:
             }
             for r in self.replicas
         ]
-        self.config_path.write_text(
-            node_config_toml(
-                name=self.name,
-                data_dir=self.data_dir,
-                router_port=self.router_port,
-                metrics_port=self.metrics_port,
-                replicas=replicas,
-                sections=merged,
-            )
+        text = node_config_toml(
+            name=self.name,
+            data_dir=self.data_dir,
+            router_port=self.router_port,
+            metrics_port=self.metrics_port,
+            replicas=replicas,
+            sections=merged,
         )
+        for model in models:  # [[models]]: redundancy policies (the same on every node)
+            text += "\n[[models]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in model.items())
+        self.config_path.write_text(text)
         return self.config_path
 
     def spawn(self, extra_args: Sequence[str] = ()) -> NodeProcess:
@@ -192,6 +199,15 @@ class Node:
         return replica
 
 
+def _matches(value: Any, want: Any) -> bool:
+    """``want`` is ``value``, or (for dicts) a subset of it, recursively."""
+    if isinstance(want, dict):
+        return isinstance(value, dict) and all(
+            k in value and _matches(value[k], v) for k, v in want.items()
+        )
+    return bool(value == want)
+
+
 class CtlError(AssertionError):
     pass
 
@@ -204,10 +220,12 @@ class RaftCluster:
         tmp_path: Path,
         layout: Sequence[tuple[str, Sequence[Replica]]],
         sections: dict[str, dict[str, Any]] | None = None,
+        models: Sequence[dict[str, Any]] = (),
         secret: str = SECRET,
     ) -> None:
         self.tmp_path = tmp_path
         self.sections = sections or {}
+        self.models = list(models)
         self.secret_file = tmp_path / "raft.secret"
         self.secret_file.write_text(secret + "\n")
         self.secret_file.chmod(0o600)
@@ -220,7 +238,8 @@ class RaftCluster:
             for node in self.nodes:
                 self.start_sims(node)
             for node in self.nodes:
-                node.write_config([p.raft for p in self.nodes if p is not node], self.sections)
+                peers = [p.raft for p in self.nodes if p is not node]
+                node.write_config(peers, self.sections, self.models)
             self.start_nodes(self.nodes, timeout)
         except BaseException:
             self.stop_all()
@@ -233,9 +252,7 @@ class RaftCluster:
 
     def start_sim(self, node: Node, r: Replica, port: int | None = None) -> SimProcess:
         log = self.tmp_path / f"sim-{r.name}-{time.monotonic_ns()}.log"
-        return start_sim(
-            "--model", r.model, *r.sim_args, port=port, wait="none", log_path=log
-        )
+        return start_sim("--model", r.model, *r.sim_args, port=port, wait="none", log_path=log)
 
     def start_nodes(self, nodes: Iterable[Node], timeout: float = 30.0) -> None:
         nodes = list(nodes)
@@ -264,6 +281,7 @@ class RaftCluster:
         node.write_config(
             [p.raft for p in self.nodes] if peers is None else peers,
             {**self.sections, **(sections or {})},
+            self.models,
         )
         return node
 
@@ -284,10 +302,8 @@ class RaftCluster:
     def stop_all(self) -> None:
         for node in self.all_nodes():
             if node.proc is not None and node.proc.alive:
-                try:
+                with contextlib.suppress(OSError):
                     os.kill(node.proc.pid, signal.SIGCONT)
-                except OSError:
-                    pass
         for node in self.all_nodes():
             for proc in [node.proc, *node.sims.values()]:
                 if proc is None:
@@ -406,7 +422,7 @@ class RaftCluster:
                 }
                 for name, fields in want.items():
                     rep = reps.get(name)
-                    if rep is None or any(rep.get(k) != v for k, v in fields.items()):
+                    if rep is None or not _matches(rep, fields):
                         return None
                 out[node.name] = reps
             return out
@@ -415,11 +431,7 @@ class RaftCluster:
 
     def wait_serving(self, timeout: float = 30.0) -> None:
         """Every active replica healthy with a weight on every node, a leader agreed."""
-        want = {
-            r.name: {"health": "healthy"}
-            for n in self.nodes
-            for r in n.replicas
-        }
+        want = {r.name: {"health": "healthy"} for n in self.nodes for r in n.replicas}
         self.wait_leader(timeout=timeout)
         self.wait_replicas(None, want, timeout)
 

@@ -386,3 +386,22 @@ def test_port_in_use_is_an_oserror() -> None:
         port = sock.getsockname()[1]
         with pytest.raises(OSError):
             asyncio.run(start_api_server(FakeBackend(), "127.0.0.1", port, ()))
+
+
+class _NewestWindowBackend(FakeBackend):
+    """A backend whose ``limit`` keeps the newest events (the other reading of the protocol)."""
+
+    def events(self, after_seq: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        return super().events(after_seq, 1_000_000)[-limit:]
+
+
+def test_history_is_complete_whichever_end_limit_keeps() -> None:
+    fake = _NewestWindowBackend()
+    for i in range(300):
+        fake.add_event("test", f"s{i}", f"event {i}")
+
+    async def body(channel: Any, fake: FakeBackend) -> None:
+        call = stub(channel).StreamEvents(pb.StreamEventsRequest(after_seq=5))
+        assert [e.seq async for e in call] == list(range(6, 302))
+
+    serve(body, fake)
