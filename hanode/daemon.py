@@ -214,7 +214,8 @@ class Node:
         api_port = 0
         if self.cluster is not None:
             self.cluster.attach(door)
-            self.control = ClusterControl(self.cluster, door)
+            token = config.api.api_keys[0] if config.api and config.api.api_keys else ""
+            self.control = ClusterControl(self.cluster, door, token)
             if config.api is not None:
                 self._grpc, api_port = await start_api_server(
                     self.control,

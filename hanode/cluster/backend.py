@@ -22,9 +22,10 @@ T = TypeVar("T")
 
 
 class ClusterControl:
-    def __init__(self, runtime: ClusterRuntime, door: FrontDoor) -> None:
+    def __init__(self, runtime: ClusterRuntime, door: FrontDoor, api_token: str = "") -> None:
         self.runtime = runtime
         self.door = door
+        self.api_token = api_token  # to forward requests that only the leader can serve
         self.node_name = runtime.node
         self._subscribers: list[Callable[[dict[str, Any]], None]] = []
         self._last_seq = 0
@@ -277,19 +278,41 @@ class ClusterControl:
             self._check_address(target)
             if target not in st.members:
                 raise ControlError(ControlErrorCode.NOT_FOUND, f"{target} is not a member")
+        if target is not None and target == st.leader_address:
+            return self.runtime.leader_name()  # already there: idempotent
         if not st.is_leader:
-            leader = self.runtime.leader_name() or "unknown"
-            raise ControlError(
-                ControlErrorCode.FAILED_PRECONDITION,
-                f"{self.node_name} is not the leader (the leader is {leader}); "
-                "send the transfer to the leader's API",
-            )
+            return await self._forward_transfer(target)
         await self._membership(lambda: self.runtime.store.transfer_leadership(target))
         for _ in range(50):  # bounded: up to ~5 s for the new leader to show
             await asyncio.sleep(0.1)
             if not self.runtime.store.status().is_leader and self.runtime.leader_name():
                 return self.runtime.leader_name()
         return self.runtime.leader_name()
+
+    async def _forward_transfer(self, target: str | None) -> str | None:
+        """Only the leader can hand over: pass the request to its control API."""
+        import grpc
+
+        from hanode._proto.hanode.v1 import control_pb2, control_pb2_grpc
+
+        leader = self.runtime.leader_name()
+        api = self.runtime.store.view.nodes.get(leader or "", {}).get("api", "")
+        if not leader or not api:
+            raise ControlError(ControlErrorCode.UNAVAILABLE, "no leader with a control API known")
+        metadata = (("authorization", f"Bearer {self.api_token}"),) if self.api_token else None
+        request = control_pb2.TransferLeaderRequest()
+        if target is not None:
+            request.target = target
+        try:
+            async with grpc.aio.insecure_channel(api) as channel:
+                stub = control_pb2_grpc.ControlStub(channel)  # type: ignore[no-untyped-call]
+                reply = await stub.TransferLeader(request, timeout=10.0, metadata=metadata)
+        except grpc.aio.AioRpcError as exc:
+            raise ControlError(
+                ControlErrorCode.UNAVAILABLE,
+                f"forwarding to the leader {leader} at {api} failed: {exc.details()}",
+            ) from None
+        return reply.new_leader if reply.HasField("new_leader") else None
 
     @staticmethod
     def _check_address(address: str) -> None:

@@ -103,6 +103,10 @@ def wait_routes(nodes: list[Node], replica: str, timeout: float = 10.0) -> None:
         )
 
 
+def names(items: list[dict[str, Any]]) -> set[str]:
+    return {str(item["name"]) for item in items}
+
+
 def events_of(c: RaftCluster, node: Node | int) -> list[dict[str, Any]]:
     out = c.ctl_ok(node, "events", "--json")
     return [json.loads(line) for line in out.splitlines() if line.strip()]
@@ -270,8 +274,10 @@ def test_node_with_wrong_secret_never_joins(cluster: RaftCluster) -> None:
         assert not doc["leader"] and doc["nodes"] == [] and doc["replicas"] == [], doc
         for node in (n1, n2, n3):
             doc = c.status(node)
-            assert {n["name"] for n in doc["nodes"]} == {"n1", "n2", "n3"}, doc["nodes"]
-            assert {r["name"] for r in doc["replicas"]} == {"r1", "r2", "r3"}, doc["replicas"]
+            assert names(doc["nodes"]) == names(before["nodes"]), doc["nodes"]
+            assert "n5" not in names(doc["nodes"]), doc["nodes"]
+            assert names(doc["replicas"]) == names(before["replicas"]), doc["replicas"]
+            assert "r5" not in names(doc["replicas"]), doc["replicas"]
             assert doc["leader"] == before["leader"], doc["leader"]
             members = {m["address"]: m for m in c.members(node)}
             assert members[bad.raft]["connected"] is False, members
