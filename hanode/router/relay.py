@@ -126,6 +126,7 @@ class Relay:
                         code="rate_limit_exceeded",
                         retry_after=pause,
                     )
+                    self._account(429, usable=False, complete=False, count_replica="-")
                     return
                 door.metrics.no_replica.labels(self.parsed.model).inc()
                 send_error(
@@ -134,6 +135,7 @@ class Relay:
                     f"no healthy replica of model '{self.parsed.model}' is available",
                     retry_after=door.settings.no_replica_retry_after_s,
                 )
+                self._account(503, usable=False, complete=False, count_replica="-")
             else:
                 self._respond_last_error()
             return
