@@ -194,8 +194,11 @@ def _reset_breaker(doc: Doc, cmd: Command) -> bool:
     name = str(cmd["replica"])
     _replica(doc, name)
     removed = doc["breakers"].pop(name, None) is not None
-    doc.setdefault("resets", {})[name] = float(cmd["ts"])
-    _event(doc, float(cmd["ts"]), "breaker", name, f"reset by {cmd.get('by', '?')}")
+    resets = doc.setdefault("resets", {})
+    repeated = resets.get(name) == float(cmd["ts"])  # the same command again: no new event
+    resets[name] = float(cmd["ts"])
+    if not repeated:
+        _event(doc, float(cmd["ts"]), "breaker", name, f"reset by {cmd.get('by', '?')}")
     return removed
 
 

@@ -152,7 +152,8 @@ def write_model(path: str | Path, shape: ModelShape = ModelShape(), seed: int = 
 
     ones = np.ones(d, dtype=np.float32)
     writer.add_tensor("token_embd.weight", rng.standard_normal((len(tokens), d), np.float32))
-    output = mat(len(tokens), d, np.float32) * np.sqrt(d)  # logits of order one
+    output = mat(len(tokens), d, np.float32)
+    output *= np.float32(np.sqrt(d))  # logits of order one; stays float32 (F64 would crash)
     output[sorted(never)] = 0.0
     writer.add_tensor("output_norm.weight", ones)
     writer.add_tensor("output.weight", output)

@@ -78,13 +78,23 @@ class Responder:
     produces the body (an upstream relay, a simulated generation) can stop at once.
     """
 
-    __slots__ = ("_conn", "_keep_alive", "_on_abort", "_streaming", "done", "head_only", "started")
+    __slots__ = (
+        "_conn",
+        "_corked",
+        "_keep_alive",
+        "_on_abort",
+        "_streaming",
+        "done",
+        "head_only",
+        "started",
+    )
 
     def __init__(self, conn: HttpServerProtocol, keep_alive: bool, head_only: bool) -> None:
         self._conn = conn
         self._keep_alive = keep_alive
         self._on_abort: list[Callable[[], None]] | None = None
         self._streaming = False
+        self._corked: list[bytes] | None = None
         self.head_only = head_only
         self.started = False
         self.done = False
@@ -133,39 +143,56 @@ class Responder:
             else b"content-length: %d\r\n" % content_length
         )
         conn_hdr = b"" if self._keep_alive else b"connection: close\r\n"
-        transport = self._conn.transport
-        if transport is not None and not transport.is_closing():
-            transport.write(
-                b"%scontent-type: %s\r\n%s%s%s\r\n"
-                % (status_line(status), content_type, framing, conn_hdr, extra_headers)
-            )
+        self._out(
+            b"%scontent-type: %s\r\n%s%s%s\r\n"
+            % (status_line(status), content_type, framing, conn_hdr, extra_headers)
+        )
 
     def write(self, data: bytes) -> None:
         """Send part of the body now (one chunk when chunked). Empty data is ignored."""
         if self.done or not data or self.head_only:
             return
-        transport = self._conn.transport
-        if transport is None or transport.is_closing():
-            return
         if self._streaming:
-            transport.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self._out(b"%x\r\n%s\r\n" % (len(data), data))
         else:
-            transport.write(data)
+            self._out(data)
 
     def end(self) -> None:
         if self.done:
             return
-        transport = self._conn.transport
-        streaming = self._streaming and not self.head_only
-        if streaming and transport is not None and not transport.is_closing():
-            transport.write(b"0\r\n\r\n")
+        if self._streaming and not self.head_only:
+            self._out(b"0\r\n\r\n")
+        self.uncork()
         self._finish()
+
+    # -- coalescing writes ---------------------------------------------------------------------
+    def cork(self) -> None:
+        """Hold writes until :meth:`uncork`: a head and body that arrive together leave in one
+        segment (one syscall) instead of two."""
+        if self._corked is None:
+            self._corked = []
+
+    def uncork(self) -> None:
+        corked, self._corked = self._corked, None
+        if corked:
+            transport = self._conn.transport
+            if transport is not None and not transport.is_closing():
+                transport.write(corked[0] if len(corked) == 1 else b"".join(corked))
+
+    def _out(self, data: bytes) -> None:
+        if self._corked is not None:
+            self._corked.append(data)
+            return
+        transport = self._conn.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
 
     def abort(self) -> None:
         """Cut the connection: the client sees a truncated response, never a clean end."""
         if self.done:
             return
         self.done = True
+        self._corked = None
         self._conn.close()
 
     # -- flow control and lifetime -----------------------------------------------------------

@@ -9,18 +9,19 @@ snapshot and the router's in-flight table when Prometheus scrapes.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from hanode.metrics.hotpath import HotPathCollector, LabeledCounter, LabeledHistogram
 from hanode.pool.snapshot import PoolSnapshot
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 10)
 
 SUCCESS_KINDS = ("technical", "functional", "quality")
+_STATUS_TEXT = {code: str(code) for code in range(100, 600)}
 
 
 class _ReplicaCollector(Collector):
@@ -75,33 +76,31 @@ class NodeMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter(
+        # Per-request metrics: lock-free, exported at scrape time.
+        self.requests = LabeledCounter(
             "hanode_requests",
             "Inference requests answered, by model, replica and HTTP status",
             ["model", "replica", "status"],
-            registry=r,
         )
-        self.success = Counter(
+        self.success = LabeledCounter(
             "hanode_request_success",
             "Successful requests by kind: technical (2xx), functional (usable output), "
             "quality (within the latency SLO)",
             ["model", "replica", "kind"],
-            registry=r,
         )
-        self.duration = Histogram(
+        self.duration = LabeledHistogram(
             "hanode_request_duration_seconds",
             "End-to-end request duration seen by the front door",
             ["model"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            LATENCY_BUCKETS,
         )
-        self.ttft = Histogram(
+        self.ttft = LabeledHistogram(
             "hanode_time_to_first_token_seconds",
             "Time from request to the first response byte of a streamed answer",
             ["model"],
-            buckets=TTFT_BUCKETS,
-            registry=r,
+            TTFT_BUCKETS,
         )
+        r.register(HotPathCollector(self.requests, self.success, self.duration, self.ttft))
         self.rejected = Counter(
             "hanode_rejected_requests",
             "Requests refused at the front door, by reason",
@@ -150,10 +149,6 @@ class NodeMetrics:
             ["replica", "level"],
             registry=r,
         )
-        self._requests: dict[tuple[str, str, int], Any] = {}
-        self._success: dict[tuple[str, str, str], Any] = {}
-        self._duration: dict[str, Any] = {}
-        self._ttft: dict[str, Any] = {}
 
     def watch_pool(
         self, snapshot: Callable[[], PoolSnapshot], inflight: Callable[[], Mapping[str, int]]
@@ -172,25 +167,14 @@ class NodeMetrics:
         duration_s: float,
         ttft_s: float | None,
     ) -> None:
-        key = (model, replica, status)
-        child = self._requests.get(key)
-        if child is None:
-            child = self._requests[key] = self.requests.labels(model, replica, str(status))
-        child.inc()
-        kinds = (("technical", technical), ("functional", functional), ("quality", quality))
-        for kind, ok in kinds:
-            if ok:
-                skey = (model, replica, kind)
-                s = self._success.get(skey)
-                if s is None:
-                    s = self._success[skey] = self.success.labels(model, replica, kind)
-                s.inc()
-        d = self._duration.get(model)
-        if d is None:
-            d = self._duration[model] = self.duration.labels(model)
-        d.observe(duration_s)
+        status_text = _STATUS_TEXT.get(status) or str(status)
+        self.requests.inc((model, replica, status_text))
+        if technical:
+            self.success.inc((model, replica, "technical"))
+            if functional:
+                self.success.inc((model, replica, "functional"))
+                if quality:
+                    self.success.inc((model, replica, "quality"))
+        self.duration.observe((model,), duration_s)
         if ttft_s is not None:
-            t = self._ttft.get(model)
-            if t is None:
-                t = self._ttft[model] = self.ttft.labels(model)
-            t.observe(ttft_s)
+            self.ttft.observe((model,), ttft_s)

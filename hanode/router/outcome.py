@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import orjson
-
 _TEXT_KEYS = (b'"text"', b'"content"', b'"tool_calls"', b'"reasoning_content"')
 
 
@@ -38,30 +36,6 @@ def classify(
     return Outcome(technical, functional, quality)
 
 
-def completion_has_output(body: bytes) -> bool:
-    """True when a non-streamed completion or chat completion carries generated output."""
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return False
-    if not isinstance(doc, dict):
-        return False
-    choices = doc.get("choices")
-    if not isinstance(choices, list):
-        return False
-    for choice in choices:
-        if not isinstance(choice, dict):
-            continue
-        if choice.get("text"):
-            return True
-        message = choice.get("message")
-        if isinstance(message, dict) and (
-            message.get("content") or message.get("tool_calls") or message.get("reasoning_content")
-        ):
-            return True
-    return False
-
-
 def _has_nonempty_value(data: bytes, key: bytes) -> bool:
     """Scan ``data`` for ``key`` followed by a non-empty string or a non-empty list."""
     start = 0
@@ -81,7 +55,8 @@ def _has_nonempty_value(data: bytes, key: bytes) -> bool:
 
 
 class StreamInspector:
-    """Watches an SSE body as it is relayed: did any output arrive, did it end with [DONE]?
+    """Watches a response body as it is relayed (SSE or one JSON document): did any output
+    arrive, and did a stream end with [DONE]?
 
     Byte scanning instead of JSON parsing keeps the relay cheap; a short tail of the previous
     piece is kept so a key split across two reads is still found.

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from hanode.engines.base import FailureClass
 from hanode.http.server import Responder
 from hanode.router.errors import send_error
-from hanode.router.outcome import StreamInspector, classify, completion_has_output
+from hanode.router.outcome import StreamInspector, classify
 from hanode.router.upstream import UpstreamHandle
 from hanode.router.upstream_errors import error_message, retry_after_seconds
 from hanode.router.validation import ParsedRequest
@@ -49,7 +49,6 @@ class Relay:
         "_loop",
         "_ok",
         "_path",
-        "_pieces",
         "_replica",
         "_request_id",
         "_responder",
@@ -90,8 +89,7 @@ class Relay:
         self._ok = False
         self._status = 0
         self._first_byte: float | None = None
-        self._inspector: StreamInspector | None = StreamInspector() if parsed.stream else None
-        self._pieces: list[bytes] = []
+        self._inspector = StreamInspector()
         self._err: list[bytes] = []
         self._err_size = 0
         self._upstream_headers: dict[bytes, bytes] = {}
@@ -170,6 +168,7 @@ class Relay:
             self._ok = True
             self._first_byte = self._loop.time()
             responder = self._responder
+            responder.cork()  # the head waits for the body bytes of this same read
             content_type = headers.get(b"content-type", b"application/json")
             length = headers.get(b"content-length")
             extra = self._extra + b"x-hanode-replica: %s\r\n" % self._replica.encode()
@@ -179,21 +178,24 @@ class Relay:
                 responder.start(status, content_type, extra, content_length=int(length))
             if self._handle is not None:
                 responder.set_flow_control(*self._handle.flow_control())
-            remaining = self._deadline - self._first_byte
-            self._timer = self._loop.call_later(max(remaining, 0.0), self._on_deadline)
+            # The overall deadline timer is armed in flush() only if the body did not
+            # complete in this same read: most non-streamed answers never need one.
         else:
             self._upstream_headers = headers
 
     def on_body(self, data: bytes) -> None:
         if self._ok:
             self._responder.write(data)
-            if self._inspector is not None:
-                self._inspector.feed(data)
-            else:
-                self._pieces.append(data)
+            self._inspector.feed(data)
         elif self._err_size < MAX_ERROR_BODY:
             self._err.append(data)
             self._err_size += len(data)
+
+    def flush(self) -> None:
+        self._responder.uncork()
+        if self._ok and self._timer is None and not self._accounted:
+            remaining = self._deadline - self._loop.time()
+            self._timer = self._loop.call_later(max(remaining, 0.0), self._on_deadline)
 
     def on_complete(self) -> None:
         self._cancel_timer()
@@ -332,11 +334,8 @@ class Relay:
         transitions = door.table.breaker(self._replica).on_success(now)
         if transitions:
             door.breaker_changed(self._replica, transitions)
-        if self._inspector is not None:
-            usable, complete = self._inspector.has_output, self._inspector.done
-        else:
-            body = self._pieces[0] if len(self._pieces) == 1 else b"".join(self._pieces)
-            usable, complete = completion_has_output(body), True
+        usable = self._inspector.has_output
+        complete = self._inspector.done if self.parsed.stream else True
         ttft = (self._first_byte - self._t0) if self._first_byte is not None else None
         if door.observer is not None:
             door.observer.record(self._replica, True, now - self._t0, ttft, now)

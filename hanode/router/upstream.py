@@ -25,6 +25,7 @@ class Exchange(Protocol):
     def on_body(self, data: bytes) -> None: ...
     def on_complete(self) -> None: ...
     def on_error(self, message: str, connect_failed: bool) -> None: ...
+    def flush(self) -> None: ...
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -88,10 +89,13 @@ class UpstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._got_bytes = True
+        exchange = self.exchange
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._fail(f"malformed response from replica: {exc}")
+        if exchange is not None:
+            exchange.flush()  # what this read produced leaves in one write
 
     def eof_received(self) -> bool | None:
         if self.exchange is not None and self._got_bytes:

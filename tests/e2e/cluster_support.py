@@ -5,7 +5,7 @@ ops, gRPC API, Raft) is chosen once and written into the config, so a restarted 
 on the same addresses. Everything is stopped by its own pid. ``hanodectl`` runs as a separate
 process (``python -m hanode.cli.ctl``), exactly as an operator would run it.
 
-    c = RaftCluster(tmp_path, [NodeSpec("n1", [ReplicaSpec("r1")]), ...]).start()
+    c = RaftCluster(tmp_path, [("n1", [Replica("r1")]), ...]).start()
     c.wait_leader()
     c.ctl_ok(0, "drain", "r1")
 """
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import openai
+from openai import OpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
 from hanode.devtools.procs import (
@@ -181,12 +181,10 @@ class Node:
         assert self.proc is not None
         os.kill(self.proc.pid, sig)
 
-    def openai(self, timeout: float = 5.0) -> openai.OpenAI:
-        return openai.OpenAI(
-            base_url=self.router_url + "/v1", api_key="x", max_retries=0, timeout=timeout
-        )
+    def openai(self, timeout: float = 5.0) -> OpenAI:
+        return OpenAI(base_url=self.router_url + "/v1", api_key="x", max_retries=0, timeout=timeout)
 
-    def ask(self, client: openai.OpenAI | None = None, model: str = MODEL) -> str:
+    def ask(self, client: OpenAI | None = None, model: str = MODEL) -> str:
         """One chat completion through this node's router; returns the replica that served it."""
         client = client or self.openai()
         raw = client.chat.completions.with_raw_response.create(

@@ -6,7 +6,7 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hanode.router.outcome import StreamInspector, classify, completion_has_output
+from hanode.router.outcome import StreamInspector, classify
 
 
 def test_classify_kinds() -> None:
@@ -24,17 +24,26 @@ def test_classify_kinds() -> None:
     assert (failed.technical, failed.functional, failed.quality) == (False, False, False)
 
 
-def test_completion_has_output_shapes() -> None:
+def completion_has_output(body: bytes) -> bool:
+    insp = StreamInspector()
+    insp.feed(body)
+    return insp.has_output
+
+
+def test_whole_json_bodies() -> None:
     assert completion_has_output(b'{"choices":[{"text":"hi"}]}')
     assert not completion_has_output(b'{"choices":[{"text":""}]}')
     assert completion_has_output(b'{"choices":[{"message":{"content":"hi"}}]}')
     assert not completion_has_output(b'{"choices":[{"message":{"content":null}}]}')
+    assert not completion_has_output(
+        b'{"choices":[{"message":{"content":"","reasoning_content":null}}]}'
+    )
     assert completion_has_output(
         b'{"choices":[{"message":{"content":null,"tool_calls":[{"id":"1"}]}}]}'
     )
+    assert not completion_has_output(b'{"choices":[{"message":{"content":null,"tool_calls":[]}}]}')
     assert not completion_has_output(b"not json")
     assert not completion_has_output(b"[]")
-    assert not completion_has_output(b'{"choices":"x"}')
 
 
 def _sse(deltas: list[str], done: bool = True) -> bytes:

@@ -27,6 +27,9 @@ class Recorder:
     def on_error(self, message: str, connect_failed: bool) -> None:
         self.done.set_result((0, b"", ("refused: " if connect_failed else "") + message))
 
+    def flush(self) -> None:
+        pass
+
 
 REQ = b"POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}"
 

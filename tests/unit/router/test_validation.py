@@ -63,3 +63,16 @@ def test_json_depth_limit() -> None:
     raw = orjson.dumps({"model": "m", "prompt": "x", "extra": deep})
     err = _err(raw, chat=False)
     assert "nested deeper than 8" in err.message
+
+
+def test_with_seed_splices_or_reencodes() -> None:
+    from hanode.router.frontdoor import with_seed
+
+    raw = b' {"model":"m","prompt":"x"}'
+    body = orjson.loads(raw)
+    out = with_seed(raw, body, 42)
+    assert orjson.loads(out) == {"model": "m", "prompt": "x", "seed": 42}
+    raw_null = b'{"model":"m","prompt":"x","seed":null}'
+    out = with_seed(raw_null, orjson.loads(raw_null), 7)
+    assert orjson.loads(out)["seed"] == 7
+    assert out.count(b'"seed"') == 1

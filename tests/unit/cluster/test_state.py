@@ -1,0 +1,235 @@
+"""The replicated state machine: deterministic, idempotent commands; immutable frozen views."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+from typing import Any
+
+import pytest
+
+from hanode.cluster.state import (
+    MAX_EVENTS,
+    CommandError,
+    apply,
+    empty_doc,
+    freeze,
+    observation_doc,
+    spec_doc,
+)
+from hanode.pool.replica import AdminState, HealthLevel, Observation, ReplicaSpec, Role
+from tests.unit.cluster.helpers import spec
+
+REGISTER_NODE = {
+    "op": "register_node",
+    "name": "n1",
+    "raft": "127.0.0.1:7001",
+    "api": "127.0.0.1:9201",
+    "router": "127.0.0.1:8080",
+    "ops": "127.0.0.1:9100",
+    "ts": 10.0,
+}
+
+
+def base_doc() -> dict[str, Any]:
+    doc = empty_doc()
+    apply(doc, dict(REGISTER_NODE))
+    apply(doc, {"op": "register_replica", "spec": spec("r1"), "ts": 11.0})
+    apply(doc, {"op": "register_replica", "spec": spec("r2", role="standby"), "ts": 11.0})
+    apply(
+        doc,
+        {"op": "observe", "replica": "r1", "obs": {"level": 3, "gpu_mem_frac": 0.5}, "ts": 12.0},
+    )
+    return doc
+
+
+# Every command the cluster writes, as it travels (JSON values only).
+COMMANDS: list[dict[str, Any]] = [
+    dict(REGISTER_NODE),
+    {"op": "register_replica", "spec": spec("r3"), "ts": 20.0},
+    {"op": "register_replica", "spec": {**spec("r1"), "url": "http://127.0.0.1:9999"}, "ts": 20.0},
+    {"op": "observe", "replica": "r1", "obs": {"level": 2, "reason": "L3: slow"}, "ts": 21.0},
+    {"op": "observe", "replica": "r2", "obs": {"level": 3, "kv_usage": 0.1}, "ts": 21.0},
+    {"op": "set_admin", "replicas": ["r1", "r2"], "admin": "drained", "by": "n2", "ts": 22.0},
+    {"op": "set_admin", "replicas": ["r1"], "admin": "enabled", "by": "n2", "ts": 22.5},
+    {"op": "set_role", "replica": "r2", "role": "active", "reason": "x", "planned": True, "ts": 23},
+    {"op": "set_role", "replica": "r1", "role": "standby", "reason": "op", "ts": 23.5},
+    {"op": "set_weights", "weights": {"r1": 0.5, "r2": 1.0, "ghost": 1.0}, "ts": 24.0},
+    {
+        "op": "open_breaker",
+        "replica": "r1",
+        "failure_class": "gpu_oom",
+        "until": 100.0,
+        "node": "n2",
+        "ts": 25.0,
+    },
+    {"op": "reset_breaker", "replica": "r1", "by": "n3", "ts": 26.0},
+    {"op": "expire_breakers", "ts": 200.0},
+]
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: str(c["op"]))
+def test_applying_a_command_twice_leaves_the_same_state(cmd: dict[str, Any]) -> None:
+    once = base_doc()
+    apply(once, copy.deepcopy(cmd))
+    twice = copy.deepcopy(once)
+    apply(twice, copy.deepcopy(cmd))
+    assert twice == once
+    assert freeze(twice, 7) == freeze(once, 7)
+
+
+def test_reset_breaker_repeated_records_one_event() -> None:
+    doc = base_doc()
+    apply(
+        doc,
+        {
+            "op": "open_breaker",
+            "replica": "r1",
+            "failure_class": "server_error",
+            "until": 50.0,
+            "ts": 30.0,
+        },
+    )
+    cmd = {"op": "reset_breaker", "replica": "r1", "by": "n1", "ts": 31.0}
+    assert apply(doc, dict(cmd)) is True
+    assert apply(doc, dict(cmd)) is False  # nothing left to remove
+    resets = [e for e in doc["events"] if e["kind"] == "breaker" and "reset" in e["message"]]
+    assert len(resets) == 1, resets
+    assert doc["resets"] == {"r1": 31.0} and doc["breakers"] == {}
+    # a later, distinct reset (new ts) is recorded again
+    apply(doc, {**cmd, "ts": 40.0})
+    resets = [e for e in doc["events"] if e["kind"] == "breaker" and "reset" in e["message"]]
+    assert len(resets) == 2 and doc["resets"] == {"r1": 40.0}
+
+
+def test_replaying_the_log_is_deterministic_and_json_safe() -> None:
+    a, b = empty_doc(), empty_doc()
+    for cmd in [dict(REGISTER_NODE), *COMMANDS]:
+        payload = json.dumps(cmd)
+        for doc in (a, b):
+            with contextlib.suppress(CommandError):  # observe of a replica not registered
+                apply(doc, json.loads(payload))
+    assert a == b
+    assert json.loads(json.dumps(a)) == a  # the document stays plain JSON values
+
+
+def test_register_keeps_role_and_admin_across_restarts() -> None:
+    doc = base_doc()
+    apply(doc, {"op": "set_admin", "replicas": ["r1"], "admin": "drained", "ts": 13.0})
+    apply(doc, {"op": "set_role", "replica": "r2", "role": "active", "ts": 13.0})
+    # the nodes restart and register their (unchanged) configuration again
+    apply(doc, {"op": "register_replica", "spec": spec("r1"), "ts": 50.0})
+    apply(doc, {"op": "register_replica", "spec": spec("r2", role="standby"), "ts": 50.0})
+    assert doc["replicas"]["r1"]["admin"] == "drained"
+    assert doc["replicas"]["r2"]["role"] == "active"
+    registered = [e for e in doc["events"] if e["message"] == "replica registered"]
+    assert [e["subject"] for e in registered] == ["r1", "r2"]
+
+
+def test_observe_records_a_health_event_only_on_level_change() -> None:
+    doc = base_doc()
+    seq = doc["seq"]
+    apply(doc, {"op": "observe", "replica": "r1", "obs": {"level": 3}, "ts": 13.0})
+    assert doc["seq"] == seq
+    apply(doc, {"op": "observe", "replica": "r1", "obs": {"level": 0, "reason": "L1"}, "ts": 14})
+    assert doc["seq"] == seq + 1
+    assert doc["events"][-1]["message"] == "HEALTHY -> DOWN: L1"
+
+
+def test_set_role_planned_flag_and_event() -> None:
+    doc = base_doc()
+    cmd = {"op": "set_role", "replica": "r2", "role": "active", "planned": True, "ts": 13.0}
+    assert apply(doc, {**cmd, "reason": "capacity", "by": "planner"}) is True
+    rec = doc["replicas"]["r2"]
+    assert rec["role"] == "active" and rec["promoted"] is True
+    assert doc["events"][-1]["message"] == "promoted: capacity"
+    assert apply(doc, {"op": "set_role", "replica": "r2", "role": "standby", "ts": 14.0})
+    assert doc["replicas"]["r2"]["promoted"] is False
+    # an operator's promotion is not "planned": the planner will not demote it
+    apply(doc, {"op": "set_role", "replica": "r2", "role": "active", "ts": 15.0})
+    assert doc["replicas"]["r2"]["promoted"] is False
+
+
+def test_open_breaker_extends_but_never_shortens() -> None:
+    doc = base_doc()
+    cmd = {"op": "open_breaker", "replica": "r1", "failure_class": "timeout", "ts": 13.0}
+    assert apply(doc, {**cmd, "until": 60.0, "node": "n1"}) is True
+    assert apply(doc, {**cmd, "until": 30.0, "node": "n2"}) is False
+    assert doc["breakers"]["r1"]["until"] == 60.0 and doc["breakers"]["r1"]["node"] == "n1"
+    assert apply(doc, {**cmd, "until": 90.0, "node": "n2"}) is True
+    assert doc["breakers"]["r1"]["until"] == 90.0
+    opened = [e for e in doc["events"] if e["kind"] == "breaker"]
+    assert len(opened) == 1  # extending is not a new opening
+    apply(doc, {"op": "expire_breakers", "ts": 89.0})
+    assert "r1" in doc["breakers"]
+    apply(doc, {"op": "expire_breakers", "ts": 90.0})
+    assert doc["breakers"] == {}
+
+
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        {"op": "nope", "ts": 1.0},
+        {"ts": 1.0},
+        {"op": "observe", "replica": "ghost", "obs": {"level": 3}, "ts": 1.0},
+        {"op": "set_admin", "replicas": ["r1", "ghost"], "admin": "drained", "ts": 1.0},
+        {"op": "set_role", "replica": "ghost", "role": "active", "ts": 1.0},
+        {"op": "open_breaker", "replica": "ghost", "failure_class": "x", "until": 9, "ts": 1},
+    ],
+)
+def test_bad_commands_leave_the_state_unchanged(cmd: dict[str, Any]) -> None:
+    doc = base_doc()
+    before = copy.deepcopy(doc)
+    with pytest.raises(CommandError):
+        apply(doc, cmd)
+    assert doc == before  # set_admin checks every name before changing any
+
+
+def test_events_are_bounded() -> None:
+    doc = empty_doc()
+    for i in range(MAX_EVENTS + 30):
+        apply(doc, {"op": "add_event", "kind": "k", "subject": "s", "message": str(i), "ts": i})
+    assert len(doc["events"]) == MAX_EVENTS
+    assert doc["events"][-1]["seq"] == MAX_EVENTS + 30
+    view = freeze(doc, 1)
+    assert len(view.events) == 200 and view.events[-1]["message"] == str(MAX_EVENTS + 29)
+
+
+def test_freeze_is_pure_and_the_view_immutable() -> None:
+    doc = base_doc()
+    apply(doc, {"op": "set_weights", "weights": {"r1": 0.7}, "ts": 13.0})
+    snapshot = copy.deepcopy(doc)
+    v1, v2 = freeze(doc, 5), freeze(doc, 5)
+    assert v1 == v2 and doc == snapshot
+    assert v1.index == 5
+    r1 = v1.replicas["r1"]
+    assert r1.role is Role.ACTIVE and r1.admin is AdminState.ENABLED
+    assert r1.observation.level is HealthLevel.HEALTHY and r1.observation.gpu_mem_frac == 0.5
+    assert v1.replicas["r2"].role is Role.STANDBY
+    assert v1.nodes["n1"]["raft"] == "127.0.0.1:7001"
+    with pytest.raises(TypeError):
+        v1.weights["r1"] = 0.0  # type: ignore[index]
+    with pytest.raises(TypeError):
+        v1.replicas["r9"] = r1  # type: ignore[index]
+    with pytest.raises(TypeError):
+        v1.nodes["n1"]["raft"] = "x"  # type: ignore[index]
+    # later commands change the document, never a view already handed out
+    apply(doc, {"op": "set_admin", "replicas": ["r1"], "admin": "drained", "ts": 14.0})
+    apply(doc, {"op": "set_weights", "weights": {"r1": 0.1}, "ts": 14.0})
+    apply(doc, {"op": "register_node", **{**REGISTER_NODE, "raft": "127.0.0.1:1"}})
+    assert v1 == v2
+    assert v1.replicas["r1"].admin is AdminState.ENABLED and v1.weights["r1"] == 0.7
+    assert v1.nodes["n1"]["raft"] == "127.0.0.1:7001"
+
+
+def test_spec_and_observation_round_trip_through_the_document() -> None:
+    rs = ReplicaSpec("r7", "m", "http://h:1", "sglang", Role.STANDBY, 3, "n9")
+    obs = Observation(HealthLevel.DEGRADED, 0.91, 0.2, 4.0, 1.0, 300.0, 40.0, True, "L3 gpu")
+    doc = empty_doc()
+    apply(doc, {"op": "register_replica", "spec": spec_doc(rs), "ts": 1.0})
+    apply(doc, {"op": "observe", "replica": "r7", "obs": observation_doc(obs), "ts": 2.0})
+    rec = freeze(json.loads(json.dumps(doc)), 1).replicas["r7"]
+    assert rec.spec == rs
+    assert rec.observation == obs
+    assert rec.observed_at == 2.0
