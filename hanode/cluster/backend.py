@@ -271,6 +271,9 @@ class ClusterControl:
             )
         self._quorum_or_fail()
         await self._membership(lambda: self.runtime.store.remove_member(address))
+        for name, info in self.runtime.store.view.nodes.items():
+            if info.get("raft") == address:
+                await self._write({"op": "forget_node", "name": name})
 
     async def transfer_leader(self, target: str | None = None) -> str | None:
         st = self.runtime.store.status()

@@ -128,6 +128,8 @@ def _plan_model(
     serving = [r for r in actives if _serving(r)]
     need = 1 if policy.redundancy is Redundancy.PRIMARY_STANDBY else policy.min_active
     model = policy.name
+    if any(r.observed_at <= 0.0 for r in enabled):
+        return None  # a replica has not reported yet (cluster starting): unknown is not lost
 
     if policy.redundancy is Redundancy.ACTIVE_ACTIVE:
         memory.calm_since.pop(model, None)

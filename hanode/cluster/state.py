@@ -208,6 +208,20 @@ def _expire_breakers(doc: Doc, cmd: Command) -> None:
         del doc["breakers"][name]
 
 
+def _forget_node(doc: Doc, cmd: Command) -> list[str]:
+    """A node left the cluster for good: drop it and its replicas (it re-registers if it
+    ever comes back)."""
+    name = str(cmd["name"])
+    gone = sorted(n for n, r in doc["replicas"].items() if r["spec"].get("node") == name)
+    for replica in gone:
+        del doc["replicas"][replica]
+        doc["weights"].pop(replica, None)
+        doc["breakers"].pop(replica, None)
+    if doc["nodes"].pop(name, None) is not None:
+        _event(doc, float(cmd["ts"]), "membership", name, "node removed", replicas=gone)
+    return gone
+
+
 def _add_event(doc: Doc, cmd: Command) -> None:
     _event(
         doc,
@@ -230,6 +244,7 @@ _HANDLERS = {
     "reset_breaker": _reset_breaker,
     "expire_breakers": _expire_breakers,
     "add_event": _add_event,
+    "forget_node": _forget_node,
 }
 
 

@@ -254,3 +254,20 @@ def test_plan_weights_only_writes_meaningful_changes() -> None:
     )
     new = plan_weights(stale, SETTINGS)
     assert new is not None and new["weights"]["r1"] < 0.5
+
+
+def test_no_promotion_while_a_replica_has_never_reported() -> None:
+    """At cluster start an unreported active is unknown, not lost."""
+    from hanode.cluster.planner import ModelPolicy, PlannerMemory, PlannerSettings, plan_roles
+    from hanode.cluster.state import apply, empty_doc, freeze
+
+    doc = empty_doc()
+    for name, role in (("r1", "active"), ("r2", "standby")):
+        spec = {"name": name, "model": "m", "url": "http://h:1", "node": "n", "role": role}
+        apply(doc, {"op": "register_replica", "spec": spec, "ts": 1.0})
+    apply(doc, {"op": "observe", "replica": "r2", "obs": {"level": 3}, "ts": 2.0})
+    policies = {"m": ModelPolicy("m", min_active=1)}
+    assert plan_roles(freeze(doc, 1), policies, PlannerSettings(), PlannerMemory(), 3.0) == []
+    apply(doc, {"op": "observe", "replica": "r1", "obs": {"level": 0}, "ts": 3.0})
+    out = plan_roles(freeze(doc, 2), policies, PlannerSettings(), PlannerMemory(), 4.0)
+    assert [(c["replica"], c["role"]) for c in out] == [("r2", "active")]

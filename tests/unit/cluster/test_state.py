@@ -233,3 +233,20 @@ def test_spec_and_observation_round_trip_through_the_document() -> None:
     assert rec.spec == rs
     assert rec.observation == obs
     assert rec.observed_at == 2.0
+
+
+def test_forget_node_drops_its_replicas_and_is_idempotent() -> None:
+    from hanode.cluster.state import apply, empty_doc
+
+    doc = empty_doc()
+    apply(doc, {"op": "register_node", "name": "n4", "raft": "h:4", "ts": 1.0})
+    for r, node in (("r4", "n4"), ("r1", "n1")):
+        spec = {"name": r, "model": "m", "url": "http://h:1", "node": node}
+        apply(doc, {"op": "register_replica", "spec": spec, "ts": 1.0})
+    apply(doc, {"op": "set_weights", "weights": {"r4": 1.0, "r1": 1.0}, "ts": 1.0})
+    assert apply(doc, {"op": "forget_node", "name": "n4", "ts": 2.0}) == ["r4"]
+    assert set(doc["replicas"]) == {"r1"} and "n4" not in doc["nodes"]
+    assert "r4" not in doc["weights"]
+    events = len(doc["events"])
+    assert apply(doc, {"op": "forget_node", "name": "n4", "ts": 3.0}) == []
+    assert len(doc["events"]) == events
