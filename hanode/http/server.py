@@ -239,6 +239,7 @@ class HttpServerProtocol(asyncio.Protocol):
         "_parser",
         "_pending",
         "_server",
+        "_deadline",
         "_timer",
         "_url",
         "flow",
@@ -262,6 +263,7 @@ class HttpServerProtocol(asyncio.Protocol):
         self._pending: deque[Request] = deque()
         self._current: Responder | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline: float | None = None
         self.flow: tuple[Callable[[], None], Callable[[], None]] | None = None
         self.peer: Any = None
 
@@ -281,7 +283,7 @@ class HttpServerProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server.connections.discard(self)
-        self._cancel_timer()
+        self._drop_timer()
         self.transport = None
         current, self._current = self._current, None
         if current is not None and not current.done:
@@ -438,17 +440,31 @@ class HttpServerProtocol(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    # One timer handle per connection, moved lazily: arming and disarming on every request
+    # only store a deadline; the handle, when it fires early, re-schedules itself.
     def _arm(self, delay: float) -> None:
-        self._cancel_timer()
-        self._timer = self._loop.call_later(delay, self._on_timer)
+        self._deadline = deadline = self._loop.time() + delay
+        if self._timer is None:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
 
     def _cancel_timer(self) -> None:
+        self._deadline = None
+
+    def _drop_timer(self) -> None:
+        self._deadline = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
     def _on_timer(self) -> None:
         self._timer = None
+        deadline = self._deadline
+        if deadline is None or self.transport is None:
+            return
+        if self._loop.time() < deadline:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+            return
+        self._deadline = None
         if self._current is not None:
             return
         if self._in_request:
