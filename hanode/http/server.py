@@ -444,7 +444,11 @@ class HttpServerProtocol(asyncio.Protocol):
     # only store a deadline; the handle, when it fires early, re-schedules itself.
     def _arm(self, delay: float) -> None:
         self._deadline = deadline = self._loop.time() + delay
-        if self._timer is None:
+        timer = self._timer
+        if timer is not None and timer.when() > deadline:  # the new deadline comes sooner
+            timer.cancel()
+            timer = None
+        if timer is None:
             self._timer = self._loop.call_at(deadline, self._on_timer)
 
     def _cancel_timer(self) -> None:

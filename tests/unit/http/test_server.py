@@ -153,6 +153,19 @@ def test_chunked_body_over_limit_is_refused() -> None:
     run(_with_server(body, limits))
 
 
+def test_slow_request_gets_408_before_the_longer_idle_timeout() -> None:
+    limits = ServerLimits(header_timeout_s=0.2, idle_timeout_s=5.0)
+
+    async def body(host: str, port: int) -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(b"GET / HTTP/1.1\r\nhost: x\r\n")  # never finished
+        out = await asyncio.wait_for(reader.read(-1), 2)
+        writer.close()
+        assert out.startswith(b"HTTP/1.1 408")
+
+    run(_with_server(body, limits))
+
+
 def test_slow_request_gets_408_and_idle_connection_is_closed() -> None:
     limits = ServerLimits(header_timeout_s=0.2, idle_timeout_s=0.3)
 
