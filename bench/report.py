@@ -13,6 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bench import cluster
 from bench.load import WrkResult, percentile
 from bench.tools import version_of
 
@@ -411,10 +412,13 @@ def render_summary(r: RunResult) -> str:
         f"uvloop {m.get('uvloop')}, httptools {m.get('httptools')}, {m.get('nginx')}, "
         f"{m.get('date')}; {m.get('background load')}"
     )
-    return (
+    text = (
         f"{machine}\n\n{results_table(r)}\n\n{rounds_text(r)}\n\n{verdict_table(r)}\n\n"
         f"failover ({r.failover_killed} killed):\n{failover_section(r)}"
     )
+    if r.cluster is not None:
+        text += f"\n\n{cluster.summary(r.cluster)}"
+    return text
 
 
 METHOD = """\
@@ -458,6 +462,9 @@ rounds', throughput is total requests over total time.
    non-streamed completions through hanode for 10 s (sims still at tpot 1 ms, so each request
    takes ~16 ms and several are in flight at any moment); one simulator is SIGKILLed at 3 s.
    Every non-200 answer, answer without `choices`, or exception counts as a client-visible error.
+6. **Cluster** (`bench/cluster.py`, skipped with `--no-cluster`): three nodes in one Raft
+   cluster on loopback, after the single-node targets have been stopped; breaker propagation,
+   leader failover and the consensus write rate, each with its method in the Cluster section.
 
 Everything runs on one machine: wrk, the proxies and the simulators share the CPUs, so
 throughput is bounded by the whole box (the Python simulators included), not by the proxy alone.
@@ -510,6 +517,10 @@ total throughput):
 ### Failover (hanode, concurrency 8, one of three simulators SIGKILLed)
 
 {failover_section(r)}
+
+### Cluster (three nodes, Raft)
+
+{cluster.render(r.cluster) if r.cluster is not None else "Not run (`--no-cluster`)."}
 
 ### Where hanode's time goes
 

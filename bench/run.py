@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import load, report
+from bench import cluster, load, report
 from bench.nginx import Nginx
 from bench.procs import (
     CLK_TCK,
@@ -74,6 +74,8 @@ class Settings:
     failover_concurrency: int = 8
     profile: bool = True
     install: bool = True
+    cluster: bool = True  # the three-node cluster part (bench/cluster.py)
+    only_cluster: bool = False
     output: Path = REPO / "docs" / "benchmarks.md"
 
 
@@ -107,6 +109,7 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
     machine: dict[str, str] = field(default_factory=dict)  # name -> fact, for the report
     elapsed_s: float = 0.0
+    cluster: cluster.ClusterResult | None = None
 
 
 def _python() -> str:
@@ -349,6 +352,9 @@ def measure(settings: Settings) -> RunResult:
                 result.notes.append(
                     f"{t.name}: wrk errors {wrk_errors or 'none'}, stream errors {stream_errors}."
                 )
+    if settings.cluster:
+        _say("cluster: three nodes in one Raft cluster (bench/cluster.py)")
+        result.cluster = cluster.run()
     # All our processes are reaped now, so their CPU is in own_cpu(): the rest was someone else.
     busy1, steal1 = machine_cpu()
     wall = time.monotonic() - wall0
@@ -450,6 +456,12 @@ def parse_args(argv: list[str] | None) -> Settings:
     p.add_argument("--failover-seconds", type=float, default=10.0)
     p.add_argument("--no-profile", action="store_true", help="skip the py-spy run")
     p.add_argument("--no-install", action="store_true", help="never apt-get install")
+    p.add_argument("--no-cluster", action="store_true", help="skip the three-node cluster part")
+    p.add_argument(
+        "--only-cluster",
+        action="store_true",
+        help="run only the cluster part and print it (docs/benchmarks.md is left alone)",
+    )
     p.add_argument("--output", type=Path, default=Settings().output, help="markdown report")
     a = p.parse_args(argv)
     return Settings(
@@ -463,6 +475,8 @@ def parse_args(argv: list[str] | None) -> Settings:
         profile=not a.no_profile,
         install=not a.no_install,
         output=a.output,
+        cluster=not a.no_cluster,
+        only_cluster=a.only_cluster,
     )
 
 
@@ -473,6 +487,13 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     settings = parse_args(argv)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    if settings.only_cluster:
+        only = cluster.run()
+        print()
+        print(cluster.render(only))
+        print()
+        print(cluster.summary(only))
+        return 1 if only.error else 0
     try:
         result = measure(settings)
     except BenchError as exc:

@@ -150,24 +150,30 @@ def write_model(path: str | Path, shape: ModelShape = ModelShape(), seed: int = 
     writer.add_add_eos_token(False)
     writer.add_chat_template(CHATML_TEMPLATE)
 
+    def add(name: str, array: Any) -> None:
+        # llama.cpp's CPU backend has no F64 matmul: an F64 tensor crashes llama-server.
+        if array.dtype not in (np.float32, np.float16):
+            raise TypeError(f"{name}: {array.dtype} is not float32/float16")
+        writer.add_tensor(name, array)
+
     ones = np.ones(d, dtype=np.float32)
-    writer.add_tensor("token_embd.weight", rng.standard_normal((len(tokens), d), np.float32))
+    add("token_embd.weight", rng.standard_normal((len(tokens), d), np.float32))
     output = mat(len(tokens), d, np.float32)
-    output *= np.float32(np.sqrt(d))  # logits of order one; stays float32 (F64 would crash)
+    output *= np.float32(np.sqrt(d))  # logits of order one
     output[sorted(never)] = 0.0
-    writer.add_tensor("output_norm.weight", ones)
-    writer.add_tensor("output.weight", output)
+    add("output_norm.weight", ones)
+    add("output.weight", output)
     for i in range(shape.layers):
         p = f"blk.{i}."
-        writer.add_tensor(p + "attn_norm.weight", ones)
-        writer.add_tensor(p + "attn_q.weight", mat(d, d))
-        writer.add_tensor(p + "attn_k.weight", mat(kv, d))
-        writer.add_tensor(p + "attn_v.weight", mat(kv, d))
-        writer.add_tensor(p + "attn_output.weight", mat(d, d))
-        writer.add_tensor(p + "ffn_norm.weight", ones)
-        writer.add_tensor(p + "ffn_gate.weight", mat(shape.ffn, d))
-        writer.add_tensor(p + "ffn_up.weight", mat(shape.ffn, d))
-        writer.add_tensor(p + "ffn_down.weight", mat(d, shape.ffn))
+        add(p + "attn_norm.weight", ones)
+        add(p + "attn_q.weight", mat(d, d))
+        add(p + "attn_k.weight", mat(kv, d))
+        add(p + "attn_v.weight", mat(kv, d))
+        add(p + "attn_output.weight", mat(d, d))
+        add(p + "ffn_norm.weight", ones)
+        add(p + "ffn_gate.weight", mat(shape.ffn, d))
+        add(p + "ffn_up.weight", mat(shape.ffn, d))
+        add(p + "ffn_down.weight", mat(d, shape.ffn))
     try:
         writer.write_header_to_file()
         writer.write_kv_data_to_file()

@@ -21,9 +21,12 @@ from hanode.devtools.tiny_gguf import ModelShape, cached_model
 BUILD_SCRIPT = PACKAGE_ROOT / "scripts" / "build_llama_server.sh"
 ALIAS = "tiny-llama"
 
-# The loading-test model: big enough that llama-server needs a few seconds before /health is 200
-# (reading ~0.4 GB of weights without mmap, then a warm-up pass on one thread).
-SLOW_SHAPE = ModelShape(layers=24, dim=1024, heads=8, kv_heads=8, ffn=2816)
+# The loading-test model: 24 layers of 1024 dims (0.6 GB, written once into the cache, in about
+# 7 s). Read without mmap (SLOW_ARGS) and with a 16k context, whose 1.6 GB KV cache llama-server
+# allocates and clears before it is ready, it answers /health with 503 for a few seconds.
+SLOW_SHAPE = ModelShape(layers=24, dim=1024, heads=8, kv_heads=8, ffn=2816, context=16384)
+SLOW_CTX = 16384
+SLOW_ARGS = ["--load-mode", "none"]
 
 
 def cache_dir() -> Path:

@@ -30,17 +30,20 @@ import pytest
 from tests.e2e.conftest import E2EProcs, metric_sum, raw_request
 from tests.e2e.llamacpp_support import (
     ALIAS,
+    SLOW_ARGS,
+    SLOW_CTX,
     LlamaServer,
     llama_server_binary,
     slow_model,
     tiny_model,
 )
-from tests.support.procs import NodeProcess, http_get, http_request, wait_until
+from tests.support.procs import NodeProcess, free_port, http_get, http_request, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
 PROMPT = "Hello world, say something"
 MESSAGES = [{"role": "user", "content": "Say hello to the world"}]
+QUEUE_LIMIT = 2  # L3 queue-depth limit of the shared cluster
 
 
 @dataclass
@@ -119,7 +122,7 @@ def llama(
     llama_server_binary()  # fail first, and loudly, when the binary is missing
     with tracked(E2EProcs(tmp_path_factory.mktemp("llamacpp")), request) as procs:
         servers = start_servers(procs, 3)
-        yield front(procs, servers)
+        yield front(procs, servers, {"thresholds": {"queue_depth": QUEUE_LIMIT}})
 
 
 @pytest.fixture
@@ -203,13 +206,13 @@ def test_health_and_weights_come_from_real_llamacpp_endpoints(llama: LlamaCluste
     for name, rep in llama.replicas().items():
         assert rep["engine"] == "llamacpp"
         assert rep["health"] == "healthy", rep
-        assert rep["weight"] > 0.9, rep
+        assert rep["weight"] > 0, rep
         assert rep["queue_depth"] == 0.0, rep
         assert rep["kv_usage"] is None, rep
         assert rep["breaker"]["state"] == "closed", (name, rep)
 
     # Flood r0 directly: 4 slots busy, the rest deferred. hanode must read the deferred queue
-    # from the real metrics page and lower r0's weight; the others stay at full weight.
+    # from the real metrics page: L3 out of range (queue limit 2 here), weight cut by the queue.
     busy = llama.servers[0]
     stop = threading.Event()
 
@@ -227,13 +230,15 @@ def test_health_and_weights_come_from_real_llamacpp_endpoints(llama: LlamaCluste
         futures = [pool.submit(hammer) for _ in range(12)]
         try:
 
-            def queued() -> dict[str, dict[str, Any]] | None:
-                reps = llama.replicas()
-                q = reps["r0"]["queue_depth"]
-                return reps if q is not None and q >= 2 else None
+            def queued() -> dict[str, Any] | None:
+                r0 = llama.replicas()["r0"]
+                ok = r0["health"] == "degraded" and (r0["queue_depth"] or 0) > QUEUE_LIMIT
+                return r0 if ok else None
 
-            reps = wait_until(queued, 20.0, 0.1, lambda: f"r0 queue seen: {llama.replicas()}")
-            assert reps["r0"]["weight"] < min(reps["r1"]["weight"], reps["r2"]["weight"]), reps
+            r0 = wait_until(queued, 20.0, 0.1, lambda: f"r0 queue seen: {llama.replicas()}")
+            assert r0["reason"].startswith("L3: ") and "queue" in r0["reason"], r0
+            # weight = 1 / (1 + queue / 16) at most (latency can only lower it further)
+            assert 0 < r0["weight"] <= 1 / (1 + r0["queue_depth"] / 16) + 1e-3, r0
             page = http_get(busy.url + "/metrics", 5.0)[2].decode()
             assert metric_sum(page, "llamacpp:requests_processing") >= 1, page
         finally:
@@ -241,12 +246,11 @@ def test_health_and_weights_come_from_real_llamacpp_endpoints(llama: LlamaCluste
             done = [f.result(timeout=60) for f in futures]
     assert sum(done) >= 12
 
-    def drained() -> dict[str, dict[str, Any]] | None:
-        reps = llama.replicas()
-        ok = reps["r0"]["queue_depth"] == 0.0 and reps["r0"]["weight"] > 0.9
-        return reps if ok else None
+    def drained() -> dict[str, Any] | None:
+        r0 = llama.replicas()["r0"]
+        return r0 if r0["queue_depth"] == 0.0 and r0["health"] == "healthy" else None
 
-    wait_until(drained, 20.0, 0.1, lambda: f"r0 back to full weight: {llama.replicas()}")
+    wait_until(drained, 20.0, 0.1, lambda: f"r0 healthy again: {llama.replicas()}")
 
 
 # -- 3. determinism across replicas --------------------------------------------------------------
@@ -310,8 +314,9 @@ def test_context_overflow_is_openai_context_length_exceeded(llama: LlamaCluster)
 
     # The request's fault: no retry, no breaker, every replica still healthy and serving.
     metrics = llama.node.metrics_text()
-    assert metric_sum(metrics, "hanode_upstream_failures_total", failure="context_length") >= 2
-    assert metric_sum(metrics, "hanode_retries_total", failure="context_length") == 0
+    ctx = {"failure_class": "context_length"}
+    assert metric_sum(metrics, "hanode_upstream_failures_total", **ctx) >= 2
+    assert metric_sum(metrics, "hanode_retries_total", **ctx) == 0
     for rep in llama.replicas().values():
         assert rep["health"] == "healthy" and rep["breaker"]["state"] == "closed", rep
     ok = client.completions.create(model=ALIAS, prompt=PROMPT, max_tokens=2, temperature=0)
@@ -322,30 +327,47 @@ def test_context_overflow_is_openai_context_length_exceeded(llama: LlamaCluster)
 def test_loading_replica_gets_no_traffic_until_ready(
     llama: LlamaCluster, own_procs: E2EProcs
 ) -> None:
-    # A much bigger model (~0.5 GB, read without mmap): llama-server answers /health with 503
-    # "Loading model" for a few seconds before it is ready.
-    slow = LlamaServer(slow_model(), extra=["--no-mmap"], log_path=own_procs._log("llama-slow"))
+    # r3 is configured but not started yet (refused): the node serves from r0..r2.
+    port = free_port()
+    model = slow_model()  # written before the clock matters (cached after the first run)
+    replicas = [*llama.servers]
+    names = ["r0", "r1", "r2", "r3"]
+    urls = [*(s.url for s in replicas), f"http://127.0.0.1:{port}"]
+    node, _ = own_procs.node(
+        [
+            {"name": n, "model": ALIAS, "url": u, "engine": "llamacpp"}
+            for n, u in zip(names, urls, strict=True)
+        ],
+        name="n2",
+    )
+    c = LlamaCluster(node, replicas, names, own_procs)
+    c.wait_health({"r0": "healthy", "r1": "healthy", "r2": "healthy", "r3": "down"}, 20.0)
+
+    # Now r3's process starts with a big model: it listens at once and answers 503 while loading.
+    slow = LlamaServer(
+        model, port=port, ctx=SLOW_CTX, extra=SLOW_ARGS, log_path=own_procs._log("llama-slow")
+    )
     own_procs.started.append(slow)
-    first = slow.wait_http(30.0)
+    slow.wait_http(30.0)
     status, body = slow.health()
     if status == 200:
-        pytest.fail(f"the slow model loaded too fast to test loading (first answer {first})")
+        pytest.fail("the big model loaded before the test could see it loading")
     assert status == 503, body
     assert json.loads(body)["error"] == {
         "code": 503,
         "message": "Loading model",
         "type": "unavailable_error",
     }
-    # The loading replica's other endpoints say the same.
-    code, _, body = raw_request("GET", slow.url + "/v1/models")
+    code, _, body = raw_request("GET", slow.url + "/v1/models")  # every endpoint says the same
     assert code == 503 and b"Loading model" in body, (code, body)
 
-    c = front(own_procs, [*llama.servers, slow], name="n2", wait_healthy=False)
-    c.wait_health({"r0": "healthy", "r1": "healthy", "r2": "healthy"}, 20.0)
     client = c.openai()
     served: Counter[str] = Counter()
-    while slow.health()[0] != 200 and sum(served.values()) < 200:
-        assert c.replicas()["r3"]["health"] == "down"
+    reasons: set[str] = set()
+    while slow.health()[0] != 200:
+        r3 = c.replicas()["r3"]
+        assert r3["health"] == "down" and r3["weight"] == 0.0, r3
+        reasons.add(r3["reason"])
         raw = client.completions.with_raw_response.create(
             model=ALIAS, prompt=PROMPT, max_tokens=2, temperature=0
         )
@@ -353,8 +375,9 @@ def test_loading_replica_gets_no_traffic_until_ready(
         served[raw.headers["x-hanode-replica"]] += 1
     assert served["r3"] == 0, served
     assert sum(served.values()) >= 5, f"loading ended before the test saw traffic: {served}"
+    assert any("503" in r for r in reasons), reasons  # the node saw "loading", not "refused"
 
-    c.wait_health("healthy", 30.0)  # L1 200, then L2 proves the big model answers
+    c.wait_health("healthy", 30.0)  # L1 now 200, and L2 proves the big model answers
     for _ in range(100):
         raw = client.completions.with_raw_response.create(
             model=ALIAS, prompt=PROMPT, max_tokens=2, temperature=0
