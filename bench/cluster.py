@@ -417,6 +417,41 @@ def read_journal(path: Path) -> list[tuple[int, bytes]]:
     return out
 
 
+class JournalTap:
+    """Reads a journal every ``interval_s`` and keeps every entry seen: pysyncobj compacts its
+    log (drops applied entries) at least every 60 s, so one read at the end can miss some."""
+
+    def __init__(self, path: Path, interval_s: float = 0.25) -> None:
+        self.path = path
+        self.interval_s = interval_s
+        self.entries: dict[int, bytes] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _read(self) -> None:
+        with contextlib.suppress(OSError, struct.error):
+            for idx, raw in read_journal(self.path):
+                self.entries.setdefault(idx, raw)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._read()
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> JournalTap:
+        self._read()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+        self._read()
+
+    def sorted(self) -> list[tuple[int, bytes]]:
+        return sorted(self.entries.items())
+
+
 _DECODER = json.JSONDecoder()
 
 
@@ -510,19 +545,17 @@ def write_window(c: Cluster, label: str, duration_s: float, rps: float) -> Write
         runner = threading.Thread(target=traffic, args=(ports, rps, stop, counts), daemon=True)
         runner.start()
         time.sleep(2.0)  # let the traffic's effect on observations start before counting
-    ci0, t0 = commit_index(leader), time.monotonic()
-    time.sleep(duration_s)
-    ci1, t1 = commit_index(leader), time.monotonic()
+    with JournalTap(leader.journal) as tap:
+        ci0, t0 = commit_index(leader), time.monotonic()
+        time.sleep(duration_s)
+        ci1, t1 = commit_index(leader), time.monotonic()
     stop.set()
     if runner is not None:
         runner.join(20.0)
     window = WriteWindow(label, t1 - t0, ci1 - ci0, len(c.replicas))
     window.requests = sum(counts.values())
     window.request_errors = window.requests - counts["ok"]
-    try:
-        classify(window, read_journal(leader.journal), ci0, ci1)
-    except OSError as exc:  # the breakdown is extra; the rate stands without it
-        window.ops[f"(journal unreadable: {exc})"] += 1
+    classify(window, tap.sorted(), ci0, ci1)
     return window
 
 
@@ -769,19 +802,21 @@ def run(settings: ClusterSettings | None = None) -> ClusterResult:
                     f"({dict(w.ops.most_common())})"
                 )
             leader_node = c.node(c.wait_leader(c.nodes, 10.0))
-            ci0, t0 = commit_index(leader_node), time.monotonic()
-            for i in range(s.breaker_iterations):
-                p = propagate_once(c, i)
-                result.propagation.append(p)
-                polled = ", ".join(f"{k} {v:.1f}" for k, v in p.polled_ms.items())
-                events = ", ".join(f"{k} {v:.1f}" for k, v in p.event_ms.items())
-                _say(
-                    f"breaker {i + 1}: {p.replica} opened by {p.origin}"
-                    f"{' (leader)' if p.origin_is_leader else ''} after {p.requests} requests; "
-                    f"seen open (ms): polled {polled or 'n/a'}; events {events or 'n/a'}"
-                )
-            if result.propagation:
+            with JournalTap(leader_node.journal) as tap:
+                ci0, t0 = commit_index(leader_node), time.monotonic()
+                for i in range(s.breaker_iterations):
+                    p = propagate_once(c, i)
+                    result.propagation.append(p)
+                    polled = ", ".join(f"{k} {v:.1f}" for k, v in p.polled_ms.items())
+                    events = ", ".join(f"{k} {v:.1f}" for k, v in p.event_ms.items())
+                    _say(
+                        f"breaker {i + 1}: {p.replica} opened by {p.origin}"
+                        f"{' (leader)' if p.origin_is_leader else ''} after {p.requests} "
+                        f"requests; seen open (ms): polled {polled or 'n/a'}; "
+                        f"events {events or 'n/a'}"
+                    )
                 ci1, t1 = commit_index(leader_node), time.monotonic()
+            if result.propagation:
                 w = WriteWindow(
                     f"during the breaker runs ({len(result.propagation)} trips and resets)",
                     t1 - t0,
@@ -789,8 +824,7 @@ def run(settings: ClusterSettings | None = None) -> ClusterResult:
                     len(c.replicas),
                 )
                 w.requests = sum(p.requests for p in result.propagation)
-                with contextlib.suppress(OSError):
-                    classify(w, read_journal(leader_node.journal), ci0, ci1)
+                classify(w, tap.sorted(), ci0, ci1)
                 result.windows.append(w)
             for i in range(s.failover_iterations):
                 f = failover_once(c)
