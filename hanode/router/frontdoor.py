@@ -267,6 +267,8 @@ class FrontDoor:
                     failure_class=cls,
                     from_state=t.from_state.value,
                     to_state=t.to_state.value,
+                    # a peer's breaker or an operator reset is in the cluster log already
+                    replicated=not local,
                 )
             else:
                 log.warning(
