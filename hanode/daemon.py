@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import sys
 from typing import Any
 
@@ -43,7 +44,6 @@ log = structlog.get_logger("hanode.daemon")
 def router_settings(config: Config) -> RouterSettings:
     r = config.router
     retry = config.retry
-    b = config.breaker
     return RouterSettings(
         api_keys=r.api_keys,
         limits=RequestLimits(max_tokens=r.max_tokens_limit, max_n=r.max_n),
@@ -59,20 +59,7 @@ def router_settings(config: Config) -> RouterSettings:
         retry_budget_min_per_s=retry.budget_min_per_s,
         slo_latency_s=config.slo.latency_ms / 1000.0,
         slo_ttft_s=config.slo.ttft_ms / 1000.0,
-        breaker=BreakerConfig(
-            consecutive_failures=b.consecutive_failures,
-            timeout_trip_count=b.timeout_trip_count,
-            oom_trip_count=b.oom_trip_count,
-            oom_window_s=b.oom_window_s,
-            oom_weight_cut=b.oom_weight_cut,
-            oom_recovery_s=b.oom_recovery_s,
-            busy_backoff_s=b.busy_backoff_s,
-            default_retry_after_s=b.default_retry_after_s,
-            max_pause_s=b.max_pause_s,
-            open_base_s=b.open_base_s,
-            open_max_s=b.open_max_s,
-            half_open_probes=b.half_open_probes,
-        ),
+        breaker=BreakerConfig(**dataclasses.asdict(config.breaker)),  # same field names
     )
 
 

@@ -74,7 +74,19 @@ def http_request(
     timeout: float = 2.0,
     headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
+    """JSON-encode ``body`` (when given) and send it; see :func:`raw_request`."""
     data = None if body is None else json.dumps(body).encode()
+    return raw_request(method, url, data, headers, timeout)
+
+
+def raw_request(
+    method: str,
+    url: str,
+    data: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 5.0,
+) -> tuple[int, dict[str, str], bytes]:
+    """Send exactly ``data`` on loopback; HTTP errors are returned, not raised."""
     req = urllib.request.Request(url, data=data, method=method)
     if data is not None:
         req.add_header("content-type", "application/json")

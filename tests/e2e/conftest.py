@@ -14,8 +14,6 @@ log is printed so a broken run explains itself.
 from __future__ import annotations
 
 import re
-import urllib.error
-import urllib.request
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +28,7 @@ from tests.support.procs import (
     SimProcess,
     free_port,
     node_config_toml,
+    raw_request,
     start_sim,
     wait_until,
 )
@@ -47,27 +46,6 @@ def pytest_runtest_makereport(
     report = yield
     setattr(item, f"_e2e_rep_{report.when}", report)  # read by e2e_procs at teardown
     return report
-
-
-def raw_request(
-    method: str,
-    url: str,
-    data: bytes | None = None,
-    headers: dict[str, str] | None = None,
-    timeout: float = 5.0,
-) -> tuple[int, dict[str, str], bytes]:
-    """Send exactly ``data`` (no JSON encoding); HTTP errors are returned, not raised."""
-    req = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
-        req.add_header("content-type", "application/json")
-    for name, value in (headers or {}).items():
-        req.add_header(name, value)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
-    except urllib.error.HTTPError as err:
-        with err:
-            return err.code, {k.lower(): v for k, v in err.headers.items()}, err.read()
 
 
 @dataclass

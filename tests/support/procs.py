@@ -8,6 +8,7 @@ from hanode.devtools.procs import (
     http_get,
     http_request,
     node_config_toml,
+    raw_request,
     start_sim,
     wait_until,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "http_get",
     "http_request",
     "node_config_toml",
+    "raw_request",
     "start_sim",
     "wait_until",
 ]
