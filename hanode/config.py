@@ -179,6 +179,7 @@ class ModelConfig:
     name: str
     min_active: int = 1
     redundancy: str = "n_plus_1"
+    request_timeout_s: float | None = None  # this model's default deadline ([router]'s if unset)
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +300,13 @@ class _Table:
             self.known.append(key)
             return None
         return self.get_int(key, ge=ge)
+
+    def get_opt_float(self, key: str, *, gt: float | None = None) -> float | None:
+        """A number that may be absent (absent means "use the general default")."""
+        if key not in self.data:
+            self.known.append(key)
+            return None
+        return self.get_float(key, 0.0, gt=gt)
 
     def get_int(self, key: str, default: int | None = None, *, ge: int | None = None) -> int:
         value = self._raw(key, default)
@@ -684,6 +692,7 @@ def _parse_models(doc: _Table) -> tuple[ModelConfig, ...]:
             name=t.get_str("name"),
             min_active=t.get_int("min_active", 1, ge=1),
             redundancy=t.get_choice("redundancy", REDUNDANCY_MODES, "n_plus_1"),
+            request_timeout_s=t.get_opt_float("request_timeout_s", gt=0),
         )
         if m.name in seen:
             t.error("name", f"model {m.name!r} is configured twice")

@@ -48,6 +48,9 @@ def router_settings(config: Config) -> RouterSettings:
         api_keys=r.api_keys,
         limits=RequestLimits(max_tokens=r.max_tokens_limit, max_n=r.max_n),
         request_timeout_s=r.request_timeout_s,
+        model_timeouts={
+            m.name: m.request_timeout_s for m in config.models if m.request_timeout_s is not None
+        },
         connect_timeout_s=r.connect_timeout_s,
         retry=RetryPolicy(
             max_attempts=retry.max_attempts,

@@ -217,8 +217,8 @@ class DemoCluster:
                     },
                     "api": {"listen": f"127.0.0.1:{self.api_ports[node]}"},
                 },
+                models=[{"name": MODEL, "min_active": 3, "redundancy": "n_plus_1"}],
             )
-            text += f'\n[[models]]\nname = "{MODEL}"\nmin_active = 3\nredundancy = "n_plus_1"\n'
             self.configs[node] = self.workdir / f"{node}.toml"
             self.configs[node].write_text(text)
 

@@ -307,8 +307,10 @@ def node_config_toml(
     metrics_port: int,
     replicas: list[dict[str, Any]],
     sections: dict[str, dict[str, Any]] | None = None,
+    models: list[dict[str, Any]] | None = None,
 ) -> str:
-    """A node configuration; ``sections`` adds or extends tables such as ``health``."""
+    """A node configuration; ``sections`` adds or extends tables such as ``health``;
+    ``models`` are ``[[models]]`` tables."""
     tables: dict[str, dict[str, Any]] = {
         "node": {"name": name, "data_dir": str(data_dir)},
         "router": {"listen": f"127.0.0.1:{router_port}"},
@@ -321,10 +323,11 @@ def node_config_toml(
         out.append(f"[{table}]")
         out.extend(f"{k} = {_toml_value(v)}" for k, v in values.items())
         out.append("")
-    for replica in replicas:
-        out.append("[[replicas]]")
-        out.extend(f"{k} = {_toml_value(v)}" for k, v in replica.items())
-        out.append("")
+    for array, items in (("replicas", replicas), ("models", models or [])):
+        for item in items:
+            out.append(f"[[{array}]]")
+            out.extend(f"{k} = {_toml_value(v)}" for k, v in item.items())
+            out.append("")
     return "\n".join(out)
 
 

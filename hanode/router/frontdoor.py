@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -66,6 +66,7 @@ class RouterSettings:
     api_keys: tuple[str, ...] = ()
     limits: RequestLimits = field(default_factory=RequestLimits)
     request_timeout_s: float = 300.0
+    model_timeouts: Mapping[str, float] = field(default_factory=dict)  # per-model defaults
     max_request_timeout_s: float = 3600.0
     connect_timeout_s: float = 2.0
     retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(per_try_timeout_s=60.0))
@@ -183,7 +184,7 @@ class FrontDoor:
         now = self.loop.time()
         timeout = deadline_from_header(
             request.headers.get(b"x-hanode-timeout") or request.headers.get(b"x-stainless-timeout"),
-            self.settings.request_timeout_s,
+            self.settings.model_timeouts.get(parsed.model, self.settings.request_timeout_s),
             self.settings.max_request_timeout_s,
         )
         Relay(self, responder, parsed, path, body, request_id, extra, now + timeout).start()

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+import structlog
+
 from hanode.engines.base import FailureClass
 from hanode.http.server import Responder
 from hanode.router.errors import send_error
@@ -19,6 +21,8 @@ from hanode.router.outcome import StreamInspector, classify
 from hanode.router.upstream import UpstreamHandle
 from hanode.router.upstream_errors import error_message, retry_after_seconds
 from hanode.router.validation import ParsedRequest
+
+log = structlog.get_logger("hanode.relay")
 
 if TYPE_CHECKING:
     from hanode.router.frontdoor import FrontDoor
@@ -269,6 +273,16 @@ class Relay:
     ) -> None:
         door = self._door
         replica = self._replica
+        log.info(
+            "try_failed",
+            request_id=self._request_id.decode(errors="replace"),
+            model=self.parsed.model,
+            replica=replica,
+            attempt=self._attempts,
+            failure_class=failure.value,
+            status=status,
+            detail=message[:200],
+        )
         self._record_failure(failure, refused=refused, retry_after=retry_after)
         self._release()
         door.metrics.upstream_failures.labels(replica, failure.value).inc()
@@ -311,6 +325,14 @@ class Relay:
             retry_after = self._door.settings.no_replica_retry_after_s
         send_error(self._responder, status, message, code=code, retry_after=retry_after)
         self._account(status, usable=False, complete=False, count_replica=self._replica or "-")
+        log.warning(
+            "request_failed",
+            request_id=self._request_id.decode(errors="replace"),
+            model=self.parsed.model,
+            status=status,
+            attempts=self._attempts,
+            detail=message[:200],
+        )
 
     def _record_failure(
         self, failure: FailureClass, *, refused: bool, retry_after: float | None

@@ -23,6 +23,7 @@ from typing import Any
 import openai
 import pytest
 
+from tests.e2e.conftest import metric_sum
 from tests.support.procs import (
     NodeProcess,
     SimProcess,
@@ -74,6 +75,7 @@ def cluster(
     *,
     sim_args: tuple[str, ...] = FAST_SIM,
     sections: dict[str, dict[str, Any]] | None = None,
+    models: list[dict[str, Any]] | None = None,
     wait_healthy: bool = True,
 ) -> Iterator[Cluster]:
     """``n`` simulators (started in parallel) and one node routing to them."""
@@ -97,6 +99,7 @@ def cluster(
                     for name, sim in zip(names, sims, strict=True)
                 ],
                 sections=merged,
+                models=models,
             )
         )
         node = stack.enter_context(NodeProcess(config, log_path=tmp_path / "node.log"))
@@ -104,23 +107,6 @@ def cluster(
         if wait_healthy:
             node.wait_health(dict.fromkeys(names, "healthy"), timeout=15.0)
         yield c
-
-
-def metric_sum(text: str, name: str, **labels: str) -> float:
-    """Sum of the samples of ``name`` whose labels include ``labels`` (0 when none)."""
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith("#"):
-            continue
-        if line.startswith(name + "{"):
-            found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
-        elif line.startswith(name + " "):
-            found = {}
-        else:
-            continue
-        if all(found.get(k) == v for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def chat(client: openai.OpenAI, content: str = "Say something short.", **kw: Any) -> Any:
@@ -693,3 +679,20 @@ def test_input_limits_refuse_cleanly_and_node_keeps_serving(tmp_path: Path) -> N
         assert c.chat_counts()[0] == tries + 1
         assert_serving(c)
         assert c.node.replicas()["r0"]["health"] == "healthy"
+
+
+def test_per_model_default_deadline(tmp_path: Path) -> None:
+    """A model's own request_timeout_s bounds a request whose replica never starts answering."""
+    with cluster(
+        tmp_path,
+        1,
+        sections={"retry": {"per_try_timeout_s": 30.0}},
+        models=[{"name": MODEL, "request_timeout_s": 0.6}],
+    ) as c:
+        c.sims[0].admin("faults", {"hang": 1.0})
+        t0 = time.monotonic()
+        with pytest.raises(openai.APIStatusError) as info:
+            chat(c.client(timeout=10.0))
+        elapsed = time.monotonic() - t0
+        assert info.value.status_code == 504
+        assert 0.5 <= elapsed < 2.0, elapsed

@@ -340,7 +340,7 @@ def test_cluster_api_and_models_sections(tmp_path: Path) -> None:
     }
     data["api"] = {"listen": "127.0.0.1:9200", "api_keys": ["ctl-key"]}
     data["models"] = [
-        {"name": "m", "min_active": 2, "redundancy": "n_plus_1"},
+        {"name": "m", "min_active": 2, "redundancy": "n_plus_1", "request_timeout_s": 30},
         {"name": "m2", "redundancy": "active_active"},
     ]
     cfg = parse_config(data, str(tmp_path / "hanode.toml"))
@@ -349,9 +349,9 @@ def test_cluster_api_and_models_sections(tmp_path: Path) -> None:
     assert [str(p) for p in cfg.cluster.peers] == ["127.0.0.1:7002", "127.0.0.1:7003"]
     assert cfg.cluster.secret_file == tmp_path / "raft.secret"
     assert cfg.api is not None and cfg.api.api_keys == ("ctl-key",)
-    assert [(m.name, m.min_active, m.redundancy) for m in cfg.models] == [
-        ("m", 2, "n_plus_1"),
-        ("m2", 1, "active_active"),
+    assert [(m.name, m.min_active, m.redundancy, m.request_timeout_s) for m in cfg.models] == [
+        ("m", 2, "n_plus_1", 30.0),
+        ("m2", 1, "active_active", None),
     ]
     assert parse_config(minimal(), SRC).cluster is None  # standalone node
 
