@@ -12,7 +12,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -20,19 +19,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from hanode.devtools.procs import free_port
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 HOST = "127.0.0.1"
 
 
+__all__ = ["BenchError", "Proc", "ProcGroup", "free_port"]
+
+
 class BenchError(RuntimeError):
     """Something the benchmark needs did not work; the message says what and where to look."""
-
-
-def free_port() -> int:
-    """A loopback TCP port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:
