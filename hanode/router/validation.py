@@ -75,7 +75,9 @@ def parse_inference_request(raw: bytes, chat: bool, limits: RequestLimits) -> Pa
         raise RequestError(400, f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise RequestError(400, "request body must be a JSON object")
-    if not _depth_ok(body, limits.max_json_depth):
+    # Depth is at most the number of opening brackets: only walk bodies that could be deep.
+    brackets = raw.count(b"[") + raw.count(b"{")
+    if brackets > limits.max_json_depth and not _depth_ok(body, limits.max_json_depth):
         raise RequestError(400, f"request JSON is nested deeper than {limits.max_json_depth}")
     model = body.get("model")
     if not isinstance(model, str) or not model:

@@ -76,3 +76,9 @@ def test_with_seed_splices_or_reencodes() -> None:
     out = with_seed(raw_null, orjson.loads(raw_null), 7)
     assert orjson.loads(out)["seed"] == 7
     assert out.count(b'"seed"') == 1
+
+
+def test_many_brackets_but_shallow_is_accepted() -> None:
+    items = ",".join('{"role":"user","content":"[x]"}' for _ in range(40))
+    raw = ('{"model":"m","messages":[' + items + "]}").encode()
+    assert parse_inference_request(raw, True, LIMITS).model == "m"
