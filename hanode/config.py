@@ -118,6 +118,8 @@ class ThresholdsConfig:
     gpu_mem_reduce: float = 0.90
     gpu_mem_remove: float = 0.95
     gpu_mem_recover: float = 0.90
+    kv_high: float = 0.85  # weight starts to fall above this KV-cache usage
+    queue_high: float = 16.0  # waiting requests at which a replica's weight is halved
 
 
 @dataclass(frozen=True, slots=True)
@@ -573,6 +575,8 @@ def _parse_thresholds(t: _Table) -> ThresholdsConfig:
         gpu_mem_reduce=t.get_float("gpu_mem_reduce", d.gpu_mem_reduce, gt=0, le=1),
         gpu_mem_remove=t.get_float("gpu_mem_remove", d.gpu_mem_remove, gt=0, le=1),
         gpu_mem_recover=t.get_float("gpu_mem_recover", d.gpu_mem_recover, gt=0, le=1),
+        kv_high=t.get_float("kv_high", d.kv_high, gt=0, le=1),
+        queue_high=t.get_float("queue_high", d.queue_high, gt=0),
     )
 
     def below(low: str, high: str) -> None:

@@ -87,6 +87,8 @@ def _weight_thresholds(config: Config) -> WeightThresholds:
         gpu_mem_prepare=t.gpu_mem_prepare,
         gpu_mem_reduce=t.gpu_mem_reduce,
         gpu_mem_remove=t.gpu_mem_remove,
+        kv_high=t.kv_high,
+        queue_high=t.queue_high,
     )
 
 

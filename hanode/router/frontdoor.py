@@ -96,7 +96,12 @@ class FrontDoor:
         self.events = events
         # Cluster mode: told when a local breaker opens, so every router hears of it.
         self.on_breaker_open: Callable[[str, str, float], None] | None = None
-        self.table = RoutingTable(view, settings.breaker, self.loop.time)
+        self.table = RoutingTable(
+            view,
+            settings.breaker,
+            self.loop.time,
+            on_reset=lambda replica, ts: self.breaker_changed(replica, ts, local=False),
+        )
         self.budget = RetryBudget(settings.retry_budget_ratio, settings.retry_budget_min_per_s)
         self.inflight: dict[str, int] = {}
         self._pools: dict[str, UpstreamPool] = {}

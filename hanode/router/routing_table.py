@@ -8,10 +8,13 @@ is pending, the table refreshes itself at most every ``refresh_s``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from hanode.policies.breaker import BreakerConfig, ReplicaBreaker
+from hanode.policies.breaker import BreakerConfig, ReplicaBreaker, Transition
+from hanode.pool.replica import HealthLevel
 from hanode.pool.snapshot import ModelRoute, PoolSnapshot, PoolView
+
+ResetListener = Callable[[str, Sequence[Transition]], None]
 
 
 class RoutingTable:
@@ -21,6 +24,7 @@ class RoutingTable:
         breaker_config: BreakerConfig,
         clock: Callable[[], float],
         refresh_s: float = 0.25,
+        on_reset: ResetListener | None = None,
     ) -> None:
         self._view = view
         self._config = breaker_config
@@ -31,6 +35,8 @@ class RoutingTable:
         self._version = -1
         self._dirty = True
         self._refresh_at = 0.0
+        self._on_reset = on_reset
+        self._levels: dict[str, HealthLevel] = {}
 
     def breaker(self, replica: str) -> ReplicaBreaker:
         b = self.breakers.get(replica)
@@ -49,6 +55,8 @@ class RoutingTable:
         return self._routes.get(model)
 
     def _rebuild(self, snap: PoolSnapshot, now: float) -> None:
+        if snap.version != self._version:
+            self._reset_restarted(snap, now)
         weighted: dict[str, dict[str, float]] = {m: {} for m in snap.models}
         transient = False
         for name, state in snap.replicas.items():
@@ -64,3 +72,16 @@ class RoutingTable:
         self._version = snap.version
         self._dirty = False
         self._refresh_at = now + (self._refresh_s if transient else 1.0)
+
+    def _reset_restarted(self, snap: PoolSnapshot, now: float) -> None:
+        """A replica back from DOWN (its process failed L1) and serving again is a new
+        process: what its breaker remembers was about the dead one, so start afresh."""
+        for name, state in snap.replicas.items():
+            level = state.observation.level
+            before = self._levels.get(name)
+            self._levels[name] = level
+            breaker = self.breakers.get(name)
+            if before is HealthLevel.DOWN and level.serving and breaker is not None:
+                transitions = breaker.reset(now)
+                if transitions and self._on_reset is not None:
+                    self._on_reset(name, transitions)
