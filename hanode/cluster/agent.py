@@ -71,7 +71,6 @@ class ObservationReporter:
         self._clock = clock
         self._wall = wall
         self._last: dict[str, tuple[Observation, float]] = {}
-        self.sent = 0
 
     def observe(self, name: str, obs: Observation) -> None:
         now = self._clock()
@@ -81,7 +80,6 @@ class ObservationReporter:
         ):
             return
         self._last[name] = (obs, now)
-        self.sent += 1
         self._send(
             {"op": "observe", "replica": name, "obs": observation_doc(obs), "ts": self._wall()}
         )

@@ -8,8 +8,6 @@ leader has assigned a weight, the same pure policy computes one locally.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from hanode.cluster.state import ClusterView
 from hanode.policies.weights import WeightInput, WeightThresholds, compute_weights
 from hanode.pool.replica import AdminState, Role
@@ -43,12 +41,6 @@ class ClusterPool:
     def __init__(self, thresholds: WeightThresholds) -> None:
         self._thresholds = thresholds
         self.snapshot = PoolSnapshot()
-        self._listeners: list[Callable[[PoolSnapshot], None]] = []
 
     def update(self, view: ClusterView) -> None:
         self.snapshot = snapshot_from_view(view, self._thresholds)
-        for listener in self._listeners:
-            listener(self.snapshot)
-
-    def subscribe(self, listener: Callable[[PoolSnapshot], None]) -> None:
-        self._listeners.append(listener)

@@ -78,13 +78,11 @@ class RaftStore:
         password: str | None,
         *,
         election_timeout: tuple[float, float] = (0.4, 1.4),
-        on_leader_change: Callable[[str | None], None] | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._listeners: list[Callable[[ClusterView], None]] = []
         self._view = ClusterView()
         self._last_applied_at = time.monotonic()
-        self._on_leader_change = on_leader_change
         self._address = self_address
         data_dir.mkdir(parents=True, exist_ok=True)
         self._machine = _StateMachine(self._applied_in_raft_thread)
@@ -106,7 +104,6 @@ class RaftStore:
             connectionRetryTime=1.0,
             connectionTimeout=2.0,
             commandsWaitLeader=True,
-            onStateChanged=self._state_changed_in_raft_thread,
             logCompactionMinEntries=2000,
             logCompactionMinTime=60,
         )
@@ -118,12 +115,6 @@ class RaftStore:
         with contextlib.suppress(RuntimeError):  # loop closed during shutdown
             self._loop.call_soon_threadsafe(self._publish, view)
 
-    def _state_changed_in_raft_thread(self, old: int, new: int) -> None:
-        if self._on_leader_change is None:
-            return
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._leader_changed)
-
     # -- on the event loop --------------------------------------------------------------------
     def _publish(self, view: ClusterView) -> None:
         if view.index < self._view.index and view.index != 0:
@@ -132,10 +123,6 @@ class RaftStore:
         self._last_applied_at = time.monotonic()
         for listener in self._listeners:
             listener(view)
-
-    def _leader_changed(self) -> None:
-        if self._on_leader_change is not None:
-            self._on_leader_change(self.status().leader_address)
 
     @property
     def view(self) -> ClusterView:
@@ -175,10 +162,6 @@ class RaftStore:
         if isinstance(outcome, dict) and "error" in outcome:
             raise ConsensusRejected(str(outcome["error"]))
         return outcome.get("result") if isinstance(outcome, dict) else outcome
-
-    def submit_nowait(self, command: Command) -> None:
-        """Fire and forget (observations, heartbeats): the next one supersedes a lost one."""
-        self._machine.execute(orjson.dumps(command), callback=lambda result, error: None)
 
     def status(self) -> StoreStatus:
         raft = self._raft

@@ -232,7 +232,6 @@ class HttpServerProtocol(asyncio.Protocol):
         "_current",
         "_deadline",
         "_head_size",
-        "_header_name",
         "_headers",
         "_in_request",
         "_last_request",
@@ -254,7 +253,6 @@ class HttpServerProtocol(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._url = b""
         self._headers: dict[bytes, bytes] = {}
-        self._header_name = b""
         self._body: list[bytes] = []
         self._body_size = 0
         self._head_size = 0
