@@ -72,6 +72,9 @@ class HostPort:
 class NodeConfig:
     name: str
     data_dir: Path  # relative paths are resolved against the config file's directory
+    # The address other nodes use to reach this node's replicas and APIs; loopback replica
+    # URLs and wildcard listen addresses are replicated with it in their place.
+    advertise_host: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +155,9 @@ class BreakerSettings:
     open_base_s: float = 5.0  # first open period; doubles on each failed probe
     open_max_s: float = 60.0
     half_open_probes: int = 1
+    # Breakers opened by other routers never take more than this share of a model's serving
+    # replicas out of this router's routing; its own breakers still act on what it sees.
+    max_ejection_percent: float = 50.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +170,7 @@ class ClusterConfig:
     planner_interval_s: float = 1.0
     heartbeat_s: float = 10.0  # agents re-send unchanged observations this often
     demote_hold_s: float = 30.0  # calm period before the planner demotes what it promoted
+    node_lease_s: float = 6.0  # a node the leader has not heard from this long is lost
 
 
 @dataclass(frozen=True, slots=True)
@@ -506,7 +513,43 @@ def _normalize_url(url: str) -> tuple[str, str]:
 def _parse_node(t: _Table) -> NodeConfig:
     name = t.get_str("name", pattern=_NAME_RE)
     data_dir = t.get_path("data_dir", required=True)
-    return NodeConfig(name=name, data_dir=data_dir or Path())
+    advertise: str | None = None
+    if t.has("advertise_host"):
+        advertise = t.get_str("advertise_host", "")
+        if "advertise_host" not in t.bad and advertise:
+            host = advertise[1:-1] if advertise.startswith("[") else advertise
+            if not (_HOST_RE.fullmatch(host) or _is_ipv6(host)):
+                t.error("advertise_host", f"{_show(advertise)} is not a valid host")
+            elif is_wildcard_host(host):
+                t.error(
+                    "advertise_host",
+                    f"{_show(advertise)} names no address; give this host's address on the "
+                    "cluster network (or 127.0.0.1 for a cluster that lives on one host)",
+                )
+            advertise = host
+    else:
+        t.known.append("advertise_host")
+    return NodeConfig(name=name, data_dir=data_dir or Path(), advertise_host=advertise or None)
+
+
+def is_loopback_host(host: str) -> bool:
+    """127.0.0.0/8, ::1 and localhost: addresses that mean "this host" wherever they are read."""
+    if host.lower() in ("localhost", "localhost.localdomain") or host.lower().endswith(
+        ".localhost"
+    ):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def is_wildcard_host(host: str) -> bool:
+    """0.0.0.0 and :: listen on every address, so they name none that a peer could dial."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        return False
 
 
 def _read_key_file(t: _Table, path: Path) -> list[str]:
@@ -636,6 +679,9 @@ def _parse_breaker(t: _Table) -> BreakerSettings:
         open_base_s=t.get_float("open_base_s", d.open_base_s, gt=0),
         open_max_s=t.get_float("open_max_s", d.open_max_s, gt=0),
         half_open_probes=t.get_int("half_open_probes", d.half_open_probes, ge=1),
+        max_ejection_percent=t.get_float(
+            "max_ejection_percent", d.max_ejection_percent, ge=0, le=100
+        ),
     )
 
 
@@ -668,6 +714,7 @@ def _parse_cluster(t: _Table) -> ClusterConfig:
         planner_interval_s=t.get_float("planner_interval_s", d.planner_interval_s, gt=0),
         heartbeat_s=t.get_float("heartbeat_s", d.heartbeat_s, gt=0),
         demote_hold_s=t.get_float("demote_hold_s", d.demote_hold_s, ge=0),
+        node_lease_s=t.get_float("node_lease_s", d.node_lease_s, gt=0),
     )
     if cfg.election_min_s >= cfg.election_max_s and not t.bad & {
         "election_min_s",
@@ -763,6 +810,8 @@ def parse_config(data: Mapping[str, Any], source: str) -> Config:
         api=doc.table("api", _parse_api) if "api" in data else None,
         models=_parse_models(doc),
     )
+    if cfg.cluster is not None and cfg.node.advertise_host is None and not errors:
+        errors.extend(_unadvertised(cfg))
     doc.known.extend(("cluster", "api"))  # optional sections: known, for "did you mean"
     for key, value in data.items():
         if key in doc.known:
@@ -781,6 +830,31 @@ def parse_config(data: Mapping[str, Any], source: str) -> Config:
     if errors:
         raise ConfigError(errors)
     return cfg
+
+
+def _unadvertised(cfg: Config) -> list[str]:
+    """Under [cluster], addresses other hosts would dial but cannot without advertise_host."""
+    out: list[str] = []
+    hint = "set [node].advertise_host to this host's address on the cluster network"
+    for i, spec in enumerate(cfg.replicas):
+        host = urlsplit(spec.url).hostname or ""
+        if is_loopback_host(host):
+            out.append(
+                f"{cfg.source}: [[replicas]][{i}].url: {spec.url!r} is on loopback, which other "
+                f"nodes cannot reach; {hint}"
+            )
+    listens = [("[router].listen", cfg.router.listen), ("[metrics].listen", cfg.metrics.listen)]
+    if cfg.cluster is not None:
+        listens.append(("[cluster].raft_listen", cfg.cluster.raft_listen))
+    if cfg.api is not None:
+        listens.append(("[api].listen", cfg.api.listen))
+    for key, hp in listens:
+        if is_wildcard_host(hp.host):
+            out.append(
+                f"{cfg.source}: {key}: {str(hp)!r} listens on every address and names none "
+                f"that other nodes could dial; {hint}"
+            )
+    return out
 
 
 _TOML_POS_RE = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")

@@ -62,7 +62,13 @@ def router_settings(config: Config) -> RouterSettings:
         retry_budget_min_per_s=retry.budget_min_per_s,
         slo_latency_s=config.slo.latency_ms / 1000.0,
         slo_ttft_s=config.slo.ttft_ms / 1000.0,
-        breaker=BreakerConfig(**dataclasses.asdict(config.breaker)),  # same field names
+        breaker=BreakerConfig(
+            **{
+                k: v
+                for k, v in dataclasses.asdict(config.breaker).items()
+                if k != "max_ejection_percent"  # a cluster setting, not one breaker's
+            }
+        ),
     )
 
 

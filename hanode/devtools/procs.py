@@ -318,6 +318,8 @@ def node_config_toml(
     }
     for table, values in (sections or {}).items():
         tables.setdefault(table, {}).update(values)
+    if "cluster" in tables:  # a cluster on one host: peers reach its replicas on loopback
+        tables["node"].setdefault("advertise_host", "127.0.0.1")
     out: list[str] = []
     for table, values in tables.items():
         out.append(f"[{table}]")

@@ -30,6 +30,7 @@ def render(tmp_path: Path, **overrides: Any) -> Path:
         "hanode_data_dir": str(tmp_path / "data"),
         "hanode_config_dir": str(tmp_path),
         "hanode_raft_bind": "10.0.0.11",
+        "hanode_advertise_host": "10.0.0.11",
         "hanode_raft_peers": ["10.0.0.12:7100", "10.0.0.13:7100"],
         "hanode_replicas": [
             {"name": "llama-0", "model": "llama", "url": "http://127.0.0.1:8001", "gpu": 0},
@@ -56,6 +57,7 @@ def test_cluster_config_renders_and_loads(tmp_path: Path) -> None:
     (tmp_path / "api_tokens").write_text("token-1\n")
     cfg = load_config(render(tmp_path, hanode_api_tokens=["token-1"]))
     assert cfg.node.name == "gpu-node-1"
+    assert cfg.node.advertise_host == "10.0.0.11"
     assert cfg.cluster is not None
     assert str(cfg.cluster.raft_listen) == "10.0.0.11:7100"
     assert [str(p) for p in cfg.cluster.peers] == ["10.0.0.12:7100", "10.0.0.13:7100"]

@@ -339,6 +339,7 @@ def test_cluster_api_and_models_sections(tmp_path: Path) -> None:
         "secret_file": "raft.secret",
     }
     data["api"] = {"listen": "127.0.0.1:9200", "api_keys": ["ctl-key"]}
+    data["node"]["advertise_host"] = "10.0.0.11"
     data["models"] = [
         {"name": "m", "min_active": 2, "redundancy": "n_plus_1", "request_timeout_s": 30},
         {"name": "m2", "redundancy": "active_active"},
@@ -353,7 +354,25 @@ def test_cluster_api_and_models_sections(tmp_path: Path) -> None:
         ("m", 2, "n_plus_1", 30.0),
         ("m2", 1, "active_active", None),
     ]
+    assert cfg.node.advertise_host == "10.0.0.11"
     assert parse_config(minimal(), SRC).cluster is None  # standalone node
+
+
+def test_cluster_needs_advertise_host_for_loopback_replicas_and_wildcard_listens() -> None:
+    data = minimal()
+    data["cluster"] = {"raft_listen": "10.0.0.11:7001"}
+    lines = errors_of(data)
+    assert any(
+        line.startswith(f"{SRC}: [[replicas]][0].url: 'http://127.0.0.1:8001' is on loopback")
+        for line in lines
+    ), lines
+    assert any(line.startswith(f"{SRC}: [router].listen: '0.0.0.0:8080'") for line in lines)
+    data["node"]["advertise_host"] = "10.0.0.11"
+    assert parse_config(data, SRC).node.advertise_host == "10.0.0.11"
+    data["node"]["advertise_host"] = "0.0.0.0"
+    assert any("[node].advertise_host: '0.0.0.0' names no address" in x for x in errors_of(data))
+    # Standalone: loopback replicas are what a single host wants.
+    assert parse_config(minimal(), SRC).node.advertise_host is None
 
 
 def test_cluster_mistakes() -> None:
