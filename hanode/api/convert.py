@@ -119,7 +119,37 @@ def _node_to_proto(node: Mapping[str, Any]) -> pb.Node:
     reachable = node.get("reachable")
     if reachable is not None:
         msg.reachable = bool(reachable)
+    msg.lost = bool(node.get("lost"))
+    msg.protocol = _uint(node.get("protocol"))
     return msg
+
+
+def _consensus_to_proto(c: Mapping[str, Any]) -> pb.Consensus:
+    return pb.Consensus(
+        healthy=bool(c.get("healthy")),
+        problem=_str(c.get("problem")),
+        halted=_str(c.get("halted")),
+        term=_uint(c.get("term")),
+        leader_term=_uint(c.get("leader_term")),
+        protocol=_uint(c.get("protocol")),
+        cluster_version=_uint(c.get("cluster_version")),
+        state_digest=_str(c.get("state_digest")),
+        lost_nodes=[str(n) for n in c.get("lost_nodes") or []],
+    )
+
+
+def _consensus_from_proto(c: pb.Consensus) -> dict[str, Any]:
+    return {
+        "healthy": c.healthy,
+        "problem": c.problem or None,
+        "halted": c.halted or None,
+        "term": int(c.term),
+        "leader_term": int(c.leader_term),
+        "protocol": int(c.protocol),
+        "cluster_version": int(c.cluster_version),
+        "state_digest": c.state_digest,
+        "lost_nodes": list(c.lost_nodes),
+    }
 
 
 def _replica_to_proto(r: Mapping[str, Any]) -> pb.Replica:
@@ -177,6 +207,9 @@ def status_to_proto(doc: Mapping[str, Any]) -> pb.Status:
                 commit_index=_uint(freshness.get("commit_index")),
             )
         )
+    consensus = doc.get("consensus")
+    if consensus:
+        msg.consensus.CopyFrom(_consensus_to_proto(consensus))
     return msg
 
 
@@ -225,6 +258,8 @@ def status_from_proto(msg: pb.Status) -> dict[str, Any]:
                 "api_address": n.api_address,
                 "router_address": n.router_address,
                 "reachable": _optional(n, "reachable"),
+                "lost": n.lost,
+                "protocol": int(n.protocol),
             }
             for n in msg.nodes
         ],
@@ -233,6 +268,7 @@ def status_from_proto(msg: pb.Status) -> dict[str, Any]:
         "version": int(msg.version),
         "models": {m.model: {"replicas_serving": m.replicas_serving} for m in msg.models},
         "events": [event_from_proto(e) for e in msg.recent_events],
+        "consensus": _consensus_from_proto(msg.consensus) if msg.HasField("consensus") else None,
     }
 
 

@@ -47,12 +47,32 @@ def _freshness_line(doc: dict[str, Any]) -> str | None:
     return f"quorum: NO (this node's view may be stale; changes are refused)   {line}"
 
 
+def _consensus_lines(doc: dict[str, Any]) -> list[str]:
+    c = doc.get("consensus")
+    if not c:
+        return []
+    out = [
+        f"term {c.get('term', 0)} (leader claim: term {c.get('leader_term', 0)})   "
+        f"protocol {c.get('protocol', '-')}, cluster version {c.get('cluster_version', '-')}   "
+        f"state {c.get('state_digest') or '-'}"
+    ]
+    if c.get("problem"):
+        out.append(f"CONSENSUS FAILED: {c['problem']} (the node is stopping)")
+    if c.get("halted"):
+        out.append(f"HALTED: this node stopped applying cluster commands: {c['halted']}")
+    lost = c.get("lost_nodes") or []
+    if lost:
+        out.append(f"LOST NODES: {', '.join(lost)} (their replicas are out of routing)")
+    return out
+
+
 def status_table(doc: dict[str, Any]) -> str:
     leader = doc.get("leader")
     lines = [f"node: {doc.get('node') or '-'}   leader: {leader or '- (none)'}"]
     fresh = _freshness_line(doc)
     if fresh:
         lines.append(fresh)
+    lines += _consensus_lines(doc)
 
     nodes = doc.get("nodes") or []
     if nodes:
@@ -64,10 +84,14 @@ def status_table(doc: dict[str, Any]) -> str:
                 n.get("api_address") or "-",
                 n.get("router_address") or "-",
                 _yes_no(n.get("reachable")),
+                "LOST" if n.get("lost") else "ok",
+                str(n.get("protocol") or "-"),
             )
             for n in nodes
         ]
-        lines += table(("  NODE", "RAFT", "API", "ROUTER", "REACHABLE"), node_rows)
+        lines += table(
+            ("  NODE", "RAFT", "API", "ROUTER", "REACHABLE", "LEASE", "PROTOCOL"), node_rows
+        )
 
     replicas = doc.get("replicas") or []
     lines.append("")

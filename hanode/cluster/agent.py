@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hanode.cluster.state import Command, observation_doc
+from hanode.cluster.document import Command, observation_doc
 from hanode.pool.replica import Observation
 
 
@@ -83,6 +83,11 @@ class ObservationReporter:
         self._send(
             {"op": "observe", "replica": name, "obs": observation_doc(obs), "ts": self._wall()}
         )
+
+    def sent(self, name: str) -> Observation | None:
+        """The observation of ``name`` last sent, if any."""
+        last = self._last.get(name)
+        return last[0] if last is not None else None
 
     def forget(self, name: str) -> None:
         """Send the next observation of ``name`` whatever it is (e.g. after a lost write)."""

@@ -12,9 +12,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from hanode.cluster.control import ControlError, ControlErrorCode
-from hanode.cluster.runtime import ClusterRuntime
+from hanode.cluster.runtime import CONSENSUS_STALL_S, ClusterRuntime
 from hanode.cluster.store import ConsensusRejected, ConsensusTimeout
-from hanode.pool.replica import AdminState, Role
+from hanode.pool.replica import AdminState, Role, may_serve
 from hanode.router.frontdoor import FrontDoor
 from hanode.status import status_document
 
@@ -34,7 +34,7 @@ class ClusterControl:
     # -- helpers -------------------------------------------------------------------------------
     async def _write(self, command: dict[str, Any], timeout: float = 5.0) -> Any:
         try:
-            return await self.runtime._write(command, timeout)
+            return await self.runtime.write(command, timeout)
         except ConsensusTimeout as exc:
             raise ControlError(ControlErrorCode.UNKNOWN_OUTCOME, str(exc)) from None
         except ConsensusRejected as exc:
@@ -87,10 +87,12 @@ class ClusterControl:
             nodes.append(
                 {
                     "name": name,
-                    "raft_address": info.get("raft", ""),
-                    "api_address": info.get("api", ""),
-                    "router_address": info.get("router", ""),
-                    "reachable": info.get("raft", "") in connected,
+                    "raft_address": info.raft,
+                    "api_address": info.api,
+                    "router_address": info.router,
+                    "reachable": info.raft in connected,
+                    "lost": info.lost,
+                    "protocol": info.protocol,
                 }
             )
         leader = self.runtime.leader_name()
@@ -100,7 +102,7 @@ class ClusterControl:
             "last_applied_age_s": round(time.monotonic() - st.last_applied_at, 3),
             "commit_index": st.commit_index,
         }
-        return status_document(
+        doc = status_document(
             self.node_name,
             self.runtime.pool.snapshot,
             self.door.table.breakers,
@@ -111,22 +113,48 @@ class ClusterControl:
             nodes=nodes,
             freshness=freshness,
         )
+        doc["consensus"] = self.consensus()
+        return doc
+
+    def consensus(self) -> dict[str, Any]:
+        """Whether this node's consensus works and which versions and term it is on."""
+        store = self.runtime.store
+        st = store.status()
+        view = store.view
+        problem = self.runtime.consensus_failure or store.consensus_problem(CONSENSUS_STALL_S)
+        return {
+            "healthy": problem is None and view.halted is None,
+            "problem": problem,
+            "thread_alive": problem is None or "died" not in problem,
+            "halted": view.halted,
+            "term": st.term,
+            "leader_term": view.leader_term,
+            "leader_node": view.leader_node or None,
+            "protocol": store.protocol,
+            "cluster_version": view.cluster_version,
+            "state_digest": view.digest,
+            "applied_index": view.index,
+            "lost_nodes": sorted(view.lost_nodes),
+        }
 
     def breakers(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
+        now = self.door.loop.time()
+        wall = time.time()
         for name, rec in sorted(self.runtime.store.view.breakers.items()):
+            # Replicated as a duration; shown with this router's own breaker deadline.
+            local = self.door.breaker(name).snapshot(now)
+            until = local.get("open_until")
             out.append(
                 {
                     "replica": name,
                     "failure_class": rec.failure_class,
-                    "state": "open" if rec.until > time.time() else "expired",
-                    "until": rec.until,
+                    "state": "open" if isinstance(until, float) else "expired",
+                    "until": wall + (until - now) if isinstance(until, float) else None,
                     "source": "cluster",
                     "node": rec.node,
                 }
             )
-        now = self.door.loop.time()
-        wall = time.time()
         for name, breaker in sorted(self.door.table.breakers.items()):
             snap = breaker.snapshot(now)
             if snap["state"] == "closed":
@@ -171,7 +199,7 @@ class ClusterControl:
 
     def members(self) -> list[dict[str, Any]]:
         st = self.runtime.store.status()
-        names = {info.get("raft", ""): name for name, info in self.runtime.store.view.nodes.items()}
+        names = {info.raft: name for name, info in self.runtime.store.view.nodes.items()}
         connected = set(st.connected)
         return [
             {
@@ -212,9 +240,7 @@ class ClusterControl:
                 for n, r in view.replicas.items()
                 if n != replica
                 and r.spec.model == rec.spec.model
-                and r.role is Role.ACTIVE
-                and r.admin is AdminState.ENABLED
-                and r.observation.level.serving
+                and may_serve(r.role, r.admin, r.observation, r.spec.node in view.lost_nodes)
             ]
             if not others:
                 raise ControlError(
@@ -272,7 +298,7 @@ class ClusterControl:
         self._quorum_or_fail()
         await self._membership(lambda: self.runtime.store.remove_member(address))
         for name, info in self.runtime.store.view.nodes.items():
-            if info.get("raft") == address:
+            if info.raft == address:
                 await self._write({"op": "forget_node", "name": name})
 
     async def transfer_leader(self, target: str | None = None) -> str | None:
@@ -299,7 +325,8 @@ class ClusterControl:
         from hanode._proto.hanode.v1 import control_pb2, control_pb2_grpc
 
         leader = self.runtime.leader_name()
-        api = self.runtime.store.view.nodes.get(leader or "", {}).get("api", "")
+        record = self.runtime.store.view.nodes.get(leader or "")
+        api = record.api if record is not None else ""
         if not leader or not api:
             raise ControlError(ControlErrorCode.UNAVAILABLE, "no leader with a control API known")
         metadata = (("authorization", f"Bearer {self.api_token}"),) if self.api_token else None

@@ -19,9 +19,10 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from hanode.cluster.state import ClusterView, Command, ReplicaRecord
+from hanode.cluster.document import Command
+from hanode.cluster.view import ClusterView, ReplicaRecord
 from hanode.policies.weights import WeightInput, WeightThresholds, compute_weights
-from hanode.pool.replica import AdminState, Role
+from hanode.pool.replica import AdminState, Role, may_serve
 
 WEIGHT_EPSILON = 0.02
 
@@ -54,12 +55,9 @@ class PlannerMemory:
     calm_since: dict[str, float] = field(default_factory=dict)
 
 
-def _serving(rec: ReplicaRecord) -> bool:
-    return (
-        rec.admin is AdminState.ENABLED
-        and rec.observation.level.serving
-        and not rec.observation.gpu_removed
-    )
+def _ready(rec: ReplicaRecord, lost: frozenset[str]) -> bool:
+    """Could serve if active: the one may-serve rule, whatever the replica's role."""
+    return may_serve(Role.ACTIVE, rec.admin, rec.observation, rec.spec.node in lost)
 
 
 def _gpu(rec: ReplicaRecord) -> float:
@@ -95,7 +93,7 @@ def plan_roles(
         by_model.setdefault(rec.spec.model, []).append(rec)
     for model, recs in sorted(by_model.items()):
         policy = policies.get(model, ModelPolicy(model))
-        cmd = _plan_model(recs, policy, settings, memory, now)
+        cmd = _plan_model(recs, policy, settings, memory, now, view.lost_nodes)
         if cmd is not None:
             out.append(cmd)
     return out
@@ -118,17 +116,18 @@ def _plan_model(
     settings: PlannerSettings,
     memory: PlannerMemory,
     now: float,
+    lost: frozenset[str] = frozenset(),
 ) -> Command | None:
     enabled = [r for r in recs if r.admin is AdminState.ENABLED]
     actives = [r for r in enabled if r.role is Role.ACTIVE]
     standbys = sorted(
-        (r for r in enabled if r.role is Role.STANDBY and _serving(r)),
+        (r for r in enabled if r.role is Role.STANDBY and _ready(r, lost)),
         key=lambda r: (_gpu(r), r.spec.name),
     )
-    serving = [r for r in actives if _serving(r)]
+    serving = [r for r in actives if _ready(r, lost)]
     need = 1 if policy.redundancy is Redundancy.PRIMARY_STANDBY else policy.min_active
     model = policy.name
-    if any(r.observed_at <= 0.0 for r in enabled):
+    if any(r.observed_at <= 0.0 and r.spec.node not in lost for r in enabled):
         return None  # a replica has not reported yet (cluster starting): unknown is not lost
 
     if policy.redundancy is Redundancy.ACTIVE_ACTIVE:
@@ -137,10 +136,10 @@ def _plan_model(
             return _promote(standbys[0], "active-active: every enabled replica serves")
         return None
 
-    lost = [r.spec.name for r in actives if not _serving(r)]
+    gone = [r.spec.name for r in actives if not _ready(r, lost)]
     if len(serving) < need and standbys:
         memory.calm_since.pop(model, None)
-        what = f"lost {', '.join(lost)}" if lost else "not enough active replicas"
+        what = f"lost {', '.join(gone)}" if gone else "not enough active replicas"
         return _promote(
             standbys[0],
             f"capacity: {len(serving)}/{need} active replicas of {model} serve ({what})",

@@ -11,12 +11,18 @@ with ``call_soon_threadsafe``. Settings that matter for safety:
 - ``leaderFallbackTimeout`` close to the election timeout, so an isolated leader stops acting
   as leader quickly;
 - dynamic membership, one change at a time.
+
+The store also watches pysyncobj itself: its thread ticking (a dead or stalled consensus thread
+must stop the node, not leave it serving an empty view), and, on the leader, when each peer last
+answered, on the leader's own monotonic clock (the node leases).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,8 +33,10 @@ import structlog
 from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.syncobj import FAIL_REASON
 
-from hanode.cluster.state import ClusterView, Command, CommandError, apply, empty_doc, freeze
+from hanode.cluster.document import PROTOCOL, Command, empty_doc, upgrade_doc
+from hanode.cluster.state import CommandError, IncompatibleCommand, apply
 from hanode.cluster.store import ConsensusRejected, ConsensusTimeout, StoreStatus
+from hanode.cluster.view import ClusterView, freeze
 
 log = structlog.get_logger("hanode.raft")
 
@@ -40,33 +48,85 @@ _FAIL_NAMES = {
 
 
 class _StateMachine(SyncObjConsumer):  # type: ignore[misc]
-    """The replicated document. Attributes set before ``super().__init__`` are not replicated."""
+    """The replicated document. Attributes set before ``super().__init__`` are not replicated.
 
-    def __init__(self, on_applied: Callable[[dict[str, Any], int], None]) -> None:
+    A command this code cannot apply (a newer protocol) halts the machine: it and every later
+    command are kept, unapplied, in ``backlog`` (which the dump keeps too), so the state never
+    diverges; a node restarted with newer code applies the backlog and goes on.
+    """
+
+    def __init__(
+        self, on_applied: Callable[[dict[str, Any], int, str | None], None], protocol: int
+    ) -> None:
         self._on_applied = on_applied
         self._applied = 0
+        self._protocol = protocol
         super().__init__()
         self.doc: dict[str, Any] = empty_doc()  # replicated and dumped
+        self.halted: str | None = None
+        self.backlog: list[bytes] = []
 
     @replicated  # type: ignore[untyped-decorator]
     def execute(self, payload: bytes) -> dict[str, Any]:
         """Runs on every node, in log order, in pysyncobj's thread."""
         self._applied += 1
+        if self.halted is not None:
+            self.backlog.append(payload)
+            return {"error": f"node halted: {self.halted}"}
+        outcome = self._apply(payload)
+        self._on_applied(self.doc, self._applied, self.halted)
+        return outcome
+
+    def _apply(self, payload: bytes) -> dict[str, Any]:
         try:
             cmd = orjson.loads(payload)
-            result = apply(self.doc, cmd)
+            if not isinstance(cmd, dict):
+                raise CommandError("a command is a JSON object")
+            result = apply(self.doc, cmd, self._protocol)
+        except IncompatibleCommand as exc:
+            self.halted = str(exc)
+            self.backlog.append(payload)
+            log.error("raft_halted", reason=self.halted)
+            return {"error": f"node halted: {self.halted}", "halted": True}
         except (CommandError, KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
             return {"error": str(exc) or type(exc).__name__}
-        self._on_applied(self.doc, self._applied)
         return {"result": result}
 
     def _deserialize(self, data: dict[str, Any]) -> None:
         super()._deserialize(data)
-        self._on_applied(self.doc, self._applied)
+        upgrade_doc(self.doc)
+        if self.halted is not None:  # maybe this code can apply what an older one could not
+            backlog, self.backlog, self.halted = self.backlog, [], None
+            for i, payload in enumerate(backlog):
+                if self._apply(payload).get("halted"):
+                    self.backlog.extend(backlog[i + 1 :])
+                    break
+        self._on_applied(self.doc, self._applied, self.halted)
 
 
 class _Raft(SyncObj):  # type: ignore[misc]
-    pass
+    """pysyncobj with a heartbeat: each tick of its thread is stamped, so a stalled or dead
+    consensus thread can be told from a quiet cluster."""
+
+    last_tick = time.monotonic()
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:
+        super()._onTick(timeToWait)
+        self.last_tick = time.monotonic()
+
+
+def _protocol() -> int:
+    """This node's protocol; HANODE_PROTOCOL lowers it to rehearse a mixed-version rollout."""
+    text = os.environ.get("HANODE_PROTOCOL", "")
+    if text.isdigit() and 1 <= int(text) <= PROTOCOL:
+        return int(text)
+    return PROTOCOL
+
+
+def _env_int(name: str, default: int) -> int:
+    """Test drills force log compaction early (HANODE_RAFT_COMPACTION_*): 1 or more."""
+    text = os.environ.get(name, "")
+    return int(text) if text.isdigit() and int(text) >= 1 else default
 
 
 class RaftStore:
@@ -84,8 +144,9 @@ class RaftStore:
         self._view = ClusterView()
         self._last_applied_at = time.monotonic()
         self._address = self_address
+        self.protocol = _protocol()
         data_dir.mkdir(parents=True, exist_ok=True)
-        self._machine = _StateMachine(self._applied_in_raft_thread)
+        self._machine = _StateMachine(self._applied_in_raft_thread, self.protocol)
         low, high = election_timeout
         conf = SyncObjConf(
             password=password,
@@ -104,14 +165,15 @@ class RaftStore:
             connectionRetryTime=1.0,
             connectionTimeout=2.0,
             commandsWaitLeader=True,
-            logCompactionMinEntries=2000,
-            logCompactionMinTime=60,
+            logCompactionMinEntries=_env_int("HANODE_RAFT_COMPACTION_ENTRIES", 2000),
+            logCompactionMinTime=_env_int("HANODE_RAFT_COMPACTION_S", 60),
         )
         self._raft = _Raft(self_address, peers, conf, consumers=[self._machine])
+        self._raft.last_tick = time.monotonic()
 
     # -- from pysyncobj's thread ----------------------------------------------------------------
-    def _applied_in_raft_thread(self, doc: dict[str, Any], index: int) -> None:
-        view = freeze(doc, index)  # built here, so the loop only swaps a reference
+    def _applied_in_raft_thread(self, doc: dict[str, Any], index: int, halted: str | None) -> None:
+        view = freeze(doc, index, halted)  # built here, so the loop only swaps a reference
         with contextlib.suppress(RuntimeError):  # loop closed during shutdown
             self._loop.call_soon_threadsafe(self._publish, view)
 
@@ -163,6 +225,37 @@ class RaftStore:
             raise ConsensusRejected(str(outcome["error"]))
         return outcome.get("result") if isinstance(outcome, dict) else outcome
 
+    def consensus_problem(self, stall_s: float) -> str | None:
+        """Why consensus cannot be trusted to work any more (None: it is ticking)."""
+        thread = getattr(self._raft, "_SyncObj__thread", None)
+        if isinstance(thread, threading.Thread) and not thread.is_alive():
+            return "the consensus thread has died"
+        age = time.monotonic() - self._raft.last_tick
+        if age > stall_s:
+            return f"the consensus thread has not ticked for {age:.1f}s"
+        return None
+
+    def peer_silence(self) -> dict[str, float] | None:
+        """Seconds since each peer last answered this node, on this node's monotonic clock;
+        None unless this node leads (only a leader hears from every peer). pysyncobj keeps
+        these times privately; a version that renames them yields None, and leases pause."""
+        raft = self._raft
+        if not raft._isLeader():
+            return None
+        times = getattr(raft, "_SyncObj__lastResponseTime", None)
+        if not isinstance(times, dict):
+            return None
+        for _ in range(3):  # the consensus thread may change it while we copy
+            try:
+                copied = dict(times)
+                break
+            except RuntimeError:
+                continue
+        else:
+            return None
+        now = time.monotonic()
+        return {getattr(node, "address", str(node)): now - t for node, t in copied.items()}
+
     def status(self) -> StoreStatus:
         raft = self._raft
         leader = raft._getLeader()
@@ -178,6 +271,7 @@ class RaftStore:
             last_applied_at=self._last_applied_at,
             members=tuple(members),
             connected=connected,
+            term=int(raft.raftCurrentTerm),
         )
 
     async def add_member(self, address: str, timeout: float = 10.0) -> None:

@@ -1,11 +1,13 @@
-"""A node's part in the cluster: wires the store to the router, the agent and the planner.
+"""A node's part in the cluster: wires the store to the router, the agent and the leader loop.
 
 - every applied state becomes the router's pool snapshot (fail static: a node cut off from the
   majority keeps routing on the last state it saw, plus its local breakers);
-- a breaker opened by this node's router is replicated; breakers opened elsewhere are forced
-  open locally; operator resets travel the same way;
+- a breaker this node's router opened on evidence about the replica itself is replicated as a
+  duration; breakers opened elsewhere are forced open locally, within the ejection limit;
+  operator resets travel the same way;
 - this node's health checkers report through the agent (hysteresis, heartbeat);
-- the leader runs the planner (weights, promotions, demotions) and expires old breakers.
+- the consensus thread is watched: if it dies or stalls, the node says so and stops;
+- the leader loop (``leader.py``) runs on every node and acts while its node leads.
 Every write is idempotent, so a timed-out write is simply retried later.
 """
 
@@ -14,32 +16,45 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping
-from typing import Any
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any, Protocol
 
 import structlog
 
+from hanode.cluster.addresses import advertised_hostport, advertised_url
 from hanode.cluster.agent import ObservationReporter, ReportHysteresis
-from hanode.cluster.planner import (
-    ModelPolicy,
-    PlannerMemory,
-    PlannerSettings,
-    Redundancy,
-    plan_roles,
-    plan_weights,
-)
+from hanode.cluster.document import Command, spec_doc, stamp
+from hanode.cluster.leader import LeaderLoop, LeaderSettings
+from hanode.cluster.planner import ModelPolicy, PlannerSettings, Redundancy
 from hanode.cluster.pool import ClusterPool
-from hanode.cluster.state import ClusterView, Command, spec_doc
 from hanode.cluster.store import ClusterStore, ConsensusRejected, ConsensusTimeout
+from hanode.cluster.view import ClusterView
 from hanode.config import Config
 from hanode.engines.base import FailureClass
 from hanode.events import Event, EventLog
+from hanode.policies.breaker import ReplicaBreaker, Transition
+from hanode.policies.ejection import may_eject_for_peer
 from hanode.policies.weights import WeightThresholds
-from hanode.router.frontdoor import FrontDoor
 
 log = structlog.get_logger("hanode.cluster")
 
 _LOCAL_ONLY_EVENTS = {"health"}  # the state machine records these itself
+CONSENSUS_STALL_S = 10.0  # a consensus thread silent this long is taken for dead
+
+
+class BreakerPort(Protocol):
+    """What the cluster needs of a router: its breakers, and a way to report changes."""
+
+    loop: asyncio.AbstractEventLoop
+    on_breaker_open: Callable[[str, str, float], None] | None
+
+    def breaker(self, replica: str) -> ReplicaBreaker: ...
+
+    def breaker_changed(
+        self, replica: str, transitions: Sequence[Transition], *, local: bool = True
+    ) -> None: ...
 
 
 class ClusterRuntime:
@@ -49,45 +64,56 @@ class ClusterRuntime:
         store: ClusterStore,
         thresholds: WeightThresholds,
         events: EventLog,
+        on_fatal: Callable[[str], None] | None = None,
     ) -> None:
         assert config.cluster is not None
         self.config = config
         self.node = config.node.name
         self.store = store
-        self.pool = ClusterPool(thresholds)
+        self.pool = ClusterPool(thresholds, {s.name: s for s in config.replicas})
         self.events = events
+        self.on_fatal = on_fatal
+        self.consensus_failure: str | None = None
         self.reporter = ObservationReporter(
             self._send_observation, ReportHysteresis(heartbeat_s=config.cluster.heartbeat_s)
         )
-        self.policies: Mapping[str, ModelPolicy] = {
+        policies: Mapping[str, ModelPolicy] = {
             m.name: ModelPolicy(m.name, m.min_active, Redundancy(m.redundancy))
             for m in config.models
         }
-        t = config.thresholds
-        self.planner_settings = PlannerSettings(
+        planner = PlannerSettings(
             weights=thresholds,
-            gpu_prepare=t.gpu_mem_prepare,
+            gpu_prepare=config.thresholds.gpu_mem_prepare,
             demote_hold_s=config.cluster.demote_hold_s,
         )
-        self.memory = PlannerMemory()
-        self.door: FrontDoor | None = None
+        self.leader = LeaderLoop(
+            self.node,
+            store,
+            self.write,
+            policies,
+            planner,
+            LeaderSettings(config.cluster.planner_interval_s, config.cluster.node_lease_s),
+        )
+        self.max_ejection_percent = config.breaker.max_ejection_percent
+        self.door: BreakerPort | None = None
         self._loop = asyncio.get_running_loop()
         self._tasks: list[asyncio.Task[None]] = []
-        self._seen_breakers: dict[str, float] = {}
-        self._seen_resets: dict[str, float] = {}
-        self._was_leader = False
+        self._seen_breakers: set[tuple[str, str]] = set()
+        self._seen_resets: dict[str, float] | None = None  # None until the first view
+        self.skipped_peer_opens = 0
         store.subscribe(self._on_view)
         events.subscribe(self._forward_event)
 
     # -- start and stop ------------------------------------------------------------------------
-    def attach(self, door: FrontDoor) -> None:
+    def attach(self, door: BreakerPort) -> None:
         self.door = door
         door.on_breaker_open = self._local_breaker_opened
         self._on_view(self.store.view)
 
     def start(self, addresses: Mapping[str, str]) -> None:
         self._tasks.append(self._loop.create_task(self._register(addresses)))
-        self._tasks.append(self._loop.create_task(self._leader_loop()))
+        self._tasks.append(self._loop.create_task(self.leader.run()))
+        self._tasks.append(self._loop.create_task(self._watch_consensus()))
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -97,14 +123,15 @@ class ClusterRuntime:
                 await task
 
     # -- writes --------------------------------------------------------------------------------
-    async def _write(self, command: Command, timeout: float = 3.0) -> Any:
+    async def write(self, command: Command, timeout: float = 3.0) -> Any:
+        """Replicate one command (stamped with the protocol it needs and a display time)."""
         command.setdefault("ts", time.time())
-        return await self.store.submit(command, timeout)
+        return await self.store.submit(stamp(command), timeout)
 
-    def _spawn_write(self, command: Command, on_failure: Any = None) -> None:
+    def _spawn_write(self, command: Command, on_failure: Callable[[], None] | None = None) -> None:
         async def go() -> None:
             try:
-                await self._write(command)
+                await self.write(command)
             except (ConsensusTimeout, ConsensusRejected) as exc:
                 log.info("cluster_write_failed", op=command.get("op"), error=str(exc))
                 if on_failure is not None:
@@ -116,17 +143,34 @@ class ClusterRuntime:
         replica = str(command["replica"])
         self._spawn_write(command, on_failure=lambda: self.reporter.forget(replica))
 
+    def advertised(self, addresses: Mapping[str, str]) -> dict[str, str]:
+        """This node's addresses as other nodes must dial them."""
+        host = self.config.node.advertise_host
+        return {k: advertised_hostport(v, host) if v else v for k, v in addresses.items()}
+
     async def _register(self, addresses: Mapping[str, str]) -> None:
         """Announce this node and its replicas; retried until the cluster has taken them."""
-        commands: list[Command] = [{"op": "register_node", "name": self.node, **addresses}]
+        host = self.config.node.advertise_host
+        commands: list[Command] = [
+            {
+                "op": "register_node",
+                "name": self.node,
+                "protocol": self.store.protocol,
+                **self.advertised(addresses),
+            }
+        ]
         commands += [
-            {"op": "register_replica", "spec": spec_doc(spec)} for spec in self.config.replicas
+            {
+                "op": "register_replica",
+                "spec": spec_doc(replace(s, url=advertised_url(s.url, host))),
+            }
+            for s in self.config.replicas
         ]
         delay = 0.2
         for command in commands:
             while True:
                 try:
-                    await self._write(dict(command), timeout=5.0)
+                    await self.write(dict(command), timeout=5.0)
                     break
                 except (ConsensusTimeout, ConsensusRejected) as exc:
                     log.info("cluster_register_retry", op=command["op"], error=str(exc))
@@ -136,40 +180,94 @@ class ClusterRuntime:
             self.reporter.forget(spec.name)  # report current health right away
         log.info("cluster_registered", node=self.node, replicas=len(self.config.replicas))
 
+    # -- the consensus thread ------------------------------------------------------------------
+    async def _watch_consensus(self) -> None:
+        while self.consensus_failure is None:
+            await asyncio.sleep(1.0)
+            problem = self.store.consensus_problem(CONSENSUS_STALL_S)
+            if problem is not None:
+                self.consensus_failure = problem
+                log.error("consensus_failed", node=self.node, problem=problem)
+                if self.on_fatal is not None:
+                    self.on_fatal(problem)
+
     # -- applied states ------------------------------------------------------------------------
     def _on_view(self, view: ClusterView) -> None:
         self.pool.update(view)
+        self._resend_changed_observations(view)
         door = self.door
         if door is None:
             return
-        now = self._loop.time()
-        wall = time.time()
+        self._apply_peer_breakers(door, view)
+        self._apply_resets(door, view)
+
+    def _resend_changed_observations(self, view: ClusterView) -> None:
+        """When the state says something else of our replicas than we last reported (a lease
+        marked them down, say), report afresh instead of waiting for the heartbeat."""
+        for spec in self.config.replicas:
+            rec = view.replicas.get(spec.name)
+            sent = self.reporter.sent(spec.name)
+            if rec is not None and sent is not None and rec.observation.level != sent.level:
+                self.reporter.forget(spec.name)
+
+    def _apply_peer_breakers(self, door: BreakerPort, view: ClusterView) -> None:
+        now = door.loop.time()
+        current = {(name, rec.id) for name, rec in view.breakers.items()}
+        self._seen_breakers &= current
+        snap = self.pool.snapshot
         for name, rec in view.breakers.items():
-            if rec.node == self.node or self._seen_breakers.get(name) == rec.until:
+            key = (name, rec.id)
+            if rec.node == self.node or key in self._seen_breakers:
                 continue
-            self._seen_breakers[name] = rec.until
+            self._seen_breakers.add(key)
+            state = snap.replicas.get(name)
+            if state is None:
+                continue
+            route = snap.routes.get(state.spec.model)
+            serving = route.names if route is not None else ()
+            ejected = sum(1 for n in serving if door.breaker(n).snapshot(now)["state"] == "open")
+            if name in serving and not may_eject_for_peer(
+                len(serving), ejected, self.max_ejection_percent
+            ):
+                self.skipped_peer_opens += 1
+                log.warning(
+                    "peer_breaker_not_applied",
+                    replica=name,
+                    opened_by=rec.node,
+                    reason=f"ejection limit: {ejected} of {len(serving)} serving replicas of "
+                    f"{state.spec.model} already out (max {self.max_ejection_percent:g}%)",
+                )
+                continue
             try:
                 failure = FailureClass(rec.failure_class)
             except ValueError:
                 failure = FailureClass.SERVER_ERROR
-            transitions = door.table.breaker(name).force_open(now, failure, now + rec.until - wall)
+            transitions = door.breaker(name).force_open(now, failure, now + rec.open_s)
             door.breaker_changed(name, transitions, local=False)
+
+    def _apply_resets(self, door: BreakerPort, view: ClusterView) -> None:
+        if self._seen_resets is None:  # resets from before we started are about old breakers
+            self._seen_resets = dict(view.resets)
+            return
+        now = door.loop.time()
         for name, ts in view.resets.items():
-            if self._seen_resets.get(name, 0.0) < ts:
-                first = name not in self._seen_resets
+            if self._seen_resets.get(name) != ts:
                 self._seen_resets[name] = ts
-                if not first or wall - ts < 60:
-                    door.breaker_changed(name, door.table.breaker(name).reset(now), local=False)
+                door.breaker_changed(name, door.breaker(name).reset(now), local=False)
 
     def _local_breaker_opened(self, replica: str, failure_class: str, until_mono: float) -> None:
-        until = time.time() + (until_mono - self._loop.time())
+        open_s = until_mono - self._loop.time()
+        view = self.store.view
+        if open_s <= 0.0 or min(view.cluster_version, self.store.protocol) < 2:
+            return  # an older member could not apply a duration: keep the breaker local
         self._spawn_write(
             {
                 "op": "open_breaker",
                 "replica": replica,
                 "failure_class": failure_class,
-                "until": until,
+                "open_s": round(open_s, 3),
                 "node": self.node,
+                "id": f"{self.node}-{uuid.uuid4().hex[:12]}",
             }
         )
 
@@ -186,62 +284,12 @@ class ClusterRuntime:
             }
         )
 
-    # -- the leader's loop ---------------------------------------------------------------------
-    async def _leader_loop(self) -> None:
-        assert self.config.cluster is not None
-        interval = self.config.cluster.planner_interval_s
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self._plan_once()
-            except (ConsensusTimeout, ConsensusRejected) as exc:
-                log.info("planner_write_failed", error=str(exc))
-            except Exception:
-                log.exception("planner_failed")
-
-    async def _plan_once(self) -> None:
-        status = self.store.status()
-        if not status.is_leader or not status.has_quorum:
-            if self._was_leader:
-                log.warning("leadership_lost", node=self.node)
-            self._was_leader = False
-            return
-        if not self._was_leader:
-            self._was_leader = True
-            self.memory = PlannerMemory()  # a new leader starts its hold timers afresh
-            await self._write(
-                {
-                    "op": "add_event",
-                    "kind": "leader",
-                    "subject": self.node,
-                    "message": f"{self.node} is the leader",
-                    "fields": {},
-                }
-            )
-        view = self.store.view
-        weights = plan_weights(view, self.planner_settings)
-        if weights is not None:
-            await self._write(weights)
-        for command in plan_roles(
-            view, self.policies, self.planner_settings, self.memory, time.time()
-        ):
-            log.info(
-                "planner_decision",
-                replica=command["replica"],
-                role=command["role"],
-                reason=command["reason"],
-            )
-            await self._write(command)
-        wall = time.time()
-        if any(b.until <= wall for b in view.breakers.values()):
-            await self._write({"op": "expire_breakers"})
-
     # -- reads for status and the control API --------------------------------------------------
     def leader_name(self) -> str | None:
         address = self.store.status().leader_address
         if address is None:
             return None
         for name, info in self.store.view.nodes.items():
-            if info.get("raft") == address:
+            if info.raft == address:
                 return name
         return None

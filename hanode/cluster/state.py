@@ -1,55 +1,75 @@
-"""The replicated cluster state and the commands that change it.
+"""The cluster's state machine: the commands that change the replicated document.
 
-The state is a plain document (dicts, lists, str, float, bool): it is what the Raft log
-replays and what the full dump pickles, so it stays version-tolerant and safe to load.
-:func:`apply` is the state machine: deterministic, no clock, no I/O, and idempotent (applying a
+:func:`apply` is deterministic, reads no clock and does no I/O, and is idempotent (applying a
 command twice leaves the same state), because a consensus timeout is an unknown outcome and the
-caller may repeat the command.
+caller may repeat the command. Commands carry the writer's wall-clock ``ts`` for event records
+only; nothing compares it with another host's clock.
 
-Readers never see the document: :func:`freeze` turns it into an immutable
-:class:`ClusterView` after each applied command.
+Fencing: a new leader first writes ``claim_leader`` with its Raft term; every leader decision
+(weights, planned role changes, leases, breaker expiry) carries that term and is refused unless
+it matches the recorded claim, so a deposed leader's late writes never apply.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
-from hanode.pool.replica import AdminState, HealthLevel, Observation, ReplicaSpec, Role
-
-MAX_EVENTS = 500
-
-Doc = dict[str, Any]
-Command = dict[str, Any]
-
-_OBS_FIELDS = (
-    "gpu_mem_frac",
-    "kv_usage",
-    "queue_depth",
-    "running",
-    "latency_ms",
-    "ttft_ms",
+from hanode.cluster.document import (
+    MAX_EVENTS,
+    OBS_FIELDS,
+    PROTOCOL,
+    Command,
+    Doc,
+    command_protocol,
 )
-
-
-def empty_doc() -> Doc:
-    return {"nodes": {}, "replicas": {}, "weights": {}, "breakers": {}, "events": [], "seq": 0}
+from hanode.pool.replica import AdminState, HealthLevel, Role
 
 
 class CommandError(ValueError):
-    """A command that cannot apply (unknown replica, bad shape). The state is unchanged."""
+    """A command that cannot apply (unknown replica, bad shape). The state is unchanged, and
+    every node with the same code agrees on that."""
+
+
+class Fenced(CommandError):
+    """A leader decision from a leader that is no longer the one the cluster follows."""
+
+
+class IncompatibleCommand(Exception):
+    """A command this code does not know how to apply (written by a newer protocol): applying
+    the rest of the log without it would diverge from the nodes that can."""
 
 
 # -- the state machine ------------------------------------------------------------------------
-def apply(doc: Doc, cmd: Command) -> Any:
-    """Apply ``cmd`` to ``doc`` in place; returns the command's result (or raises CommandError)."""
+def apply(doc: Doc, cmd: Command, protocol: int = PROTOCOL) -> Any:
+    """Apply ``cmd`` to ``doc`` in place; returns the command's result. Raises CommandError
+    (state unchanged) or IncompatibleCommand (``cmd`` needs more than ``protocol``)."""
     op = cmd.get("op")
-    handler = _HANDLERS.get(op) if isinstance(op, str) else None
-    if handler is None:
-        raise CommandError(f"unknown command {op!r}")
+    if not isinstance(op, str):
+        raise CommandError(f"command without an op: {op!r}")
+    needed = command_protocol(cmd)
+    handler = _HANDLERS.get(op)
+    if handler is None or needed > protocol:
+        shown = "unknown" if needed == float("inf") else f"protocol {int(needed)}"
+        raise IncompatibleCommand(
+            f"command {op!r} needs {shown}; this node speaks protocol {protocol}"
+        )
     return handler(doc, cmd)
+
+
+def _fence(doc: Doc, cmd: Command, *, required: bool) -> None:
+    """Refuse a leader decision unless it comes from the leader whose claim is recorded."""
+    if "term" not in cmd:
+        if required:
+            raise Fenced(f"{cmd.get('op')!r} is a leader decision and needs a term")
+        return
+    leader = doc.get("leader") or {}
+    want = (str(leader.get("node", "")), int(leader.get("term", 0)))
+    got = (str(cmd.get("leader", "")), int(cmd["term"]))
+    if got != want:
+        raise Fenced(
+            f"fenced: {cmd.get('op')!r} from {got[0] or '?'} (term {got[1]}), but the cluster "
+            f"follows {want[0] or 'no leader'} (term {want[1]})"
+        )
 
 
 def _event(doc: Doc, ts: float, kind: str, subject: str, message: str, **fields: Any) -> None:
@@ -79,8 +99,11 @@ def _replica(doc: Doc, name: Any) -> dict[str, Any]:
 
 def _register_node(doc: Doc, cmd: Command) -> None:
     name = str(cmd["name"])
-    info = {k: str(cmd.get(k, "")) for k in ("raft", "api", "router", "ops")}
+    info: dict[str, Any] = {k: str(cmd.get(k, "")) for k in ("raft", "api", "router", "ops")}
+    info["protocol"] = int(cmd.get("protocol", 1))
     known = doc["nodes"].get(name)
+    if known is not None and known.get("lost"):
+        info["lost"] = True  # only the leader's lease says when it is back
     doc["nodes"][name] = info
     if known is None:
         _event(doc, float(cmd["ts"]), "membership", name, "node registered", **info)
@@ -109,7 +132,7 @@ def _observe(doc: Doc, cmd: Command) -> None:
     rec = _replica(doc, cmd["replica"])
     old_level = int(rec["obs"].get("level", 0))
     obs = {"level": int(cmd["obs"]["level"])}
-    for key in (*_OBS_FIELDS, "gpu_removed", "reason"):
+    for key in (*OBS_FIELDS, "gpu_removed", "reason"):
         if key in cmd["obs"]:
             obs[key] = cmd["obs"][key]
     rec["obs"] = obs
@@ -141,6 +164,7 @@ def _set_admin(doc: Doc, cmd: Command) -> list[str]:
 
 
 def _set_role(doc: Doc, cmd: Command) -> bool:
+    _fence(doc, cmd, required=False)
     rec = _replica(doc, cmd["replica"])
     role = Role(cmd["role"]).value
     if rec["role"] == role:
@@ -160,22 +184,28 @@ def _set_role(doc: Doc, cmd: Command) -> bool:
 
 
 def _set_weights(doc: Doc, cmd: Command) -> None:
+    _fence(doc, cmd, required=False)
     weights = {str(k): float(v) for k, v in cmd["weights"].items() if k in doc["replicas"]}
     doc["weights"] = weights
 
 
 def _open_breaker(doc: Doc, cmd: Command) -> bool:
-    """Record a breaker some router opened; a later ``until`` extends, an earlier one is ignored."""
+    """Record a breaker some router opened, for ``open_s`` seconds from when each router
+    applies it (a duration: hosts' clocks are not compared). Keyed by the open's ``id``, so a
+    repeated command changes nothing; a new open of the same replica replaces the record."""
     name = str(cmd["replica"])
     _replica(doc, name)
+    open_s = float(cmd["open_s"])
+    if not 0.0 < open_s < 86400.0:
+        raise CommandError(f"open_s must be in (0, 86400), got {open_s!r}")
     current = doc["breakers"].get(name)
-    until = float(cmd["until"])
-    if current is not None and float(current["until"]) >= until:
+    if current is not None and current["id"] == str(cmd["id"]):
         return False
     doc["breakers"][name] = {
         "failure_class": str(cmd["failure_class"]),
-        "until": until,
+        "open_s": open_s,
         "node": str(cmd.get("node", "")),
+        "id": str(cmd["id"]),
         "opened": float(cmd["ts"]),
     }
     if current is None:
@@ -202,10 +232,72 @@ def _reset_breaker(doc: Doc, cmd: Command) -> bool:
     return removed
 
 
-def _expire_breakers(doc: Doc, cmd: Command) -> None:
-    now = float(cmd["ts"])
-    for name in [n for n, b in doc["breakers"].items() if float(b["until"]) <= now]:
+def _expire_breakers(doc: Doc, cmd: Command) -> list[str]:
+    """The leader's verdict that these opens are over (it times them on its own clock)."""
+    _fence(doc, cmd, required=True)
+    ids: dict[str, Any] = dict(cmd["ids"])
+    gone = [n for n, b in doc["breakers"].items() if ids.get(n) == b["id"]]
+    for name in gone:
         del doc["breakers"][name]
+    return gone
+
+
+def _claim_leader(doc: Doc, cmd: Command) -> bool:
+    """A new leader's first write: the term its later decisions are fenced with."""
+    node, term = str(cmd["node"]), int(cmd["term"])
+    leader = doc.setdefault("leader", {"node": "", "term": 0})
+    if (leader["node"], int(leader["term"])) == (node, term):
+        return False
+    if term <= int(leader["term"]):
+        raise Fenced(
+            f"stale leader claim: {node} (term {term}), the cluster follows "
+            f"{leader['node'] or 'no leader'} (term {leader['term']})"
+        )
+    doc["leader"] = {"node": node, "term": term}
+    _event(doc, float(cmd["ts"]), "leader", node, f"{node} is the leader", term=term)
+    return True
+
+
+def _node_lost(doc: Doc, cmd: Command) -> list[str]:
+    """The leader has not heard from a node for a lease: its replicas leave routing everywhere
+    (observed DOWN) until the node itself reports them again."""
+    _fence(doc, cmd, required=True)
+    name = str(cmd["name"])
+    node = doc["nodes"].get(name)
+    if node is None:
+        raise CommandError(f"unknown node {name!r}")
+    if node.get("lost"):
+        return []
+    node["lost"] = True
+    ts = float(cmd["ts"])
+    silent = float(cmd.get("silent_s", 0.0))
+    gone = sorted(n for n, r in doc["replicas"].items() if r["spec"].get("node") == name)
+    for replica in gone:
+        rec = doc["replicas"][replica]
+        rec["obs"] = {"level": int(HealthLevel.DOWN), "reason": f"node {name} lost"}
+        rec["obs_ts"] = ts
+    _event(
+        doc,
+        ts,
+        "membership",
+        name,
+        f"node lost: {cmd.get('leader', '?')} has not heard from it for {silent:.1f}s",
+        replicas=gone,
+    )
+    return gone
+
+
+def _node_back(doc: Doc, cmd: Command) -> bool:
+    _fence(doc, cmd, required=True)
+    name = str(cmd["name"])
+    node = doc["nodes"].get(name)
+    if node is None:
+        raise CommandError(f"unknown node {name!r}")
+    if not node.get("lost"):
+        return False
+    node["lost"] = False
+    _event(doc, float(cmd["ts"]), "membership", name, "node back")
+    return True
 
 
 def _forget_node(doc: Doc, cmd: Command) -> list[str]:
@@ -245,108 +337,7 @@ _HANDLERS = {
     "expire_breakers": _expire_breakers,
     "add_event": _add_event,
     "forget_node": _forget_node,
+    "claim_leader": _claim_leader,
+    "node_lost": _node_lost,
+    "node_back": _node_back,
 }
-
-
-# -- immutable views for readers --------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class ReplicaRecord:
-    spec: ReplicaSpec
-    role: Role
-    admin: AdminState
-    observation: Observation
-    observed_at: float
-    promoted: bool  # promoted by the planner (so the planner may demote it again)
-
-
-@dataclass(frozen=True, slots=True)
-class BreakerRecord:
-    replica: str
-    failure_class: str
-    until: float  # wall clock
-    node: str
-    opened: float
-
-
-@dataclass(frozen=True, slots=True)
-class ClusterView:
-    index: int = 0
-    nodes: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: MappingProxyType({}))
-    replicas: Mapping[str, ReplicaRecord] = field(default_factory=lambda: MappingProxyType({}))
-    weights: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
-    breakers: Mapping[str, BreakerRecord] = field(default_factory=lambda: MappingProxyType({}))
-    resets: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
-    events: tuple[Mapping[str, Any], ...] = ()
-
-
-def _spec(raw: Mapping[str, Any]) -> ReplicaSpec:
-    gpu = raw.get("gpu")
-    return ReplicaSpec(
-        name=str(raw["name"]),
-        model=str(raw["model"]),
-        url=str(raw["url"]),
-        engine=str(raw.get("engine", "vllm")),
-        role=Role(raw.get("role", "active")),
-        gpu=int(gpu) if gpu is not None else None,
-        node=str(raw.get("node", "")),
-    )
-
-
-def _observation(raw: Mapping[str, Any]) -> Observation:
-    values: dict[str, Any] = {k: raw.get(k) for k in _OBS_FIELDS}
-    return Observation(
-        level=HealthLevel(int(raw.get("level", 0))),
-        gpu_removed=bool(raw.get("gpu_removed", False)),
-        reason=str(raw.get("reason", "")),
-        **values,
-    )
-
-
-def spec_doc(spec: ReplicaSpec) -> dict[str, Any]:
-    return {
-        "name": spec.name,
-        "model": spec.model,
-        "url": spec.url,
-        "engine": spec.engine,
-        "role": spec.role.value,
-        "gpu": spec.gpu,
-        "node": spec.node,
-    }
-
-
-def observation_doc(obs: Observation) -> dict[str, Any]:
-    out: dict[str, Any] = {"level": int(obs.level), "reason": obs.reason}
-    for key in _OBS_FIELDS:
-        value = getattr(obs, key)
-        if value is not None:
-            out[key] = value
-    if obs.gpu_removed:
-        out["gpu_removed"] = True
-    return out
-
-
-def freeze(doc: Doc, index: int) -> ClusterView:
-    replicas = {
-        name: ReplicaRecord(
-            spec=_spec(rec["spec"]),
-            role=Role(rec["role"]),
-            admin=AdminState(rec["admin"]),
-            observation=_observation(rec["obs"]),
-            observed_at=float(rec.get("obs_ts", 0.0)),
-            promoted=bool(rec.get("promoted", False)),
-        )
-        for name, rec in doc["replicas"].items()
-    }
-    breakers = {
-        name: BreakerRecord(name, b["failure_class"], float(b["until"]), b["node"], b["opened"])
-        for name, b in doc["breakers"].items()
-    }
-    return ClusterView(
-        index=index,
-        nodes=MappingProxyType({n: MappingProxyType(dict(v)) for n, v in doc["nodes"].items()}),
-        replicas=MappingProxyType(replicas),
-        weights=MappingProxyType(dict(doc["weights"])),
-        breakers=MappingProxyType(breakers),
-        resets=MappingProxyType(dict(doc.get("resets", {}))),
-        events=tuple(MappingProxyType(dict(e)) for e in doc["events"][-200:]),
-    )

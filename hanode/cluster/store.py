@@ -10,7 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from hanode.cluster.state import ClusterView, Command
+from hanode.cluster.document import Command
+from hanode.cluster.view import ClusterView
 
 
 class ConsensusTimeout(Exception):
@@ -31,6 +32,7 @@ class StoreStatus:
     last_applied_at: float  # monotonic time of the last applied command (freshness)
     members: tuple[str, ...]  # raft addresses, self included
     connected: tuple[str, ...]  # raft addresses this node is connected to
+    term: int = 0  # this node's current Raft term
 
 
 class ClusterStore(Protocol):
@@ -49,6 +51,20 @@ class ClusterStore(Protocol):
         ...
 
     def status(self) -> StoreStatus: ...
+
+    def consensus_problem(self, stall_s: float) -> str | None:
+        """Why consensus has stopped working on this node (None while it works)."""
+        ...
+
+    def peer_silence(self) -> dict[str, float] | None:
+        """On the leader: seconds since each peer (raft address) last answered, on the
+        leader's own monotonic clock; None elsewhere."""
+        ...
+
+    @property
+    def protocol(self) -> int:
+        """The protocol this node's state machine applies."""
+        ...
 
     async def add_member(self, address: str, timeout: float = 10.0) -> None: ...
 

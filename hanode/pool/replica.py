@@ -62,3 +62,15 @@ class Observation:
     ttft_ms: float | None = None  # rolling time to first token
     gpu_removed: bool = False  # GPU memory passed the remove mark and has not recovered yet
     reason: str = ""  # why the level is what it is, for people
+
+
+def may_serve(role: Role, admin: AdminState, obs: Observation, node_lost: bool = False) -> bool:
+    """The one rule for "may this replica take traffic": active, not drained, healthy enough,
+    not removed for GPU memory, and on a node the cluster has not lost."""
+    return (
+        role is Role.ACTIVE
+        and admin is AdminState.ENABLED
+        and obs.level >= HealthLevel.DEGRADED
+        and not obs.gpu_removed
+        and not node_lost
+    )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from hanode.cluster.state import ClusterView, Doc, apply, empty_doc, freeze
+from hanode.cluster.document import Doc, empty_doc
+from hanode.cluster.state import apply
+from hanode.cluster.view import ClusterView, freeze
 
 MODEL = "m"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hanode.cluster.document import empty_doc
 from hanode.cluster.planner import (
     ModelPolicy,
     PlannerMemory,
@@ -12,7 +13,8 @@ from hanode.cluster.planner import (
     plan_roles,
     plan_weights,
 )
-from hanode.cluster.state import ClusterView, apply, empty_doc, freeze
+from hanode.cluster.state import apply
+from hanode.cluster.view import ClusterView, freeze
 from tests.unit.cluster.helpers import MODEL, replica, view
 
 SETTINGS = PlannerSettings(gpu_prepare=0.80, calm_margin=0.05, demote_hold_s=30.0)
@@ -259,7 +261,6 @@ def test_plan_weights_only_writes_meaningful_changes() -> None:
 def test_no_promotion_while_a_replica_has_never_reported() -> None:
     """At cluster start an unreported active is unknown, not lost."""
     from hanode.cluster.planner import ModelPolicy, PlannerMemory, PlannerSettings, plan_roles
-    from hanode.cluster.state import apply, empty_doc, freeze
 
     doc = empty_doc()
     for name, role in (("r1", "active"), ("r2", "standby")):

@@ -6,8 +6,10 @@ from typing import Any
 
 import pytest
 
+from hanode.cluster.document import empty_doc
 from hanode.cluster.pool import ClusterPool, snapshot_from_view
-from hanode.cluster.state import apply, empty_doc, freeze
+from hanode.cluster.state import apply
+from hanode.cluster.view import freeze
 from hanode.policies.weights import WeightThresholds
 from hanode.pool.snapshot import PoolSnapshot
 from tests.unit.cluster.helpers import MODEL, replica, view

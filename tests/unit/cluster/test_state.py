@@ -9,15 +9,18 @@ from typing import Any
 
 import pytest
 
-from hanode.cluster.state import (
+from hanode.cluster.document import (
     MAX_EVENTS,
-    CommandError,
-    apply,
+    PROTOCOL,
+    digest,
     empty_doc,
-    freeze,
     observation_doc,
     spec_doc,
+    stamp,
+    upgrade_doc,
 )
+from hanode.cluster.state import CommandError, Fenced, IncompatibleCommand, apply
+from hanode.cluster.view import freeze
 from hanode.pool.replica import AdminState, HealthLevel, Observation, ReplicaSpec, Role
 from tests.unit.cluster.helpers import spec
 
@@ -60,18 +63,22 @@ COMMANDS: list[dict[str, Any]] = [
         "op": "open_breaker",
         "replica": "r1",
         "failure_class": "gpu_oom",
-        "until": 100.0,
+        "open_s": 5.0,
         "node": "n2",
+        "id": "n2-1",
         "ts": 25.0,
     },
     {"op": "reset_breaker", "replica": "r1", "by": "n3", "ts": 26.0},
-    {"op": "expire_breakers", "ts": 200.0},
+    {"op": "claim_leader", "node": "n1", "term": 3, "ts": 27.0},
+    {"op": "expire_breakers", "ids": {"r1": "n2-1"}, "term": 3, "leader": "n1", "ts": 28.0},
+    {"op": "node_lost", "name": "n1", "silent_s": 7.0, "term": 3, "leader": "n1", "ts": 29.0},
+    {"op": "node_back", "name": "n1", "term": 3, "leader": "n1", "ts": 30.0},
 ]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: str(c["op"]))
 def test_applying_a_command_twice_leaves_the_same_state(cmd: dict[str, Any]) -> None:
-    once = base_doc()
+    once = leader_doc("n1", 3) if "term" in cmd else base_doc()
     apply(once, copy.deepcopy(cmd))
     twice = copy.deepcopy(once)
     apply(twice, copy.deepcopy(cmd))
@@ -87,7 +94,8 @@ def test_reset_breaker_repeated_records_one_event() -> None:
             "op": "open_breaker",
             "replica": "r1",
             "failure_class": "server_error",
-            "until": 50.0,
+            "open_s": 5.0,
+            "id": "x",
             "ts": 30.0,
         },
     )
@@ -151,35 +159,153 @@ def test_set_role_planned_flag_and_event() -> None:
     assert doc["replicas"]["r2"]["promoted"] is False
 
 
-def test_open_breaker_extends_but_never_shortens() -> None:
+def test_open_breaker_is_a_duration_keyed_by_its_id() -> None:
     doc = base_doc()
     cmd = {"op": "open_breaker", "replica": "r1", "failure_class": "timeout", "ts": 13.0}
-    assert apply(doc, {**cmd, "until": 60.0, "node": "n1"}) is True
-    assert apply(doc, {**cmd, "until": 30.0, "node": "n2"}) is False
-    assert doc["breakers"]["r1"]["until"] == 60.0 and doc["breakers"]["r1"]["node"] == "n1"
-    assert apply(doc, {**cmd, "until": 90.0, "node": "n2"}) is True
-    assert doc["breakers"]["r1"]["until"] == 90.0
+    assert apply(doc, {**cmd, "open_s": 5.0, "node": "n1", "id": "a"}) is True
+    assert apply(doc, {**cmd, "open_s": 5.0, "node": "n1", "id": "a"}) is False  # repeated
+    assert doc["breakers"]["r1"]["open_s"] == 5.0 and doc["breakers"]["r1"]["node"] == "n1"
+    assert apply(doc, {**cmd, "open_s": 10.0, "node": "n2", "id": "b"}) is True  # a new open
+    assert doc["breakers"]["r1"]["open_s"] == 10.0
     opened = [e for e in doc["events"] if e["kind"] == "breaker"]
-    assert len(opened) == 1  # extending is not a new opening
-    apply(doc, {"op": "expire_breakers", "ts": 89.0})
-    assert "r1" in doc["breakers"]
-    apply(doc, {"op": "expire_breakers", "ts": 90.0})
-    assert doc["breakers"] == {}
+    assert len(opened) == 1  # re-opening is not a new opening
+    for bad in (0.0, -1.0, 1e9, float("nan")):
+        with pytest.raises(CommandError):
+            apply(doc, {**cmd, "open_s": bad, "id": "c"})
+
+
+def leader_doc(node: str = "n1", term: int = 3) -> dict[str, Any]:
+    doc = base_doc()
+    assert apply(doc, {"op": "claim_leader", "node": node, "term": term, "ts": 20.0}) is True
+    return doc
+
+
+def test_leader_claims_only_move_forward_and_record_one_event() -> None:
+    doc = leader_doc("n1", 3)
+    assert doc["leader"] == {"node": "n1", "term": 3}
+    assert apply(doc, {"op": "claim_leader", "node": "n1", "term": 3, "ts": 21.0}) is False
+    with pytest.raises(Fenced):
+        apply(doc, {"op": "claim_leader", "node": "n2", "term": 2, "ts": 22.0})
+    with pytest.raises(Fenced):  # two leaders in one term cannot both be right
+        apply(doc, {"op": "claim_leader", "node": "n2", "term": 3, "ts": 22.0})
+    assert apply(doc, {"op": "claim_leader", "node": "n2", "term": 4, "ts": 23.0}) is True
+    claims = [e for e in doc["events"] if e["kind"] == "leader"]
+    assert [(e["subject"], e["fields"]["term"]) for e in claims] == [("n1", 3), ("n2", 4)]
 
 
 @pytest.mark.parametrize(
     "cmd",
     [
-        {"op": "nope", "ts": 1.0},
+        {"op": "set_weights", "weights": {"r1": 0.1}},
+        {"op": "set_role", "replica": "r2", "role": "active", "planned": True},
+        {"op": "expire_breakers", "ids": {}},
+        {"op": "node_lost", "name": "n1"},
+        {"op": "node_back", "name": "n1"},
+    ],
+    ids=lambda c: str(c["op"]),
+)
+def test_a_deposed_leaders_decisions_are_refused(cmd: dict[str, Any]) -> None:
+    doc = leader_doc("n1", 3)
+    apply(doc, {"op": "claim_leader", "node": "n2", "term": 4, "ts": 21.0})
+    before = copy.deepcopy(doc)
+    for stale in ({"term": 3, "leader": "n1"}, {"term": 4, "leader": "n1"}):
+        with pytest.raises(Fenced):
+            apply(doc, {**cmd, **stale, "ts": 22.0})
+        assert doc == before
+    apply(doc, {**cmd, "term": 4, "leader": "n2", "ts": 22.0})  # the current leader's applies
+
+
+def test_lease_decisions_need_a_term() -> None:
+    doc = leader_doc()
+    for op in ("expire_breakers", "node_lost", "node_back"):
+        with pytest.raises(Fenced):
+            apply(doc, {"op": op, "name": "n1", "ids": {}, "ts": 1.0})
+
+
+def test_node_lost_takes_its_replicas_down_until_they_report_again() -> None:
+    doc = leader_doc()
+    apply(doc, {"op": "register_node", "name": "n2", "raft": "h:2", "protocol": 2, "ts": 1.0})
+    apply(doc, {"op": "register_replica", "spec": spec("r9", node="n2"), "ts": 1.0})
+    apply(doc, {"op": "observe", "replica": "r9", "obs": {"level": 3}, "ts": 2.0})
+    fence = {"term": 3, "leader": "n1"}
+    lost = {"op": "node_lost", "name": "n2", "silent_s": 6.5, **fence, "ts": 3.0}
+    assert apply(doc, dict(lost)) == ["r9"]
+    assert apply(doc, dict(lost)) == []  # idempotent: no second event
+    view = freeze(doc, 1)
+    assert view.lost_nodes == {"n2"} and view.nodes["n2"].lost
+    assert view.replicas["r9"].observation.level is HealthLevel.DOWN
+    assert view.replicas["r9"].observation.reason == "node n2 lost"
+    assert view.replicas["r1"].observation.level is HealthLevel.HEALTHY  # other nodes' stay
+    # a re-registration (the node restarted) does not end the loss: only the leader says so
+    apply(doc, {"op": "register_node", "name": "n2", "raft": "h:2", "protocol": 2, "ts": 4.0})
+    assert freeze(doc, 2).nodes["n2"].lost
+    assert apply(doc, {"op": "node_back", "name": "n2", **fence, "ts": 5.0}) is True
+    assert apply(doc, {"op": "node_back", "name": "n2", **fence, "ts": 5.0}) is False
+    view = freeze(doc, 3)
+    assert not view.lost_nodes
+    assert view.replicas["r9"].observation.level is HealthLevel.DOWN  # until it reports
+    messages = [e["message"] for e in doc["events"] if e["kind"] == "membership"]
+    assert messages[-2].startswith("node lost: n1 has not heard from it for 6.5s")
+    assert messages[-1] == "node back"
+
+
+def test_commands_of_a_newer_protocol_are_refused_loudly_not_skipped() -> None:
+    doc = base_doc()
+    before = copy.deepcopy(doc)
+    with pytest.raises(IncompatibleCommand, match="unknown"):
+        apply(doc, {"op": "teleport", "ts": 1.0})
+    with pytest.raises(IncompatibleCommand, match="needs protocol 9"):
+        apply(doc, {"op": "observe", "replica": "r1", "obs": {"level": 1}, "v": 9, "ts": 1.0})
+    claim = stamp({"op": "claim_leader", "node": "n1", "term": 1, "ts": 1.0})
+    assert claim["v"] == 2
+    with pytest.raises(IncompatibleCommand, match="needs protocol 2; this node speaks protocol 1"):
+        apply(doc, claim, protocol=1)
+    assert doc == before
+    assert "v" not in stamp({"op": "observe"})  # protocol 1 commands stay as they were
+
+
+def test_cluster_version_is_the_lowest_protocol_among_nodes() -> None:
+    doc = base_doc()  # n1 registered without a protocol: an old node, protocol 1
+    assert freeze(doc, 1).cluster_version == 1
+    apply(doc, {**REGISTER_NODE, "protocol": PROTOCOL})
+    apply(doc, {"op": "register_node", "name": "n2", "raft": "h:2", "protocol": 2, "ts": 1.0})
+    assert freeze(doc, 2).cluster_version == 2
+    apply(doc, {"op": "register_node", "name": "n3", "raft": "h:3", "protocol": 1, "ts": 1.0})
+    assert freeze(doc, 3).cluster_version == 1
+    apply(doc, {"op": "forget_node", "name": "n3", "ts": 2.0})  # the old node left
+    assert freeze(doc, 4).cluster_version == 2
+
+
+def test_digest_follows_the_state_not_the_object() -> None:
+    a, b = base_doc(), base_doc()
+    assert digest(a) == digest(b) == freeze(a, 1).digest
+    apply(b, {"op": "set_weights", "weights": {"r1": 0.5}, "ts": 1.0})
+    assert digest(a) != digest(b)
+
+
+def test_upgrade_of_a_protocol_1_document_drops_wall_clock_breakers() -> None:
+    old = base_doc()
+    del old["schema"], old["leader"]
+    old["breakers"] = {"r1": {"failure_class": "x", "until": 1e9, "node": "n2", "opened": 1.0}}
+    doc = upgrade_doc(old)
+    assert doc["schema"] == 2 and doc["breakers"] == {}
+    assert doc["leader"] == {"node": "", "term": 0}
+    freeze(doc, 1)  # readable
+
+
+@pytest.mark.parametrize(
+    "cmd",
+    [
         {"ts": 1.0},
         {"op": "observe", "replica": "ghost", "obs": {"level": 3}, "ts": 1.0},
         {"op": "set_admin", "replicas": ["r1", "ghost"], "admin": "drained", "ts": 1.0},
         {"op": "set_role", "replica": "ghost", "role": "active", "ts": 1.0},
-        {"op": "open_breaker", "replica": "ghost", "failure_class": "x", "until": 9, "ts": 1},
+        {"op": "open_breaker", "replica": "ghost", "failure_class": "x", "open_s": 9, "ts": 1},
+        {"op": "node_lost", "name": "ghost", "term": 3, "leader": "n1", "ts": 1},
     ],
 )
 def test_bad_commands_leave_the_state_unchanged(cmd: dict[str, Any]) -> None:
-    doc = base_doc()
+    doc = leader_doc()
     before = copy.deepcopy(doc)
     with pytest.raises(CommandError):
         apply(doc, cmd)
@@ -207,20 +333,20 @@ def test_freeze_is_pure_and_the_view_immutable() -> None:
     assert r1.role is Role.ACTIVE and r1.admin is AdminState.ENABLED
     assert r1.observation.level is HealthLevel.HEALTHY and r1.observation.gpu_mem_frac == 0.5
     assert v1.replicas["r2"].role is Role.STANDBY
-    assert v1.nodes["n1"]["raft"] == "127.0.0.1:7001"
+    assert v1.nodes["n1"].raft == "127.0.0.1:7001"
     with pytest.raises(TypeError):
         v1.weights["r1"] = 0.0  # type: ignore[index]
     with pytest.raises(TypeError):
         v1.replicas["r9"] = r1  # type: ignore[index]
     with pytest.raises(TypeError):
-        v1.nodes["n1"]["raft"] = "x"  # type: ignore[index]
+        v1.nodes["n9"] = v1.nodes["n1"]  # type: ignore[index]
     # later commands change the document, never a view already handed out
     apply(doc, {"op": "set_admin", "replicas": ["r1"], "admin": "drained", "ts": 14.0})
     apply(doc, {"op": "set_weights", "weights": {"r1": 0.1}, "ts": 14.0})
     apply(doc, {"op": "register_node", **{**REGISTER_NODE, "raft": "127.0.0.1:1"}})
     assert v1 == v2
     assert v1.replicas["r1"].admin is AdminState.ENABLED and v1.weights["r1"] == 0.7
-    assert v1.nodes["n1"]["raft"] == "127.0.0.1:7001"
+    assert v1.nodes["n1"].raft == "127.0.0.1:7001"
 
 
 def test_spec_and_observation_round_trip_through_the_document() -> None:
@@ -236,8 +362,6 @@ def test_spec_and_observation_round_trip_through_the_document() -> None:
 
 
 def test_forget_node_drops_its_replicas_and_is_idempotent() -> None:
-    from hanode.cluster.state import apply, empty_doc
-
     doc = empty_doc()
     apply(doc, {"op": "register_node", "name": "n4", "raft": "h:4", "ts": 1.0})
     for r, node in (("r4", "n4"), ("r1", "n1")):

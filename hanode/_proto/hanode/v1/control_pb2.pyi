@@ -16,7 +16,7 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Status(_message.Message):
-    __slots__ = ("node", "leader", "nodes", "replicas", "freshness", "recent_events", "version", "models")
+    __slots__ = ("node", "leader", "nodes", "replicas", "freshness", "recent_events", "version", "models", "consensus")
     NODE_FIELD_NUMBER: _ClassVar[int]
     LEADER_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +25,7 @@ class Status(_message.Message):
     RECENT_EVENTS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    CONSENSUS_FIELD_NUMBER: _ClassVar[int]
     node: str
     leader: str
     nodes: _containers.RepeatedCompositeFieldContainer[Node]
@@ -33,21 +34,48 @@ class Status(_message.Message):
     recent_events: _containers.RepeatedCompositeFieldContainer[Event]
     version: int
     models: _containers.RepeatedCompositeFieldContainer[ModelRoute]
-    def __init__(self, node: _Optional[str] = ..., leader: _Optional[str] = ..., nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ..., replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ..., freshness: _Optional[_Union[Freshness, _Mapping]] = ..., recent_events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., version: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelRoute, _Mapping]]] = ...) -> None: ...
+    consensus: Consensus
+    def __init__(self, node: _Optional[str] = ..., leader: _Optional[str] = ..., nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ..., replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ..., freshness: _Optional[_Union[Freshness, _Mapping]] = ..., recent_events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., version: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelRoute, _Mapping]]] = ..., consensus: _Optional[_Union[Consensus, _Mapping]] = ...) -> None: ...
+
+class Consensus(_message.Message):
+    __slots__ = ("healthy", "problem", "halted", "term", "leader_term", "protocol", "cluster_version", "state_digest", "lost_nodes")
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    HALTED_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    LEADER_TERM_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATE_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    LOST_NODES_FIELD_NUMBER: _ClassVar[int]
+    healthy: bool
+    problem: str
+    halted: str
+    term: int
+    leader_term: int
+    protocol: int
+    cluster_version: int
+    state_digest: str
+    lost_nodes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, healthy: _Optional[bool] = ..., problem: _Optional[str] = ..., halted: _Optional[str] = ..., term: _Optional[int] = ..., leader_term: _Optional[int] = ..., protocol: _Optional[int] = ..., cluster_version: _Optional[int] = ..., state_digest: _Optional[str] = ..., lost_nodes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Node(_message.Message):
-    __slots__ = ("name", "raft_address", "api_address", "router_address", "reachable")
+    __slots__ = ("name", "raft_address", "api_address", "router_address", "reachable", "lost", "protocol")
     NAME_FIELD_NUMBER: _ClassVar[int]
     RAFT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     API_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     ROUTER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     REACHABLE_FIELD_NUMBER: _ClassVar[int]
+    LOST_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
     name: str
     raft_address: str
     api_address: str
     router_address: str
     reachable: bool
-    def __init__(self, name: _Optional[str] = ..., raft_address: _Optional[str] = ..., api_address: _Optional[str] = ..., router_address: _Optional[str] = ..., reachable: _Optional[bool] = ...) -> None: ...
+    lost: bool
+    protocol: int
+    def __init__(self, name: _Optional[str] = ..., raft_address: _Optional[str] = ..., api_address: _Optional[str] = ..., router_address: _Optional[str] = ..., reachable: _Optional[bool] = ..., lost: _Optional[bool] = ..., protocol: _Optional[int] = ...) -> None: ...
 
 class Replica(_message.Message):
     __slots__ = ("name", "node", "model", "url", "engine", "role", "admin", "health", "health_level", "weight", "gpu_mem", "kv_usage", "queue_depth", "latency_ms", "ttft_ms", "reason", "breaker_state", "inflight", "breaker_open_until", "breaker_failure_class")

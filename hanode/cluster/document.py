@@ -1,0 +1,129 @@
+"""The replicated document's vocabulary: its shape, versions, and how specs and observations
+are written into it.
+
+The document is plain JSON values (dicts, lists, str, float, bool): it is what the Raft log
+replays and what the full dump pickles, so it stays version-tolerant and safe to load.
+
+Versions:
+- ``SCHEMA`` is the document's layout; :func:`upgrade_doc` brings an older layout up to date.
+- ``PROTOCOL`` is what this code can apply. Each node registers it; the *cluster version* is the
+  lowest protocol among the registered nodes, and a command that needs a newer protocol
+  (``COMMAND_PROTOCOL``) is written only when every member speaks it, as etcd does. A node that
+  meets a command it cannot apply stops applying rather than diverge (see ``raft_store``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+
+from hanode.pool.replica import Observation, ReplicaSpec
+
+Doc = dict[str, Any]
+Command = dict[str, Any]
+
+SCHEMA = 2
+PROTOCOL = 2
+
+# The protocol each command needs. Protocol 1 is hanode before versioning (no "v" field, wall
+# clock breaker deadlines); 2 adds leader claims and fencing, node leases, and breaker opens as
+# durations. An op missing here is unknown to this code.
+COMMAND_PROTOCOL: dict[str, int] = {
+    "register_node": 1,
+    "register_replica": 1,
+    "observe": 1,
+    "set_admin": 1,
+    "set_role": 1,
+    "set_weights": 1,
+    "reset_breaker": 1,
+    "add_event": 1,
+    "forget_node": 1,
+    "claim_leader": 2,
+    "node_lost": 2,
+    "node_back": 2,
+    "open_breaker": 2,
+    "expire_breakers": 2,
+}
+
+OBS_FIELDS = (
+    "gpu_mem_frac",
+    "kv_usage",
+    "queue_depth",
+    "running",
+    "latency_ms",
+    "ttft_ms",
+)
+
+MAX_EVENTS = 500
+
+
+def empty_doc() -> Doc:
+    return {
+        "schema": SCHEMA,
+        "nodes": {},
+        "replicas": {},
+        "weights": {},
+        "breakers": {},
+        "events": [],
+        "seq": 0,
+        "leader": {"node": "", "term": 0},
+    }
+
+
+def upgrade_doc(doc: Doc) -> Doc:
+    """Bring a document of an older schema (from a dump) to ``SCHEMA``, in place."""
+    if int(doc.get("schema", 1)) < 2:
+        doc.setdefault("leader", {"node": "", "term": 0})
+        # Protocol 1 breakers carried a wall-clock deadline of the host that opened them;
+        # there is no clock-free way to carry one on, and they expire within a minute anyway.
+        doc["breakers"] = {}
+        doc["schema"] = 2
+    return doc
+
+
+def command_protocol(cmd: Command) -> float:
+    """The protocol ``cmd`` needs: its op's, or its own ``v`` if higher; inf for unknown ops."""
+    op = cmd.get("op")
+    needed: float = COMMAND_PROTOCOL.get(op, float("inf")) if isinstance(op, str) else float("inf")
+    v = cmd.get("v", 1)
+    if isinstance(v, int) and not isinstance(v, bool):
+        needed = max(needed, v)
+    return needed
+
+
+def stamp(cmd: Command) -> Command:
+    """Mark ``cmd`` with the protocol it needs, so an older node refuses it loudly."""
+    needed = COMMAND_PROTOCOL.get(str(cmd.get("op")), PROTOCOL)
+    if needed > 1:
+        cmd.setdefault("v", needed)
+    return cmd
+
+
+def digest(doc: Doc) -> str:
+    """A short digest of the whole document: equal on every node that applied the same log."""
+    return hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+def spec_doc(spec: ReplicaSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "model": spec.model,
+        "url": spec.url,
+        "engine": spec.engine,
+        "role": spec.role.value,
+        "gpu": spec.gpu,
+        "node": spec.node,
+    }
+
+
+def observation_doc(obs: Observation) -> dict[str, Any]:
+    out: dict[str, Any] = {"level": int(obs.level), "reason": obs.reason}
+    for key in OBS_FIELDS:
+        value = getattr(obs, key)
+        if value is not None:
+            out[key] = value
+    if obs.gpu_removed:
+        out["gpu_removed"] = True
+    return out

@@ -1,0 +1,149 @@
+"""The leader's loop (Patroni's ``ha.py``): claim the term, judge leases, plan, expire breakers.
+
+Every node runs it; it acts only while its node leads with a quorum. Each round reads the
+replicated view, asks the pure parts what to change (``leases``, ``planner``) and writes the
+answers as fenced commands: they carry this leader's term and apply only while the cluster
+follows that claim. Timers (demotion holds, breaker open periods) are on this node's monotonic
+clock and restart with each new leader, which errs on the side of waiting a little longer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from hanode.cluster.document import Command
+from hanode.cluster.leases import plan_leases
+from hanode.cluster.planner import (
+    ModelPolicy,
+    PlannerMemory,
+    PlannerSettings,
+    plan_roles,
+    plan_weights,
+)
+from hanode.cluster.store import ClusterStore, ConsensusRejected, ConsensusTimeout
+from hanode.cluster.view import ClusterView
+
+log = structlog.get_logger("hanode.leader")
+
+Write = Callable[[Command], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderSettings:
+    interval_s: float = 1.0
+    lease_s: float = 6.0
+
+
+class LeaderLoop:
+    def __init__(
+        self,
+        node: str,
+        store: ClusterStore,
+        write: Write,
+        policies: Mapping[str, ModelPolicy],
+        planner: PlannerSettings,
+        settings: LeaderSettings,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.node = node
+        self.store = store
+        self._write = write
+        self.policies = policies
+        self.planner = planner
+        self.settings = settings
+        self._clock = clock
+        self.term = 0  # the term this node leads in; 0 while it does not
+        self._since = 0.0
+        self.memory = PlannerMemory()
+        self._breaker_seen: dict[tuple[str, str], float] = {}
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.interval_s)
+            try:
+                await self.step()
+            except (ConsensusTimeout, ConsensusRejected) as exc:
+                log.info("leader_write_failed", error=str(exc))
+            except Exception:
+                log.exception("leader_step_failed")
+
+    def _fenced(self, view: ClusterView) -> bool:
+        """Fencing, leases and clock-free breakers need every member on protocol 2."""
+        return min(view.cluster_version, self.store.protocol) >= 2
+
+    async def step(self) -> None:
+        status = self.store.status()
+        if not status.is_leader or not status.has_quorum:
+            if self.term:
+                log.warning("leadership_lost", node=self.node, term=self.term)
+            self.term = 0
+            return
+        view = self.store.view
+        fenced = self._fenced(view)
+        if self.term != status.term:
+            self.term = status.term
+            self._since = self._clock()
+            self.memory = PlannerMemory()  # hold timers start afresh with each leader
+            self._breaker_seen.clear()
+            log.info("leading", node=self.node, term=self.term)
+            if not fenced:
+                await self._write(
+                    {
+                        "op": "add_event",
+                        "kind": "leader",
+                        "subject": self.node,
+                        "message": f"{self.node} is the leader",
+                        "fields": {"term": self.term},
+                    }
+                )
+        if fenced and (view.leader_node, view.leader_term) != (self.node, self.term):
+            await self._write({"op": "claim_leader", "node": self.node, "term": self.term})
+            return  # decide on the next round, from a view that holds the claim
+        for command in self.decide(view, fenced):
+            if command.get("op") == "set_role":
+                log.info(
+                    "planner_decision",
+                    replica=command["replica"],
+                    role=command["role"],
+                    reason=command["reason"],
+                )
+            await self._write(command)
+
+    def decide(self, view: ClusterView, fenced: bool) -> list[Command]:
+        """This round's leader decisions, fenced with the term when the cluster supports it."""
+        now = self._clock()
+        out: list[Command] = []
+        if fenced and now - self._since >= self.settings.lease_s:
+            silence = self.store.peer_silence()
+            if silence is not None:
+                out += plan_leases(view, silence, self.settings.lease_s, self.node)
+        weights = plan_weights(view, self.planner)
+        if weights is not None:
+            out.append(weights)
+        out += plan_roles(view, self.policies, self.planner, self.memory, now)
+        if fenced:
+            expired = self._expired_breakers(view, now)
+            if expired:
+                out.append({"op": "expire_breakers", "ids": expired})
+            for command in out:
+                command["term"] = self.term
+                command["leader"] = self.node
+        return out
+
+    def _expired_breakers(self, view: ClusterView, now: float) -> dict[str, str]:
+        """Breaker records whose open period has passed since this leader first saw them."""
+        current = {(name, rec.id) for name, rec in view.breakers.items()}
+        for key in [k for k in self._breaker_seen if k not in current]:
+            del self._breaker_seen[key]
+        expired: dict[str, str] = {}
+        for name, rec in view.breakers.items():
+            first = self._breaker_seen.setdefault((name, rec.id), now)
+            if now - first >= rec.open_s:
+                expired[name] = rec.id
+        return expired

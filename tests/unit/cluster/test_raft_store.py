@@ -1,0 +1,141 @@
+"""The pysyncobj store: a command this code cannot apply halts it (no silent divergence), the
+backlog survives a restart and applies once the code can, and a dead consensus thread shows."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from hanode.cluster.document import stamp
+from hanode.cluster.raft_store import RaftStore, _Raft, _StateMachine
+from hanode.cluster.store import ConsensusRejected
+from hanode.devtools.procs import free_port
+
+SECRET = "x" * 20
+
+
+def machine(protocol: int) -> tuple[_StateMachine, list[tuple[int, str | None]]]:
+    seen: list[tuple[int, str | None]] = []
+    m = _StateMachine(lambda doc, index, halted: seen.append((index, halted)), protocol)
+    return m, seen
+
+
+def execute(m: _StateMachine, cmd: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = m.execute(orjson.dumps(cmd), _doApply=True)
+    return out
+
+
+NODE = {"op": "register_node", "name": "n1", "raft": "h:1", "protocol": 1, "ts": 1.0}
+CLAIM = stamp({"op": "claim_leader", "node": "n1", "term": 2, "ts": 2.0})
+EVENT = {"op": "add_event", "kind": "k", "subject": "s", "message": "after", "ts": 3.0}
+
+
+def test_an_unknown_command_halts_the_machine_instead_of_being_skipped() -> None:
+    old, seen = machine(protocol=1)
+    assert "result" in execute(old, NODE)
+    out = execute(old, CLAIM)
+    assert out.get("halted") and "needs protocol 2" in out["error"]
+    assert old.halted is not None and seen[-1][1] == old.halted
+    assert "error" in execute(old, EVENT)  # later commands wait too
+    assert len(old.backlog) == 2 and old.doc["leader"]["term"] == 0
+    assert not any(e["message"] == "after" for e in old.doc["events"])
+
+    # The dump of the halted node, loaded by newer code, applies the backlog in order.
+    new, seen_new = machine(protocol=2)
+    new._deserialize(old._serialize())
+    assert new.halted is None and new.backlog == []
+    assert new.doc["leader"] == {"node": "n1", "term": 2}
+    assert new.doc["events"][-1]["message"] == "after"
+    assert seen_new[-1][1] is None
+
+
+def test_a_backlog_still_too_new_keeps_the_node_halted() -> None:
+    old, _ = machine(protocol=1)
+    execute(old, {"op": "teleport", "ts": 1.0})
+    execute(old, EVENT)
+    new, _ = machine(protocol=2)
+    new._deserialize(old._serialize())
+    assert new.halted is not None and "unknown" in new.halted
+    assert len(new.backlog) == 2  # nothing lost, nothing applied out of order
+
+
+def test_a_real_store_halts_on_an_incompatible_command_and_reports_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HANODE_PROTOCOL", "1")  # rehearse an old node
+
+    async def go() -> None:
+        store = RaftStore(f"127.0.0.1:{free_port()}", [], tmp_path, SECRET)
+        try:
+            assert store.protocol == 1
+            for _ in range(100):  # a one-node cluster elects itself within ~1.5 s
+                if store.status().is_leader:
+                    break
+                await asyncio.sleep(0.05)
+            await store.submit(dict(NODE), timeout=5.0)
+            with pytest.raises(ConsensusRejected, match="halted"):
+                await store.submit(dict(CLAIM), timeout=5.0)
+            assert store.view.halted is not None and "protocol 2" in store.view.halted
+            assert store.consensus_problem(10.0) is None
+        finally:
+            store.close()
+
+    asyncio.run(go())
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_dead_consensus_thread_is_noticed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def die(self: _Raft, timeToWait: float = 0.0) -> None:
+        raise SystemExit("consensus thread killed by the test")  # not caught by pysyncobj
+
+    async def go() -> None:
+        store = RaftStore(f"127.0.0.1:{free_port()}", [], tmp_path, SECRET)
+        try:
+            monkeypatch.setattr(_Raft, "_onTick", die)
+            problem = None
+            for _ in range(100):  # bounded: 5 s
+                problem = store.consensus_problem(10.0)
+                if problem is not None:
+                    break
+                await asyncio.sleep(0.05)
+            assert problem == "the consensus thread has died"
+        finally:
+            monkeypatch.undo()
+            store.close()
+
+    asyncio.run(go())
+
+
+def test_a_stalled_consensus_thread_is_noticed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+
+    def stall(self: _Raft, timeToWait: float = 0.0) -> None:
+        release.wait(10.0)  # a tick that hangs (bounded, so the thread ends with the test)
+
+    async def go() -> None:
+        store = RaftStore(f"127.0.0.1:{free_port()}", [], tmp_path, SECRET)
+        try:
+            assert store.consensus_problem(10.0) is None
+            monkeypatch.setattr(_Raft, "_onTick", stall)
+            problem = None
+            for _ in range(100):  # bounded: 5 s
+                problem = store.consensus_problem(0.5)
+                if problem is not None:
+                    break
+                await asyncio.sleep(0.05)
+            assert problem is not None and "has not ticked for" in problem
+        finally:
+            release.set()
+            monkeypatch.undo()
+            store.close()
+
+    asyncio.run(go())
