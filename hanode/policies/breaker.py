@@ -20,6 +20,14 @@ out by the next call that returns transitions (``on_success``, ``on_failure``, `
 Hot path: ``allow`` on a closed breaker is one attribute read and a comparison; ``on_success``
 on a closed breaker is two attribute writes.
 
+Evidence classes: an OPEN transition carries ``about_replica``. True when the evidence is about
+the replica itself, whoever looks: GPU OOMs, server errors (5xx that are not "busy"), a refused
+connection (nothing listens). False when it may only be about this router's path to it:
+timeouts, connection resets, a connect that timed out or found no route, a peer that stopped
+acknowledging. Only opens about the replica are worth replicating to other routers; a path
+failure protects this router alone. A peer's open (:meth:`ReplicaBreaker.force_open`) is False:
+it was replicated already.
+
 Caveat: the breaker does not know which request a result belongs to. In HALF_OPEN a result is
 taken as a probe verdict only while a probe is in flight; a late result of a request sent before
 the breaker opened may therefore be taken for the probe's verdict. Results that arrive while
@@ -98,12 +106,15 @@ class BreakerState(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Transition:
-    """One state change; ``failure_class`` is what caused it (None: time, success, operator)."""
+    """One state change; ``failure_class`` is what caused it (None: time, success, operator).
+    ``about_replica``: an OPEN caused by evidence about the replica itself, not this router's
+    path to it (see the module docstring); only those are replicated to other routers."""
 
     failure_class: FailureClass | None
     from_state: BreakerState
     to_state: BreakerState
     reason: str
+    about_replica: bool = False
 
 
 _CLOSED = BreakerState.CLOSED
@@ -260,11 +271,14 @@ class ReplicaBreaker:
         now: float,
         *,
         refused: bool = False,
+        unreachable: bool = False,
         retry_after: float | None = None,
     ) -> list[Transition]:
         """A request failed with ``failure``. ``refused`` (CONNECTION only): the TCP connection
-        was refused, i.e. nothing listens, so trip at once. ``retry_after`` (RATE_LIMITED only):
-        seconds from the Retry-After header, if any."""
+        was refused, i.e. nothing listens, so trip at once. ``unreachable`` (CONNECTION only):
+        the connect timed out or the peer stopped acknowledging: trip at once too (a dead host
+        costs a timeout per try), but as evidence about the path, not the replica.
+        ``retry_after`` (RATE_LIMITED only): seconds from the Retry-After header, if any."""
         if failure is FailureClass.CONTEXT_LENGTH or failure is FailureClass.CLIENT_ERROR:
             self._release()  # the request's fault: no verdict on the replica
             return self._take([])
@@ -288,10 +302,13 @@ class ReplicaBreaker:
                 return self._take([])  # a late result, not the probe's verdict
             self._probes -= 1
             self._reopens += 1
-            return self._take([self._open(failure, now, f"probe failed: {failure.value}")])
-        return self._take(self._count(failure, now, refused))
+            about = _about_replica(failure, refused, unreachable)
+            return self._take([self._open(failure, now, f"probe failed: {failure.value}", about)])
+        return self._take(self._count(failure, now, refused, unreachable))
 
-    def _count(self, failure: FailureClass, now: float, refused: bool) -> list[Transition]:
+    def _count(
+        self, failure: FailureClass, now: float, refused: bool, unreachable: bool
+    ) -> list[Transition]:
         """Count a failure while CLOSED; trip when its rule says so."""
         cfg = self.config
         if failure is FailureClass.GPU_OOM:
@@ -305,6 +322,8 @@ class ReplicaBreaker:
             if self._timeouts < cfg.timeout_trip_count:
                 return []
             reason = f"{self._timeouts} consecutive timeouts"
+        elif failure is FailureClass.CONNECTION and unreachable:
+            reason = "replica unreachable"
         elif failure is FailureClass.CONNECTION and refused:
             reason = "connection refused"
         else:
@@ -313,7 +332,7 @@ class ReplicaBreaker:
                 return []
             reason = f"{self._failures} consecutive failures (last: {failure.value})"
         self._reopens = 0
-        return [self._open(failure, now, reason)]
+        return [self._open(failure, now, reason, _about_replica(failure, refused, unreachable))]
 
     def release_probe(self) -> None:
         """A HALF_OPEN probe ended without a verdict (client went away, request cancelled)."""
@@ -358,9 +377,11 @@ class ReplicaBreaker:
 
     # ------------------------------------------------------------------ internals
 
-    def _open(self, failure: FailureClass, now: float, reason: str) -> Transition:
+    def _open(
+        self, failure: FailureClass, now: float, reason: str, about: bool = False
+    ) -> Transition:
         cfg = self.config
-        t = Transition(failure, self._state, _OPEN, reason)
+        t = Transition(failure, self._state, _OPEN, reason, about)
         self._state = _OPEN
         # min(..., 64): 2.0 ** huge overflows; 2**64 periods are past any open_max_s anyway.
         period = cfg.open_base_s * 2.0 ** min(self._reopens, 64)
@@ -421,6 +442,13 @@ class ReplicaBreaker:
             f"ReplicaBreaker(state={self._state.value}, timeouts={self._timeouts}, "
             f"failures={self._failures}, probes={self._probes}, reopens={self._reopens})"
         )
+
+
+def _about_replica(failure: FailureClass, refused: bool, unreachable: bool) -> bool:
+    """Is this failure evidence about the replica itself (see the module docstring)?"""
+    if failure is FailureClass.GPU_OOM or failure is FailureClass.SERVER_ERROR:
+        return True
+    return failure is FailureClass.CONNECTION and refused and not unreachable
 
 
 def _finite(t: float) -> float | None:

@@ -4,6 +4,10 @@ Routes: ``POST /v1/completions``, ``POST /v1/chat/completions`` (streamed or not
 ``GET /v1/models`` (models with a replica that can take traffic) and ``GET /health``.
 It authenticates, validates, and hands the request to a :class:`~hanode.router.relay.Relay`;
 everything it knows about the pool comes from one lock-free snapshot read.
+
+It also keeps the tries in flight per replica, so that when a replica is known dead (its
+breaker opens, or a new snapshot takes it out of routing) the tries waiting on it are failed
+over at once instead of waiting out the per-try timeout: O(tries on that replica).
 """
 
 from __future__ import annotations
@@ -25,12 +29,12 @@ from hanode.http.client import split_url
 from hanode.http.server import Request, Responder
 from hanode.logs import new_request_id
 from hanode.metrics.registry import NodeMetrics
-from hanode.policies.breaker import BreakerConfig, BreakerState, ReplicaBreaker, Transition
+from hanode.policies.breaker import BreakerConfig, BreakerState, Transition
 from hanode.policies.picker import pick
 from hanode.policies.retry import RetryBudget, RetryPolicy, deadline_from_header
 from hanode.policies.seed import pin_seed
-from hanode.pool.replica import ReplicaSpec
-from hanode.pool.snapshot import PoolView, ReplicaState
+from hanode.pool.replica import AdminState, ReplicaSpec, Role
+from hanode.pool.snapshot import PoolSnapshot, PoolView, ReplicaState
 from hanode.router.errors import send_error
 from hanode.router.relay import Relay
 from hanode.router.routing_table import RoutingTable
@@ -40,6 +44,10 @@ from hanode.router.validation import RequestError, RequestLimits, parse_inferenc
 log = structlog.get_logger("hanode.router")
 
 _JSON = b"application/json"
+
+# While tries are in flight, how often the pool snapshot is checked for replicas taken out of
+# routing (a pool owner may also call FrontDoor.pool_changed at once).
+POOL_WATCH_S = 0.25
 
 
 def with_seed(raw: bytes, body: dict[str, object], seed: int) -> bytes:
@@ -69,7 +77,7 @@ class RouterSettings:
     model_timeouts: Mapping[str, float] = field(default_factory=dict)  # per-model defaults
     max_request_timeout_s: float = 3600.0
     connect_timeout_s: float = 2.0
-    retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(per_try_timeout_s=60.0))
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
     retry_budget_ratio: float = 0.2
     retry_budget_min_per_s: float = 3.0
     slo_latency_s: float = 10.0
@@ -104,6 +112,9 @@ class FrontDoor:
         )
         self.budget = RetryBudget(settings.retry_budget_ratio, settings.retry_budget_min_per_s)
         self.inflight: dict[str, int] = {}
+        self._tries: dict[str, set[Relay]] = {}  # replica -> relays with a try on it
+        self._watched: PoolSnapshot = view.snapshot
+        self._watch: asyncio.TimerHandle | None = None
         self._pools: dict[str, UpstreamPool] = {}
         self._adapters: dict[str, EngineAdapter] = {}
         self._keys = tuple(f"Bearer {k}".encode() for k in settings.api_keys)
@@ -196,7 +207,10 @@ class FrontDoor:
 
     # -- services for relays -----------------------------------------------------------------
     def choose(self, model: str, now: float, exclude: str | None) -> str | None:
-        """Pick a replica whose breaker lets a request through, avoiding ``exclude`` if possible."""
+        """Pick a replica whose breaker lets a request through, avoiding ``exclude`` if possible.
+
+        ``allow()`` is asked of one replica at a time and only until one says yes: in
+        HALF_OPEN a yes hands out the probe slot, which only the replica returned will use."""
         route = self.table.route(model, now)
         if route is None or not route.names:
             return None
@@ -211,9 +225,10 @@ class FrontDoor:
             route = self.table.route(model, now)
             if route is None or not route.names:
                 return None
-        allowed = [n for n in route.names if n != exclude and self.table.breaker(n).allow(now)]
-        if allowed:
-            return min(allowed, key=lambda n: inflight.get(n, 0))
+        others = sorted((n for n in route.names if n != exclude), key=lambda n: inflight.get(n, 0))
+        for name in others:
+            if self.table.breaker(name).allow(now):
+                return name
         if exclude in route.names and self.table.breaker(exclude).allow(now):
             return exclude
         return None
@@ -236,6 +251,53 @@ class FrontDoor:
     def table_snapshot_replica(self, name: str) -> ReplicaState | None:
         return self.view.snapshot.replicas.get(name)
 
+    # -- tries in flight -----------------------------------------------------------------------
+    def track(self, replica: str, relay: Relay) -> None:
+        """A try of ``relay`` is in flight on ``replica``."""
+        self.inflight[replica] = self.inflight.get(replica, 0) + 1
+        tries = self._tries.get(replica)
+        if tries is None:
+            tries = self._tries[replica] = set()
+        tries.add(relay)
+        if self._watch is None:
+            self._watch = self.loop.call_later(POOL_WATCH_S, self._watch_pool)
+
+    def untrack(self, replica: str, relay: Relay) -> None:
+        self.inflight[replica] = self.inflight.get(replica, 1) - 1
+        tries = self._tries.get(replica)
+        if tries is not None:
+            tries.discard(relay)
+            if not tries:
+                del self._tries[replica]
+
+    def tries_on(self, replica: str) -> int:
+        return len(self._tries.get(replica, ()))
+
+    def replica_dead(self, replica: str, why: str) -> None:
+        """Fail over every try on ``replica`` that has not sent a byte to its client."""
+        tries = self._tries.get(replica)
+        if tries:
+            for relay in list(tries):
+                relay.replica_dead(why)
+
+    def pool_changed(self) -> None:
+        """Fail over the tries on replicas that the current snapshot no longer lets serve.
+
+        Run by a timer while tries are in flight; a pool owner may call it right after it
+        publishes a snapshot."""
+        snap = self._watched = self.view.snapshot
+        for name in list(self._tries):
+            why = no_longer_serving(snap.replicas.get(name))
+            if why is not None:
+                self.replica_dead(name, why)
+
+    def _watch_pool(self) -> None:
+        self._watch = None
+        if self.view.snapshot is not self._watched:
+            self.pool_changed()
+        if self._tries:
+            self._watch = self.loop.call_later(POOL_WATCH_S, self._watch_pool)
+
     def upstream_pool(self, spec: ReplicaSpec) -> UpstreamPool:
         pool = self._pools.get(spec.name)
         if pool is None:
@@ -253,22 +315,25 @@ class FrontDoor:
             self._adapters[replica] = adapter
         return adapter
 
-    def breaker(self, replica: str) -> ReplicaBreaker:
-        """This router's breaker of ``replica`` (the cluster syncs breakers through it)."""
-        return self.table.breaker(replica)
-
     def breaker_changed(
         self, replica: str, transitions: Sequence[Transition], *, local: bool = True
     ) -> None:
-        """Count and record breaker transitions; ``local=False`` for ones a peer caused."""
+        """Count and record breaker transitions; ``local=False`` for ones a peer caused.
+
+        Only local opens with evidence about the replica itself go to the cluster (see
+        :mod:`hanode.policies.breaker`): a broken path from this router is no reason to eject
+        the replica from every router. Any open fails over the tries waiting on it here."""
         self.table.invalidate()
+        opened = False
         for t in transitions:
             cls = t.failure_class.value if t.failure_class is not None else "none"
             self.metrics.breaker_transitions.labels(replica, cls, t.to_state.value).inc()
-            if local and t.to_state is BreakerState.OPEN and self.on_breaker_open is not None:
-                until = self.table.breaker(replica).snapshot(self.loop.time())["open_until"]
-                if isinstance(until, float):
-                    self.on_breaker_open(replica, cls, until)
+            if t.to_state is BreakerState.OPEN:
+                opened = True
+                if local and t.about_replica and self.on_breaker_open is not None:
+                    until = self.table.breaker(replica).snapshot(self.loop.time())["open_until"]
+                    if isinstance(until, float):
+                        self.on_breaker_open(replica, cls, until)
             if self.events is not None:
                 self.events.add(
                     "breaker",
@@ -289,7 +354,33 @@ class FrontDoor:
                     to_state=t.to_state.value,
                     reason=t.reason,
                 )
+        if opened:
+            self.replica_dead(replica, "its breaker opened")
 
     def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         for pool in self._pools.values():
             pool.close()
+
+
+def no_longer_serving(state: ReplicaState | None) -> str | None:
+    """Why a replica with tries in flight is no longer fit to finish them, or None.
+
+    Gone from the pool, health below serving (DOWN, UNREADY), or weight 0 without an operator
+    reason (e.g. its node was lost). A drain, a demotion to standby and the GPU-memory remove
+    mark only stop new traffic: what the replica is already working on may finish."""
+    if state is None:
+        return "no longer in the pool"
+    level = state.observation.level
+    if not level.serving:
+        return f"health {level.name}"
+    if (
+        state.weight <= 0.0
+        and state.admin is AdminState.ENABLED
+        and state.role is Role.ACTIVE
+        and not state.observation.gpu_removed
+    ):
+        return "out of routing"
+    return None

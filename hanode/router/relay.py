@@ -5,6 +5,20 @@ upstream parser drive it, timers bound it, and no task exists per request. Until
 head has gone to the client a failed try may move to another replica (never the same one twice
 in a row when another exists), within the retry budget, with backoff and full jitter. After the
 first byte a failure can only cut the client's stream: resending would duplicate output.
+
+Free failovers. A try that no live replica took (connect refused or timed out, the peer gone at
+the TCP level, or abandoned because its replica was found dead while the try waited: its
+breaker opened on another request's failure, or the pool took it out of routing) moves to
+another replica at once, without backoff, and neither spends the retry budget nor counts
+against ``max_attempts``. The budget exists so retries do not multiply the load on a struggling
+pool; a request that a dead replica dropped adds no load that the request itself would not
+have brought, and when one replica of many dies, every request it held fails over together:
+charging them would fail clients while other replicas could serve them. Each such failover
+also takes its replica out of this router's choice (the breaker trips at once, or the route
+no longer holds it), so the loop ends by itself; :data:`MAX_FREE_FAILOVERS` is only a guard.
+
+Passive statistics get each try's own latency: a dead try's time is charged to its replica,
+never to the one that served the retry.
 """
 
 from __future__ import annotations
@@ -16,9 +30,10 @@ import structlog
 
 from hanode.engines.base import FailureClass
 from hanode.http.server import Responder
+from hanode.policies.breaker import BreakerState
 from hanode.router.errors import send_error
 from hanode.router.outcome import StreamInspector, classify
-from hanode.router.upstream import UpstreamHandle
+from hanode.router.upstream import TryError, UpstreamHandle
 from hanode.router.upstream_errors import error_message, retry_after_seconds
 from hanode.router.validation import ParsedRequest
 
@@ -28,6 +43,12 @@ if TYPE_CHECKING:
     from hanode.router.frontdoor import FrontDoor
 
 MAX_ERROR_BODY = 64 * 1024
+
+# Failovers per request that cost neither the retry budget nor an attempt (see above).
+MAX_FREE_FAILOVERS = 8
+
+# The failure_class label of tries abandoned because their replica was found dead.
+REPLICA_DEAD = "replica_dead"
 
 _STATUS_FOR_FAILURE = {
     FailureClass.TIMEOUT: 504,
@@ -47,12 +68,14 @@ class Relay:
         "_err_size",
         "_extra",
         "_first_byte",
+        "_free",
         "_handle",
         "_inspector",
         "_last_error",
         "_loop",
         "_ok",
         "_path",
+        "_probe",
         "_replica",
         "_request_id",
         "_responder",
@@ -60,6 +83,7 @@ class Relay:
         "_status",
         "_t0",
         "_timer",
+        "_try_t0",
         "_upstream_headers",
         "parsed",
     )
@@ -84,9 +108,12 @@ class Relay:
         self._request_id = request_id
         self._extra = extra_headers
         self._t0 = self._loop.time()
+        self._try_t0 = self._t0
         self._deadline = deadline
-        self._attempts = 0
+        self._attempts = 0  # every try sent
+        self._free = 0  # of which free failovers (see the module docstring)
         self._replica = ""
+        self._probe = False  # the try in flight holds its breaker's half-open probe slot
         self._handle: UpstreamHandle | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._counted = False
@@ -100,6 +127,15 @@ class Relay:
         self._last_error: tuple[int, str, str | None] | None = None
         self._retry_after: float | None = None
         self._accounted = False
+
+    @property
+    def replica(self) -> str:
+        """The replica of the current (or last) try; empty before the first."""
+        return self._replica
+
+    @property
+    def attempts(self) -> int:
+        return self._attempts
 
     # -- trying ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -141,17 +177,24 @@ class Relay:
             else:
                 self._respond_last_error()
             return
+        breaker = door.table.breaker(name)
+        probe = breaker.state is BreakerState.HALF_OPEN  # allow() gave us the probe slot
         state = door.table_snapshot_replica(name)
         if state is None:  # vanished between pick and lookup: treat as no replica
+            if probe:
+                breaker.release_probe()
             self._respond_last_error()
             return
         self._attempts += 1
         self._replica = name
+        self._probe = probe
+        self._try_t0 = now
         self._counted = True
-        door.inflight[name] = door.inflight.get(name, 0) + 1
+        door.track(name, self)
         self._status = 0
         self._err = []
         self._err_size = 0
+        self._upstream_headers = {}
         pool = door.upstream_pool(state.spec)
         payload = (
             b"POST %s HTTP/1.1\r\nhost: %s:%d\r\ncontent-type: application/json\r\n"
@@ -215,16 +258,45 @@ class Relay:
         retry_after = retry_after_seconds(self._upstream_headers.get(b"retry-after"))
         self._failed(failure, error_message(body, status), status, retry_after=retry_after)
 
-    def on_error(self, message: str, connect_failed: bool) -> None:
+    def on_error(self, message: str, kind: TryError) -> None:
         self._cancel_timer()
         self._handle = None
         if self._ok:
             # Bytes already reached the client: cut its stream so it sees the failure.
             self._responder.abort()
-            self._record_failure(FailureClass.CONNECTION, refused=False, retry_after=None)
+            self._release()
+            self._record_failure(FailureClass.CONNECTION, kind=kind)
+            self._door.metrics.upstream_failures.labels(self._replica, kind.value).inc()
             self._account(self._status, usable=False, complete=False)
             return
-        self._failed(FailureClass.CONNECTION, message, 502, refused=connect_failed)
+        self._failed(FailureClass.CONNECTION, message, 502, kind=kind)
+
+    # -- the replica found dead ----------------------------------------------------------------
+    def replica_dead(self, why: str) -> None:
+        """The replica of the try in flight is known dead (its breaker opened on another
+        request's failure, or the pool took it out of routing): abandon the try and fail over
+        now rather than wait out the per-try timeout. A stream already started goes on until
+        its own connection fails: nothing can be retried after the first byte."""
+        if self._ok or not self._counted:
+            return
+        self._cancel_timer()
+        if self._handle is not None:
+            self._handle.abandon()
+            self._handle = None
+        door = self._door
+        replica = self._replica
+        self._release()
+        if self._probe:
+            # The verdict on the replica came from elsewhere: this try gives none.
+            self._probe = False
+            door.table.breaker(replica).release_probe()
+        now = self._loop.time()
+        if door.observer is not None:
+            door.observer.record(replica, False, now - self._try_t0, None, now)
+        message = f"replica '{replica}' was found dead while the try waited: {why}"
+        self._log_try_failed(REPLICA_DEAD, 503, message)
+        door.metrics.upstream_failures.labels(replica, REPLICA_DEAD).inc()
+        self._retry_or_respond(FailureClass.CONNECTION, message, REPLICA_DEAD, free=True)
 
     # -- timers and cancellation -------------------------------------------------------------
     def _on_try_timeout(self) -> None:
@@ -245,6 +317,7 @@ class Relay:
             self._handle.abandon()
             self._handle = None
         self._responder.abort()
+        self._drop_probe()
         self._account(self._status, usable=False, complete=False)
 
     def _client_gone(self) -> None:
@@ -252,9 +325,14 @@ class Relay:
         if self._handle is not None:
             self._handle.abandon()
             self._handle = None
-        if self._replica and self._counted:
-            self._door.table.breaker(self._replica).release_probe()
+        self._drop_probe()
         self._account(499, usable=False, complete=False)
+
+    def _drop_probe(self) -> None:
+        """The try in flight ends without a verdict: hand its probe slot back, if it held one."""
+        if self._probe and self._counted:
+            self._door.table.breaker(self._replica).release_probe()
+        self._probe = False
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -268,24 +346,18 @@ class Relay:
         message: str,
         status: int,
         *,
-        refused: bool = False,
+        kind: TryError | None = None,
         retry_after: float | None = None,
     ) -> None:
         door = self._door
         replica = self._replica
-        log.info(
-            "try_failed",
-            request_id=self._request_id.decode(errors="replace"),
-            model=self.parsed.model,
-            replica=replica,
-            attempt=self._attempts,
-            failure_class=failure.value,
-            status=status,
-            detail=message[:200],
-        )
-        self._record_failure(failure, refused=refused, retry_after=retry_after)
+        label = failure.value if kind is None else kind.value
+        self._log_try_failed(label, status, message)
+        # Out of the in-flight registry first: if this failure opens the breaker, the other
+        # tries on the replica are failed over, and this one is already being handled.
         self._release()
-        door.metrics.upstream_failures.labels(replica, failure.value).inc()
+        self._record_failure(failure, kind=kind, retry_after=retry_after)
+        door.metrics.upstream_failures.labels(replica, label).inc()
         if failure is FailureClass.CONTEXT_LENGTH:
             param = "messages" if b"chat" in self._path else "prompt"
             send_error(self._responder, 400, message, param=param, code="context_length_exceeded")
@@ -295,24 +367,58 @@ class Relay:
             send_error(self._responder, status, message)
             self._account(status, usable=False, complete=False, count_replica=replica)
             return
+        free = kind is not None and kind.never_reached
+        self._retry_or_respond(failure, message, label, free=free, retry_after=retry_after)
+
+    def _retry_or_respond(
+        self,
+        failure: FailureClass,
+        message: str,
+        label: str,
+        *,
+        free: bool,
+        retry_after: float | None = None,
+    ) -> None:
+        """Schedule the next try, or answer the client with the last error."""
+        door = self._door
         self._last_error = (_STATUS_FOR_FAILURE.get(failure, 503), message, failure.value)
         if retry_after is not None:
             self._retry_after = retry_after
         now = self._loop.time()
         policy = door.settings.retry
         if (
-            policy.should_retry(failure, response_started=False)
-            and self._attempts < policy.max_attempts
-            and now < self._deadline
-            and not self._responder.done
+            not policy.should_retry(failure, response_started=False)
+            or now >= self._deadline
+            or self._responder.done
         ):
+            self._respond_last_error()
+            return
+        if free and self._free < MAX_FREE_FAILOVERS:
+            self._free += 1
+            door.metrics.retries.labels(self.parsed.model, label).inc()
+            self._loop.call_soon(self._try)
+            return
+        charged = self._attempts - self._free
+        if charged < policy.max_attempts:
             if door.budget.try_spend(now):
-                door.metrics.retries.labels(self.parsed.model, failure.value).inc()
-                delay = policy.backoff(self._attempts - 1)
+                door.metrics.retries.labels(self.parsed.model, label).inc()
+                delay = policy.backoff(charged - 1)
                 self._loop.call_later(min(delay, max(self._deadline - now, 0.0)), self._try)
                 return
             door.metrics.retry_budget_exhausted.labels(self.parsed.model).inc()
         self._respond_last_error()
+
+    def _log_try_failed(self, label: str, status: int, message: str) -> None:
+        log.info(
+            "try_failed",
+            request_id=self._request_id.decode(errors="replace"),
+            model=self.parsed.model,
+            replica=self._replica,
+            attempt=self._attempts,
+            failure_class=label,
+            status=status,
+            detail=message[:200],
+        )
 
     def _give_up(self, failure: FailureClass, message: str) -> None:
         self._last_error = (_STATUS_FOR_FAILURE.get(failure, 503), message, failure.value)
@@ -335,12 +441,21 @@ class Relay:
         )
 
     def _record_failure(
-        self, failure: FailureClass, *, refused: bool, retry_after: float | None
+        self,
+        failure: FailureClass,
+        *,
+        kind: TryError | None = None,
+        retry_after: float | None = None,
     ) -> None:
         door = self._door
         now = self._loop.time()
+        self._probe = False  # on_failure gives the probe's verdict
         transitions = door.table.breaker(self._replica).on_failure(
-            failure, now, refused=refused, retry_after=retry_after
+            failure,
+            now,
+            refused=kind is TryError.REFUSED,
+            unreachable=kind is not None and kind.unreachable,
+            retry_after=retry_after,
         )
         door.breaker_changed(self._replica, transitions)
         if door.observer is not None and failure not in (
@@ -348,26 +463,28 @@ class Relay:
             FailureClass.CLIENT_ERROR,
             FailureClass.RATE_LIMITED,
         ):
-            door.observer.record(self._replica, False, now - self._t0, None, now)
+            door.observer.record(self._replica, False, now - self._try_t0, None, now)
 
     def _finish_success(self) -> None:
         door = self._door
         now = self._loop.time()
+        self._probe = False  # on_success gives the probe's verdict
         transitions = door.table.breaker(self._replica).on_success(now)
         if transitions:
             door.breaker_changed(self._replica, transitions)
         usable = self._inspector.has_output
         complete = self._inspector.done if self.parsed.stream else True
-        ttft = (self._first_byte - self._t0) if self._first_byte is not None else None
         if door.observer is not None:
-            door.observer.record(self._replica, True, now - self._t0, ttft, now)
+            # This try's own times: an earlier dead try is not the serving replica's latency.
+            first = self._first_byte
+            ttft = (first - self._try_t0) if first is not None else None
+            door.observer.record(self._replica, True, now - self._try_t0, ttft, now)
         self._account(self._status, usable=usable, complete=complete)
 
     def _release(self) -> None:
         if self._counted:
             self._counted = False
-            door = self._door
-            door.inflight[self._replica] = door.inflight.get(self._replica, 1) - 1
+            self._door.untrack(self._replica, self)
 
     def _account(
         self, status: int, *, usable: bool, complete: bool, count_replica: str | None = None

@@ -5,17 +5,92 @@ connection's parser calls the exchange back for the response head, each body pie
 Connections return to their pool when the replica keeps the connection alive. A request that
 meets a dead pooled connection before any response byte is re-sent once on a fresh connection:
 that is not a replica failure, only a keep-alive race.
+
+A host that dies without a word (power, kernel, link: packets dropped, not refused) would hold
+every pooled connection to it until the per-try timeout, which must stay long because a real
+first token can take a minute. TCP keepalive and ``TCP_USER_TIMEOUT`` on every upstream socket
+make the kernel fail such a connection within a few seconds (no acknowledgement at all, which a
+live but busy host's kernel always sends), and the failure is reported as ``PEER_DEAD``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
+import errno
 import socket
 from collections.abc import Callable
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import httptools
+
+# Dead-peer detection on upstream sockets (Linux; skipped where the options do not exist). An
+# idle connection (waiting for a first token) is probed after KEEPALIVE_IDLE_S; a connection
+# whose sent bytes or probes go unacknowledged for USER_TIMEOUT_S is failed by the kernel.
+KEEPALIVE_IDLE_S = 2
+KEEPALIVE_INTERVAL_S = 1
+KEEPALIVE_COUNT = 3
+USER_TIMEOUT_S = 5.0
+
+# Errors that say "no answer from that host" rather than "the replica closed on us".
+_UNREACHABLE_ERRNOS = frozenset(
+    {errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN}
+)
+
+
+class TryError(enum.Enum):
+    """How an upstream try failed without a complete response; the breaker and the retry
+    logic treat them differently (see :mod:`hanode.policies.breaker`)."""
+
+    LOST = "connection"  # the connection was reset or closed after it was made
+    REFUSED = "connect_refused"  # connect refused: nothing listens there
+    CONNECT_TIMEOUT = "connect_timeout"  # connect timed out, or no route to the host
+    PEER_DEAD = "peer_dead"  # an established connection's peer stopped acknowledging
+    CONNECT_ERROR = "connect_error"  # any other connect failure (local: fds, name lookup)
+
+    @property
+    def never_reached(self) -> bool:
+        """No live replica took the request: no connection was made, or the host is gone."""
+        return self is not TryError.LOST
+
+    @property
+    def unreachable(self) -> bool:
+        """Trip the breaker at once, as evidence about the path (see the breaker module)."""
+        return self is TryError.CONNECT_TIMEOUT or self is TryError.PEER_DEAD
+
+
+def connect_error_kind(exc: BaseException) -> TryError:
+    """Classify a failed connect."""
+    if isinstance(exc, ConnectionRefusedError):
+        return TryError.REFUSED
+    if isinstance(exc, TimeoutError) or (
+        isinstance(exc, OSError) and exc.errno in _UNREACHABLE_ERRNOS
+    ):
+        return TryError.CONNECT_TIMEOUT
+    return TryError.CONNECT_ERROR
+
+
+def lost_error_kind(exc: BaseException | None) -> TryError:
+    """Classify the loss of an established connection: ETIMEDOUT there is the kernel giving up
+    on an unacknowledging peer (keepalive or ``TCP_USER_TIMEOUT``)."""
+    if isinstance(exc, OSError) and exc.errno in _UNREACHABLE_ERRNOS:
+        return TryError.PEER_DEAD
+    return TryError.LOST
+
+
+def tune_socket(sock: Any) -> None:
+    """No Nagle delay, and dead-peer detection (see the module docstring)."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    if hasattr(socket, "TCP_KEEPIDLE"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE_S)
+    if hasattr(socket, "TCP_KEEPINTVL"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL_S)
+    if hasattr(socket, "TCP_KEEPCNT"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
+    if hasattr(socket, "TCP_USER_TIMEOUT"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(USER_TIMEOUT_S * 1000))
 
 
 class Exchange(Protocol):
@@ -24,7 +99,7 @@ class Exchange(Protocol):
     def on_head(self, status: int, headers: dict[bytes, bytes], chunked: bool) -> None: ...
     def on_body(self, data: bytes) -> None: ...
     def on_complete(self) -> None: ...
-    def on_error(self, message: str, connect_failed: bool) -> None: ...
+    def on_error(self, message: str, kind: TryError) -> None: ...
     def flush(self) -> None: ...
 
 
@@ -85,7 +160,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            tune_socket(sock)
 
     def data_received(self, data: bytes) -> None:
         self._got_bytes = True
@@ -111,12 +186,18 @@ class UpstreamConnection(asyncio.Protocol):
         if exchange is None:
             return
         self.exchange = None
-        if self._reused and not self._got_bytes and self._handle is not None:
+        kind = lost_error_kind(exc)
+        if (
+            self._reused
+            and not self._got_bytes
+            and self._handle is not None
+            and kind is TryError.LOST
+        ):
             # Keep-alive race: the replica closed an idle connection as we reused it.
             self._handle.conn = None
             self._pool.connect(exchange, self._payload, self._handle)
             return
-        exchange.on_error(f"connection to replica lost: {exc or 'closed by replica'}", False)
+        exchange.on_error(f"connection to replica lost: {exc or 'closed by replica'}", kind)
 
     # -- httptools callbacks ---------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -157,7 +238,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
         if exchange is not None:
-            exchange.on_error(message, False)
+            exchange.on_error(message, TryError.LOST)
 
 
 class UpstreamPool:
@@ -198,8 +279,13 @@ class UpstreamPool:
                     )
             except (OSError, TimeoutError) as exc:
                 if not handle.abandoned:
-                    reason = str(exc) or type(exc).__name__
-                    exchange.on_error(f"cannot connect to replica: {reason}", True)
+                    kind = connect_error_kind(exc)
+                    reason = str(exc) or (
+                        f"no answer within {self.connect_timeout_s:g}s"
+                        if isinstance(exc, TimeoutError)
+                        else type(exc).__name__
+                    )
+                    exchange.on_error(f"cannot connect to replica: {reason}", kind)
                 return
             if handle.abandoned:
                 proto.abandon()
@@ -241,6 +327,8 @@ class UpstreamHandle:
 
     def abandon(self) -> None:
         self.abandoned = True
+        if self.connecting is not None and not self.connecting.done():
+            self.connecting.cancel()  # a connect to a dead host would wait out its timeout
         if self.conn is not None:
             self.conn.abandon()
             self.conn = None

@@ -188,8 +188,58 @@ def test_busy_backs_off_without_tripping() -> None:
 def test_refused_trips_at_once() -> None:
     b = breaker()
     ts = b.on_failure(F.CONNECTION, 0.0, refused=True)
-    assert ts == [Transition(F.CONNECTION, CLOSED, OPEN, "connection refused")]
+    assert ts == [Transition(F.CONNECTION, CLOSED, OPEN, "connection refused", about_replica=True)]
     assert not b.allow(0.0)
+
+
+def test_unreachable_trips_at_once_as_evidence_about_the_path() -> None:
+    """A connect that timed out costs a timeout per try: trip like refused, but do not blame
+    the replica (another router may reach it fine)."""
+    b = breaker()
+    ts = b.on_failure(F.CONNECTION, 0.0, unreachable=True)
+    assert ts == [Transition(F.CONNECTION, CLOSED, OPEN, "replica unreachable")]
+    assert not ts[0].about_replica
+    assert not b.allow(0.0)
+
+
+def _trip_with(b: ReplicaBreaker, fc: F) -> list[Transition]:
+    for i in range(10):
+        ts = b.on_failure(fc, float(i) * 0.01)
+        if ts:
+            return ts
+    raise AssertionError(f"{fc} never tripped")
+
+
+@pytest.mark.parametrize(
+    ("fc", "about"),
+    [(F.GPU_OOM, True), (F.SERVER_ERROR, True), (F.TIMEOUT, False), (F.CONNECTION, False)],
+)
+def test_open_says_whether_the_evidence_is_about_the_replica(fc: F, about: bool) -> None:
+    ts = _trip_with(breaker(), fc)
+    assert states(ts) == [(CLOSED, OPEN)]
+    assert ts[0].about_replica is about
+
+
+@pytest.mark.parametrize(
+    ("fc", "kw", "about"),
+    [
+        (F.SERVER_ERROR, {}, True),
+        (F.CONNECTION, {"refused": True}, True),
+        (F.TIMEOUT, {}, False),
+        (F.CONNECTION, {"unreachable": True}, False),
+        (F.CONNECTION, {}, False),
+    ],
+)
+def test_failed_probe_reopens_with_its_evidence_class(
+    fc: F, kw: dict[str, bool], about: bool
+) -> None:
+    b = breaker(open_base_s=1.0)
+    trip(b, 0.0)
+    assert b.allow(1.0)  # the probe
+    ts = b.on_failure(fc, 1.0, **kw)
+    assert states(ts) == [(OPEN, HALF_OPEN), (HALF_OPEN, OPEN)]
+    assert ts[-1].about_replica is about
+    assert not ts[0].about_replica  # time-driven changes carry no evidence
 
 
 @pytest.mark.parametrize("fc", [F.CONNECTION, F.SERVER_ERROR])
@@ -339,7 +389,8 @@ def test_reset_closes_and_forgets() -> None:
 def test_force_open_from_peer() -> None:
     b = breaker()
     ts = b.force_open(0.0, F.GPU_OOM, 12.0)
-    assert ts == [Transition(F.GPU_OOM, CLOSED, OPEN, "opened by peer")]
+    # False: the peer's open was replicated already; it must not travel again.
+    assert ts == [Transition(F.GPU_OOM, CLOSED, OPEN, "opened by peer", about_replica=False)]
     assert not b.allow(11.9) and b.allow(12.0)
 
 
@@ -404,6 +455,9 @@ class BreakerMachine(RuleBasedStateMachine):
     def _apply(self, ts: list[Transition]) -> None:
         for t in ts:
             assert t.from_state is not t.to_state
+            if t.about_replica:
+                assert t.to_state is OPEN
+                assert t.failure_class in (F.GPU_OOM, F.SERVER_ERROR, F.CONNECTION)
             if t.to_state is OPEN:
                 assert t.failure_class in COUNTED
                 until = self.b.snapshot(self.now)["open_until"]
@@ -449,13 +503,16 @@ class BreakerMachine(RuleBasedStateMachine):
     @rule(
         fc=st.sampled_from(list(F)),
         refused=st.booleans(),
+        unreachable=st.booleans(),
         retry_after=st.none() | st.floats(-10.0, 1e6) | st.just(float("nan")),
     )
-    def failure(self, fc: F, refused: bool, retry_after: float | None) -> None:
+    def failure(self, fc: F, refused: bool, unreachable: bool, retry_after: float | None) -> None:
         before = self.b.state
         if before is HALF_OPEN and self.admitted:
             self.admitted -= 1
-        ts = self.b.on_failure(fc, self.now, refused=refused, retry_after=retry_after)
+        ts = self.b.on_failure(
+            fc, self.now, refused=refused, unreachable=unreachable, retry_after=retry_after
+        )
         if fc in (F.CONTEXT_LENGTH, F.CLIENT_ERROR, F.RATE_LIMITED, F.BUSY):
             assert all(t.to_state is not OPEN for t in ts)
             assert self.b.state is before or (before, self.b.state) == (OPEN, HALF_OPEN)
