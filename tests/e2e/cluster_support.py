@@ -79,6 +79,7 @@ class Node:
     sims: dict[str, SimProcess] = field(default_factory=dict)
     proc: NodeProcess | None = None
     starts: int = 0
+    env: dict[str, str] = field(default_factory=dict)  # e.g. HANODE_PROTOCOL for an old node
 
     @property
     def raft(self) -> str:
@@ -144,7 +145,11 @@ class Node:
         self.starts += 1
         log = self.tmp_path / f"{self.name}-run{self.starts}.log"
         self.proc = NodeProcess(
-            self.config_path, wait=False, log_path=log, extra_args=list(extra_args)
+            self.config_path,
+            wait=False,
+            log_path=log,
+            extra_args=list(extra_args),
+            env=self.env or None,
         )
         return self.proc
 
