@@ -1,7 +1,9 @@
 """Passive health: what real traffic tells us, so test prompts need not run all the time.
 
-The router records every finished try here. The health checker reads rolling latency/TTFT for
-L3, counts a recent useful answer as a passed L2, and re-checks L2 at once after a failure.
+The router records every finished try here, each with its own latency (a try that failed
+over is charged to its own replica, not to the one that served the retry). The health checker
+reads rolling latency/TTFT for L3, counts a recent useful answer as a passed L2, and re-checks
+L2 at once after a failure.
 """
 
 from __future__ import annotations
@@ -12,6 +14,10 @@ from dataclasses import dataclass, field
 
 _MAX_SAMPLES = 128
 _STALE_KEEP = 5
+# A failed try that held its request at least this long is a latency sample too (the replica
+# was that slow, at least); quicker failures (refused, an instant 503) say nothing about speed
+# and must not make a struggling replica look fast.
+SLOW_FAILURE_S = 1.0
 
 
 @dataclass(slots=True)
@@ -41,6 +47,8 @@ class PassiveStats:
             t.samples.append((now, latency_s, ttft_s))
         else:
             t.last_failure = now
+            if latency_s >= SLOW_FAILURE_S:
+                t.samples.append((now, latency_s, None))
 
     def last_success(self, replica: str) -> float | None:
         t = self._by_replica.get(replica)

@@ -1,0 +1,282 @@
+"""The per-replica health loop against a fake replica HTTP server on 127.0.0.1: rise/fall,
+when the L2 test prompt is due, DOWN and the events it raises, the GPU-memory gate, and the
+loop itself (bounded, survives a failing check)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import orjson
+
+from hanode.engines.registry import get_adapter
+from hanode.events import EventLog
+from hanode.health.checker import GpuMarks, HealthSettings, ReplicaChecker
+from hanode.health.passive import PassiveStats
+from hanode.http.server import HttpServer, Request, Responder
+from hanode.metrics.registry import NodeMetrics
+from hanode.policies.l3 import L3Thresholds
+from hanode.pool.replica import HealthLevel, Observation, ReplicaSpec
+
+NAME = "r0"
+SETTINGS = HealthSettings(
+    interval_s=0.01,
+    timeout_s=2.0,
+    rise=2,
+    fall=2,
+    l2_interval_s=60.0,
+    l2_timeout_s=2.0,
+    l2_prompt="Say OK.",
+    l2_max_tokens=4,
+)
+MARKS = GpuMarks(prepare=0.80, reduce=0.90, remove=0.95, recover=0.90)
+
+
+class Replica:
+    """vLLM's health, completions and metrics endpoints, switchable by the test."""
+
+    def __init__(self) -> None:
+        self.health_status = 200
+        self.text = "OK"
+        self.l2_calls = 0
+        self.kv = 0.1
+
+    def handle(self, request: Request, responder: Responder) -> None:
+        if request.path == b"/health":
+            responder.send(self.health_status, b"")
+        elif request.path == b"/v1/completions":
+            self.l2_calls += 1
+            body = {"choices": [{"text": self.text, "index": 0}]}
+            responder.send(200, orjson.dumps(body))
+        elif request.path == b"/metrics":
+            page = (
+                f"vllm:num_requests_running 1\nvllm:num_requests_waiting 0\n"
+                f"vllm:gpu_cache_usage_perc {self.kv}\n"
+            )
+            responder.send(200, page.encode(), b"text/plain")
+        else:
+            responder.send(404, b"")
+
+
+@dataclass
+class Sink:
+    seen: list[Observation] = field(default_factory=list)
+    waiter: asyncio.Future[None] | None = None
+    want: int = 0
+
+    def observe(self, name: str, obs: Observation) -> None:
+        assert name == NAME
+        self.seen.append(obs)
+        if self.waiter is not None and len(self.seen) >= self.want and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def wait_for(self, count: int) -> None:
+        if len(self.seen) >= count:
+            return
+        self.want = count
+        self.waiter = asyncio.get_running_loop().create_future()
+        await asyncio.wait_for(self.waiter, 10.0)
+
+
+class Gpu:
+    """GpuMemoryReader stand-in: ``frac`` is what NVML would say; ``fail`` raises once."""
+
+    def __init__(self) -> None:
+        self.frac: float | None = None
+        self.fail = False
+
+    def read(self, index: int) -> float | None:
+        if self.fail:
+            self.fail = False
+            raise RuntimeError("NVML went away")
+        return self.frac
+
+
+@dataclass
+class Rig:
+    replica: Replica
+    checker: ReplicaChecker
+    sink: Sink
+    passive: PassiveStats
+    events: EventLog
+    gpu: Gpu
+    server: HttpServer
+
+    async def check(self) -> Observation:
+        return await self.checker.check_once()
+
+    def health_events(self) -> list[tuple[str, str]]:
+        return [
+            (e.fields["from_level"], e.fields["to_level"])
+            for e in self.events.recent()
+            if e.kind == "health"
+        ]
+
+
+@asynccontextmanager
+async def rig(settings: HealthSettings = SETTINGS, gpu: int | None = None) -> AsyncIterator[Rig]:
+    replica = Replica()
+    server = HttpServer(replica.handle)
+    _, port = await server.listen("127.0.0.1", 0)
+    spec = ReplicaSpec(NAME, "m", f"http://127.0.0.1:{port}", engine="vllm", gpu=gpu)
+    sink, passive, events, reader = Sink(), PassiveStats(), EventLog(), Gpu()
+    checker = ReplicaChecker(
+        spec,
+        get_adapter("vllm"),
+        settings,
+        L3Thresholds(),
+        MARKS,
+        sink,
+        passive,
+        reader,  # type: ignore[arg-type]
+        events,
+        NodeMetrics(),
+    )
+    try:
+        yield Rig(replica, checker, sink, passive, events, reader, server)
+    finally:
+        await server.close()
+
+
+def run(test: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(test(), 30.0))
+
+
+async def healthy(r: Rig) -> None:
+    """Two passing rounds: quiet at first (rise 2), then HEALTHY with one L2 prompt."""
+    first = await r.check()
+    assert first.level is HealthLevel.DOWN and r.sink.seen == []  # still proving itself
+    second = await r.check()
+    assert second.level is HealthLevel.HEALTHY
+    assert r.replica.l2_calls == 1
+
+
+def test_rise_then_fall_then_rise_again_with_events() -> None:
+    async def main() -> None:
+        async with rig() as r:
+            await healthy(r)
+            assert r.health_events() == [("DOWN", "HEALTHY")]
+            r.replica.health_status = 500
+            assert (await r.check()).level is HealthLevel.HEALTHY  # one failure is a blip
+            down = await r.check()
+            assert down.level is HealthLevel.DOWN and "HTTP 500" in down.reason
+            assert r.sink.seen[-1].level is HealthLevel.DOWN
+            assert r.health_events()[-1] == ("HEALTHY", "DOWN")
+            r.replica.health_status = 200
+            assert (await r.check()).level is HealthLevel.DOWN  # rise 2
+            calls = r.replica.l2_calls
+            assert (await r.check()).level is HealthLevel.HEALTHY
+            # back from DOWN, the model had to be proven again (a restart reloads it)
+            assert r.replica.l2_calls == calls + 1
+            assert r.health_events()[-1] == ("DOWN", "HEALTHY")
+
+    run(main)
+
+
+def test_a_replica_that_stops_answering_goes_down() -> None:
+    async def main() -> None:
+        async with rig() as r:
+            await healthy(r)
+            await r.server.close()  # the process is gone: connections refused
+            await r.check()
+            down = await r.check()
+            assert down.level is HealthLevel.DOWN
+            assert r.health_events()[-1] == ("HEALTHY", "DOWN")
+
+    run(main)
+
+
+def test_l2_failure_makes_the_replica_unready() -> None:
+    async def main() -> None:
+        async with rig() as r:
+            await r.check()
+            r.replica.text = ""  # the model answers with nothing usable
+            obs = await r.check()
+            assert obs.level is HealthLevel.UNREADY
+            assert "no text" in obs.reason
+            r.replica.text = "OK"
+            assert (await r.check()).level is HealthLevel.HEALTHY  # L2 is due while not up
+
+    run(main)
+
+
+def test_l2_runs_only_when_due() -> None:
+    async def main() -> None:
+        async with rig() as r:
+            await healthy(r)
+            for _ in range(3):
+                await r.check()
+            assert r.replica.l2_calls == 1  # up, recent, no failed traffic: no test prompt
+            loop = asyncio.get_running_loop()
+            r.passive.record(NAME, False, 0.01, None, loop.time())  # real traffic failed
+            await r.check()
+            assert r.replica.l2_calls == 2
+            await r.check()
+            assert r.replica.l2_calls == 2
+
+    run(main)
+
+
+def test_l2_due_after_a_quiet_period_unless_traffic_was_useful() -> None:
+    async def main() -> None:
+        async with rig() as r:
+            await healthy(r)
+            checker = r.checker
+            last = checker._last_l2
+            interval = SETTINGS.l2_interval_s
+            assert not checker._l2_due(last + interval - 1.0)
+            assert checker._l2_due(last + interval)
+            r.passive.record(NAME, True, 0.1, 0.05, last + 30.0)  # a useful real answer
+            assert not checker._l2_due(last + interval)
+            assert checker._l2_due(last + 30.0 + interval)
+            r.passive.record(NAME, False, 0.1, None, last + 31.0)
+            assert checker._l2_due(last + 31.0)
+
+    run(main)
+
+
+def test_gpu_memory_gate_events_and_removal() -> None:
+    async def main() -> None:
+        async with rig(gpu=0) as r:
+            r.gpu.frac = 0.5
+            await healthy(r)
+            r.gpu.frac = 0.85
+            obs = await r.check()
+            assert not obs.gpu_removed and obs.gpu_mem_frac == 0.85
+            r.gpu.frac = 0.96
+            obs = await r.check()
+            assert obs.gpu_removed and "removed" in obs.reason
+            r.gpu.frac = 0.92  # under the remove mark but not below recover: still removed
+            assert (await r.check()).gpu_removed
+            r.gpu.frac = 0.7
+            assert not (await r.check()).gpu_removed
+            levels = [e.fields["level"] for e in r.events.recent() if e.kind == "gpu_memory"]
+            assert levels == ["prepare", "remove", "normal"]
+
+    run(main)
+
+
+def test_engine_figure_is_used_when_nvml_says_nothing() -> None:
+    async def main() -> None:
+        async with rig(gpu=None) as r:
+            await healthy(r)
+            obs = await r.check()
+            assert obs.kv_usage == 0.1 and obs.running == 1 and obs.queue_depth == 0
+
+    run(main)
+
+
+def test_run_loop_checks_until_stopped_and_survives_a_failing_check() -> None:
+    async def main() -> None:
+        async with rig(gpu=0) as r:
+            r.gpu.fail = True  # the first round raises inside the check
+            stop = asyncio.Event()
+            task = asyncio.create_task(r.checker.run(stop))
+            await r.sink.wait_for(3)  # later rounds went on regardless
+            stop.set()
+            await asyncio.wait_for(task, 5.0)
+            assert r.sink.seen[-1].level is HealthLevel.HEALTHY
+
+    run(main)
