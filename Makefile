@@ -35,8 +35,23 @@ e2e: $(STAMP) llama-server
 llama-server: $(STAMP)
 	PYTHON=$(BIN)/python bash scripts/build_llama_server.sh
 
-test: $(STAMP) lint typecheck llama-server
+test: $(STAMP) lint typecheck llama-server chaos-deps
 	$(BIN)/pytest -q tests $(PYTEST_ARGS)
+
+# The chaos suite (tests/chaos): three nodes in network namespaces, faults from nftables, link
+# state, signals and libfaketime. Its tools come from Debian; a no-op when they are there, apt-get
+# only as root. `make test` runs the short run (skipped with a reason without root or netns);
+# `make chaos` runs every fault (bounded) and writes docs/chaos.md.
+.PHONY: chaos chaos-deps
+chaos-deps:
+	@if command -v ip >/dev/null && command -v nft >/dev/null && command -v faketime >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			iproute2 nftables faketime) || echo "chaos-deps: apt-get failed"; \
+	else echo "chaos-deps: ip, nft or faketime missing and not root: chaos tests will skip"; fi
+
+chaos: $(STAMP) chaos-deps
+	timeout --signal=TERM 1800 $(BIN)/python -m tests.chaos.run --report docs/chaos.md
 
 demo: $(STAMP)
 	$(BIN)/hanode demo

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import sys
 from typing import Any
 
@@ -36,51 +35,31 @@ from hanode.pool.snapshot import PoolView
 from hanode.router.frontdoor import FrontDoor, RouterSettings
 from hanode.router.validation import RequestLimits
 from hanode.runtime import stop_on_signals
+from hanode.settings.schema import build
 from hanode.status import status_document
 
 log = structlog.get_logger("hanode.daemon")
 
 
 def router_settings(config: Config) -> RouterSettings:
-    r = config.router
-    retry = config.retry
-    return RouterSettings(
-        api_keys=r.api_keys,
-        limits=RequestLimits(max_tokens=r.max_tokens_limit, max_n=r.max_n),
-        request_timeout_s=r.request_timeout_s,
+    """The front door's settings: every field from the [router], [retry], [slo] and [breaker]
+    keys bound to it in hanode.settings.sections, so a default cannot differ from the file's."""
+    return build(
+        RouterSettings,
+        config.router,
+        config.retry,
+        config.slo,
+        limits=build(RequestLimits, config.router),
+        retry=build(RetryPolicy, config.retry),
+        breaker=build(BreakerConfig, config.breaker),
         model_timeouts={
             m.name: m.request_timeout_s for m in config.models if m.request_timeout_s is not None
         },
-        connect_timeout_s=r.connect_timeout_s,
-        retry=RetryPolicy(
-            max_attempts=retry.max_attempts,
-            per_try_timeout_s=retry.per_try_timeout_s,
-            base_backoff_s=retry.backoff_base_s,
-            cap_backoff_s=retry.backoff_cap_s,
-        ),
-        retry_budget_ratio=retry.budget_ratio,
-        retry_budget_min_per_s=retry.budget_min_per_s,
-        slo_latency_s=config.slo.latency_ms / 1000.0,
-        slo_ttft_s=config.slo.ttft_ms / 1000.0,
-        breaker=BreakerConfig(
-            **{
-                k: v
-                for k, v in dataclasses.asdict(config.breaker).items()
-                if k != "max_ejection_percent"  # a cluster setting, not one breaker's
-            }
-        ),
     )
 
 
 def server_limits(config: Config) -> ServerLimits:
-    r = config.router
-    return ServerLimits(
-        max_header_bytes=r.max_header_bytes,
-        max_body_bytes=r.max_body_bytes,
-        header_timeout_s=r.header_timeout_s,
-        idle_timeout_s=r.idle_timeout_s,
-        max_connections=r.max_connections,
-    )
+    return build(ServerLimits, config.router)
 
 
 class StartupError(Exception):
@@ -88,14 +67,7 @@ class StartupError(Exception):
 
 
 def _weight_thresholds(config: Config) -> WeightThresholds:
-    t = config.thresholds
-    return WeightThresholds(
-        gpu_mem_prepare=t.gpu_mem_prepare,
-        gpu_mem_reduce=t.gpu_mem_reduce,
-        gpu_mem_remove=t.gpu_mem_remove,
-        kv_high=t.kv_high,
-        queue_high=t.queue_high,
-    )
+    return build(WeightThresholds, config.thresholds)
 
 
 def _raft_password(config: Config, insecure_dev: bool) -> str | None:
@@ -188,8 +160,6 @@ class Node:
 
     async def start(self) -> None:
         config = self.config
-        h = config.health
-        t = config.thresholds
         sink = self._make_pool()
         self.door = FrontDoor(
             self.pool_view, router_settings(config), self.metrics, self.passive, self.events
@@ -230,24 +200,9 @@ class Node:
                     "ops": f"{mhost}:{mport}",
                 }
             )
-        settings = HealthSettings(
-            interval_s=h.interval_s,
-            timeout_s=h.timeout_s,
-            rise=h.rise,
-            fall=h.fall,
-            l2_interval_s=h.l2_interval_s,
-            l2_timeout_s=h.l2_timeout_s,
-            l2_prompt=h.l2_prompt,
-            l2_max_tokens=h.l2_max_tokens,
-        )
-        l3 = L3Thresholds(
-            latency_ms=t.latency_ms,
-            ttft_ms=t.ttft_ms,
-            kv_usage=t.kv_usage,
-            queue_depth=t.queue_depth,
-            gpu_mem=t.gpu_mem_reduce,
-        )
-        marks = GpuMarks(t.gpu_mem_prepare, t.gpu_mem_reduce, t.gpu_mem_remove, t.gpu_mem_recover)
+        settings = build(HealthSettings, config.health)
+        l3 = build(L3Thresholds, config.thresholds)
+        marks = build(GpuMarks, config.thresholds)
         for spec in config.replicas:
             checker = ReplicaChecker(
                 spec,

@@ -54,10 +54,12 @@ class HealthSettings:
 
 @dataclass(frozen=True, slots=True)
 class GpuMarks:
-    prepare: float = 0.80
-    reduce: float = 0.90
-    remove: float = 0.95
-    recover: float = 0.90
+    """GPU memory marks for the gate; no defaults: built from [thresholds] (hanode.settings)."""
+
+    prepare: float
+    reduce: float
+    remove: float
+    recover: float
 
 
 def _round(value: float | None, digits: int) -> float | None:

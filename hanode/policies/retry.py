@@ -152,7 +152,7 @@ class RetryPolicy:
     the time to first byte of one try (generation itself may take much longer)."""
 
     max_attempts: int = 3
-    per_try_timeout_s: float = 30.0
+    per_try_timeout_s: float = 60.0
     base_backoff_s: float = 0.02
     cap_backoff_s: float = 1.0
 

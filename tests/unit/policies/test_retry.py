@@ -208,7 +208,7 @@ def test_every_class_is_decided() -> None:
 
 def test_policy_defaults_and_backoff() -> None:
     p = RetryPolicy()
-    assert (p.max_attempts, p.per_try_timeout_s) == (3, 30.0)
+    assert (p.max_attempts, p.per_try_timeout_s) == (3, 60.0)
     assert p.backoff(1, lambda: 1.0) == pytest.approx(0.04)
 
 
