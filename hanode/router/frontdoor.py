@@ -29,7 +29,7 @@ from hanode.http.client import split_url
 from hanode.http.server import Request, Responder
 from hanode.logs import new_request_id
 from hanode.metrics.registry import NodeMetrics
-from hanode.policies.breaker import BreakerConfig, BreakerState, Transition
+from hanode.policies.breaker import BreakerConfig, BreakerState, ReplicaBreaker, Transition
 from hanode.policies.picker import pick
 from hanode.policies.retry import RetryBudget, RetryPolicy, deadline_from_header
 from hanode.policies.seed import pin_seed
@@ -314,6 +314,10 @@ class FrontDoor:
             adapter = get_adapter(state.spec.engine if state else "openai")
             self._adapters[replica] = adapter
         return adapter
+
+    def breaker(self, replica: str) -> ReplicaBreaker:
+        """This router's breaker of ``replica`` (the cluster syncs breakers through it)."""
+        return self.table.breaker(replica)
 
     def breaker_changed(
         self, replica: str, transitions: Sequence[Transition], *, local: bool = True
