@@ -13,7 +13,9 @@ from typing import Any
 import orjson
 import structlog
 
+from hanode.addresses import is_wildcard_host
 from hanode.api.server import start_api_server
+from hanode.cluster.addresses import advertised_hostport
 from hanode.cluster.backend import ClusterControl
 from hanode.cluster.raft_store import RaftStore
 from hanode.cluster.runtime import ClusterRuntime
@@ -114,6 +116,7 @@ class Node:
         self.pool_view: PoolView
         self.gpu = GpuMemoryReader()
         self.stop = asyncio.Event()
+        self.exit_code = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._servers: list[HttpServer] = []
         self._grpc: Any = None
@@ -139,6 +142,13 @@ class Node:
             return self.control.events(after, limit)
         return [e.as_dict() for e in self.events.recent(limit, after)]
 
+    def _fatal(self, problem: str) -> None:
+        """Consensus stopped working: exit non-zero so the service manager restarts us,
+        rather than serve a view that can no longer change."""
+        log.error("node_exiting", node=self.config.node.name, reason=problem)
+        self.exit_code = 1
+        self.stop.set()
+
     def _make_pool(self) -> ObservationSink:
         config = self.config
         thresholds = _weight_thresholds(config)
@@ -148,13 +158,19 @@ class Node:
             return self.local_pool
         c = config.cluster
         self._store = RaftStore(
-            str(c.raft_listen),
+            # A wildcard raft_listen binds every address; peers know this node by its advertised
+            # one, so pysyncobj must name itself by it too.
+            advertised_hostport(str(c.raft_listen), config.node.advertise_host)
+            if is_wildcard_host(c.raft_listen.host)
+            else str(c.raft_listen),
             [str(p) for p in c.peers],
             config.node.data_dir / "raft",
             _raft_password(config, self.insecure_dev),
             election_timeout=(c.election_min_s, c.election_max_s),
         )
-        self.cluster = ClusterRuntime(config, self._store, thresholds, self.events)
+        self.cluster = ClusterRuntime(
+            config, self._store, thresholds, self.events, on_fatal=self._fatal
+        )
         self.pool_view = self.cluster.pool
         return self.cluster.reporter
 
@@ -264,4 +280,4 @@ async def run_node(config: Config, insecure_dev: bool = False) -> int:
     await node.stop.wait()
     log.info("node_stopping", node=config.node.name)
     await node.close()
-    return 0
+    return node.exit_code

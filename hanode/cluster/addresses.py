@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from hanode.config import is_loopback_host, is_wildcard_host
+from hanode.addresses import is_loopback_host, is_wildcard_host
 
 
 def _bracket(host: str) -> str:

@@ -56,6 +56,10 @@ class BreakerPort(Protocol):
         self, replica: str, transitions: Sequence[Transition], *, local: bool = True
     ) -> None: ...
 
+    def pool_changed(self) -> None:
+        """A new pool snapshot is out: fail over tries on replicas it no longer lets serve."""
+        ...
+
 
 class ClusterRuntime:
     def __init__(
@@ -198,6 +202,7 @@ class ClusterRuntime:
         door = self.door
         if door is None:
             return
+        door.pool_changed()  # e.g. a lost node's replicas: their tries fail over at once
         self._apply_peer_breakers(door, view)
         self._apply_resets(door, view)
 

@@ -43,6 +43,7 @@ class FakeDoor:
         self.on_breaker_open: Any = None
         self.breakers: dict[str, ReplicaBreaker] = {}
         self.changes: list[tuple[str, list[Transition], bool]] = []
+        self.pool_changes = 0
 
     def breaker(self, replica: str) -> ReplicaBreaker:
         return self.breakers.setdefault(replica, ReplicaBreaker(BreakerConfig()))
@@ -51,6 +52,9 @@ class FakeDoor:
         self, replica: str, transitions: Sequence[Transition], *, local: bool = True
     ) -> None:
         self.changes.append((replica, list(transitions), local))
+
+    def pool_changed(self) -> None:
+        self.pool_changes += 1
 
 
 def pool_doc(n_replicas: int) -> Doc:
