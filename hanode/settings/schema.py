@@ -45,7 +45,6 @@ __all__ = [
     "required",
     "setting",
     "settings",
-    "spec_of",
     "specs",
 ]
 
@@ -231,13 +230,6 @@ def specs(cls: type[Any]) -> tuple[Setting, ...]:
             raise SchemaError(f"{cls.__name__}.{f.name} is not declared with setting()")
         out.append(spec)
     return tuple(out)
-
-
-def spec_of(cls: type[Any], key: str) -> Setting:
-    for spec in specs(cls):
-        if spec.key == key:
-            return spec
-    raise KeyError(f"{cls.__name__} has no setting {key!r}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -802,3 +802,39 @@ def test_retry_and_breaker_sections_parse_and_validate() -> None:
     assert "t.toml: [retry].max_attempts:" in text
     assert "t.toml: [retry].budget_ratio:" in text
     assert "t.toml: [retry].per_try: unknown key" in text
+
+
+def test_optional_sections_validate_like_the_others() -> None:
+    # [cluster], [api] and [[models]] are read by the same schema reader as every other section.
+    data = minimal()
+    data["cluster"] = {"raft_listen": "10.0.0.11:7001", "raft_listn": "x", "heartbeat_s": 0}
+    data["api"] = {"listen": "10.0.0.11:9200", "api_key": ["k"]}
+    data["models"] = [{"name": "m", "min_active": 0, "redundncy": "n_plus_1"}]
+    data["node"]["advertise_host"] = "10.0.0.11"
+    lines = errors_of(data)
+    assert lines == [
+        f"{SRC}: [cluster].heartbeat_s: must be > 0, got 0",
+        f"{SRC}: [cluster].raft_listn: unknown key; did you mean 'raft_listen'?",
+        f"{SRC}: [api].api_key: unknown key; did you mean 'api_keys'?",
+        f"{SRC}: [[models]][0].min_active: must be >= 1, got 0",
+        f"{SRC}: [[models]][0].redundncy: unknown key; did you mean 'redundancy'?",
+    ]
+
+
+def test_breaker_max_ejection_percent_bounds() -> None:
+    assert parse_config(with_("breaker", max_ejection_percent=0), SRC).breaker == BreakerSettings(
+        max_ejection_percent=0.0
+    )
+    assert one_error(with_("breaker", max_ejection_percent=101)) == (
+        f"{SRC}: [breaker].max_ejection_percent: must be <= 100, got 101"
+    )
+
+
+def test_advertise_host_forms() -> None:
+    assert parse_config(with_("node", advertise_host="[::1]"), SRC).node.advertise_host == "::1"
+    assert one_error(with_("node", advertise_host="a b")) == (
+        f"{SRC}: [node].advertise_host: 'a b' is not a valid host"
+    )
+    assert one_error(with_("node", advertise_host="")) == (
+        f"{SRC}: [node].advertise_host: must not be empty"
+    )
