@@ -32,12 +32,12 @@ from hanode.policies.breaker import BreakerConfig
 from hanode.policies.l3 import L3Thresholds
 from hanode.policies.retry import RetryPolicy
 from hanode.policies.weights import WeightThresholds
-from hanode.pool.local import LocalPool
 from hanode.pool.snapshot import PoolView
 from hanode.router.frontdoor import FrontDoor, RouterSettings
 from hanode.router.validation import RequestLimits
 from hanode.runtime import stop_on_signals
 from hanode.settings.schema import build
+from hanode.standalone.pool import LocalPool
 from hanode.status import status_document
 
 log = structlog.get_logger("hanode.daemon")

@@ -51,7 +51,7 @@ def _cmd_sim(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from hanode.demo import main as demo_main
+    from hanode.cli.demo import main as demo_main
 
     rc: int = demo_main(args)
     return rc

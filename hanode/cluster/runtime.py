@@ -32,10 +32,10 @@ from hanode.cluster.pool import ClusterPool
 from hanode.cluster.store import ClusterStore, ConsensusRejected, ConsensusTimeout
 from hanode.cluster.view import ClusterView
 from hanode.config import Config
-from hanode.engines.base import FailureClass
 from hanode.events import Event, EventLog
 from hanode.policies.breaker import ReplicaBreaker, Transition
 from hanode.policies.ejection import may_eject_for_peer
+from hanode.policies.failure import FailureClass
 from hanode.policies.weights import WeightThresholds
 
 log = structlog.get_logger("hanode.cluster")

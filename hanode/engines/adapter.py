@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import orjson
 
-from hanode.engines.base import EngineMetrics, FailureClass, classify_http_error
+from hanode.engines.base import EngineMetrics, classify_http_error
 from hanode.engines.prom_text import MetricsPage, parse
+from hanode.policies.failure import FailureClass
 
 
 @dataclass(frozen=True, slots=True)

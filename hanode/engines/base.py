@@ -6,25 +6,13 @@ the per-engine knowledge can be tested against recorded pages and error bodies.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
 import orjson
 
-
-class FailureClass(enum.StrEnum):
-    """Why a request failed; decides retry, failover and whether the replica is to blame."""
-
-    CONTEXT_LENGTH = "context_length"  # the request is too long: no replica will take it
-    GPU_OOM = "gpu_oom"
-    TIMEOUT = "timeout"
-    RATE_LIMITED = "rate_limited"
-    BUSY = "busy"
-    CONNECTION = "connection"  # transport failure; decided by the caller, never by a body
-    SERVER_ERROR = "server_error"
-    CLIENT_ERROR = "client_error"
+from hanode.policies.failure import FailureClass
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,9 +12,9 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from hanode.http.errors import send_error
 from hanode.http.server import Request, Responder
 from hanode.metrics.registry import NodeMetrics
-from hanode.router.errors import send_error
 
 
 class OpsEndpoint:

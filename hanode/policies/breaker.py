@@ -41,7 +41,7 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-from hanode.engines.base import FailureClass
+from hanode.policies.failure import FailureClass
 
 _INF = math.inf
 

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hanode.engines.base import FailureClass
+from hanode.policies.failure import FailureClass
 
 
 class RetryBudget:

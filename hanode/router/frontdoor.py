@@ -26,6 +26,7 @@ from hanode.engines.base import EngineAdapter
 from hanode.engines.registry import get_adapter
 from hanode.events import EventLog
 from hanode.http.client import split_url
+from hanode.http.errors import send_error
 from hanode.http.server import Request, Responder
 from hanode.logs import new_request_id
 from hanode.metrics.registry import NodeMetrics
@@ -35,7 +36,6 @@ from hanode.policies.retry import RetryBudget, RetryPolicy, deadline_from_header
 from hanode.policies.seed import pin_seed
 from hanode.pool.replica import AdminState, ReplicaSpec, Role
 from hanode.pool.snapshot import PoolSnapshot, PoolView, ReplicaState
-from hanode.router.errors import send_error
 from hanode.router.relay import Relay
 from hanode.router.routing_table import RoutingTable
 from hanode.router.upstream import UpstreamPool

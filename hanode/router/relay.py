@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from hanode.engines.base import FailureClass
+from hanode.http.errors import send_error
 from hanode.http.server import Responder
 from hanode.policies.breaker import BreakerState
-from hanode.router.errors import send_error
+from hanode.policies.failure import FailureClass
 from hanode.router.outcome import StreamInspector, classify
 from hanode.router.upstream import TryError, UpstreamHandle
 from hanode.router.upstream_errors import error_message, retry_after_seconds

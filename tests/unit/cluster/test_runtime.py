@@ -14,9 +14,9 @@ from hanode.cluster.document import Doc, empty_doc
 from hanode.cluster.runtime import ClusterRuntime
 from hanode.cluster.state import apply
 from hanode.config import Config, parse_config
-from hanode.engines.base import FailureClass
 from hanode.events import EventLog
 from hanode.policies.breaker import BreakerConfig, ReplicaBreaker, Transition
+from hanode.policies.failure import FailureClass
 from hanode.policies.weights import WeightThresholds
 from hanode.pool.replica import HealthLevel, Observation
 from tests.unit.cluster.fake_store import FakeStore

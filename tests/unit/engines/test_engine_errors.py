@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from hanode.engines.base import FailureClass, classify_http_error
+from hanode.engines.base import classify_http_error
 from hanode.engines.registry import ENGINE_NAMES, get_adapter
+from hanode.policies.failure import FailureClass
 
 ERRORS = Path(__file__).parent / "fixtures" / "errors"
 F = FailureClass

@@ -9,8 +9,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from hanode.engines.base import EngineMetrics, FailureClass
+from hanode.engines.base import EngineMetrics
 from hanode.engines.registry import get_adapter
+from hanode.policies.failure import FailureClass
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ADAPTER = get_adapter("llamacpp")

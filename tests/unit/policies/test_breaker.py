@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from hanode.engines.base import FailureClass as F
 from hanode.policies.breaker import BreakerConfig, BreakerState, ReplicaBreaker, Transition
+from hanode.policies.failure import FailureClass as F
 
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
 EPS = 1e-6  # (now + d) - now may exceed d by a rounding error

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hanode.engines.base import FailureClass as F
+from hanode.policies.failure import FailureClass as F
 from hanode.policies.retry import (
     RETRYABLE,
     RetryBudget,

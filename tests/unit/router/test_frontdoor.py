@@ -9,9 +9,9 @@ from typing import TypeVar
 
 import pytest
 
-from hanode.engines.base import FailureClass as F
 from hanode.metrics.registry import NodeMetrics
 from hanode.policies.breaker import BreakerConfig, BreakerState
+from hanode.policies.failure import FailureClass as F
 from hanode.pool.replica import AdminState, HealthLevel, Role
 from hanode.router.frontdoor import FrontDoor, RouterSettings, no_longer_serving
 from tests.unit.router.fakes import MODEL, FakeView, state

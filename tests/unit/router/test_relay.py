@@ -10,9 +10,9 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from hanode.engines.base import FailureClass as F
 from hanode.metrics.registry import NodeMetrics
 from hanode.policies.breaker import BreakerConfig, BreakerState
+from hanode.policies.failure import FailureClass as F
 from hanode.policies.retry import RetryPolicy
 from hanode.pool.replica import AdminState, HealthLevel
 from hanode.router.frontdoor import FrontDoor, RouterSettings

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from hanode.engines.base import FailureClass
 from hanode.policies.breaker import BreakerConfig, Transition
+from hanode.policies.failure import FailureClass
 from hanode.pool.replica import AdminState, HealthLevel, Observation, ReplicaSpec, Role
 from hanode.pool.snapshot import PoolSnapshot, ReplicaState
 from hanode.router.routing_table import RoutingTable

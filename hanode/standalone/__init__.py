@@ -1,0 +1,1 @@
+"""A node without consensus: its own health checkers own the pool."""
