@@ -19,6 +19,7 @@ setup: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check hanode tests bench
 	$(BIN)/ruff format --check hanode tests bench
+	$(BIN)/lint-imports  # layer and forbidden-import contracts in pyproject.toml
 
 typecheck: $(STAMP)
 	$(BIN)/mypy hanode

@@ -14,6 +14,7 @@ import orjson
 import structlog
 
 from hanode.addresses import is_wildcard_host
+from hanode.api.forward import forward_transfer
 from hanode.api.server import start_api_server
 from hanode.cluster.addresses import advertised_hostport
 from hanode.cluster.backend import ClusterControl
@@ -199,7 +200,7 @@ class Node:
         if self.cluster is not None:
             self.cluster.attach(door)
             token = config.api.api_keys[0] if config.api and config.api.api_keys else ""
-            self.control = ClusterControl(self.cluster, door, token)
+            self.control = ClusterControl(self.cluster, door, token, forward_transfer)
             if config.api is not None:
                 self._grpc, api_port = await start_api_server(
                     self.control,

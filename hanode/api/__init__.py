@@ -1,5 +1,2 @@
-"""The gRPC control API (hanode.v1.Control) that hanodectl talks to."""
-
-from hanode.api.server import ControlService, start_api_server
-
-__all__ = ["ControlService", "start_api_server"]
+"""The gRPC control API (hanode.v1.Control) that hanodectl talks to, and the backend
+interface it serves from (``control``)."""

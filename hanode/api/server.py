@@ -24,6 +24,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from hanode._proto.hanode.v1 import control_pb2_grpc
+from hanode.api.control import ControlBackend, ControlError, ControlErrorCode
 from hanode.api.convert import (
     breaker_to_proto,
     event_to_proto,
@@ -31,7 +32,6 @@ from hanode.api.convert import (
     pb,
     status_to_proto,
 )
-from hanode.cluster.control import ControlBackend, ControlError, ControlErrorCode
 
 __all__ = [
     "MAX_RECEIVE_BYTES",

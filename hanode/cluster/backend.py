@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from hanode.cluster.control import ControlError, ControlErrorCode
+from hanode.api.control import ControlError, ControlErrorCode
 from hanode.cluster.runtime import CONSENSUS_STALL_S, ClusterRuntime
 from hanode.cluster.store import ConsensusRejected, ConsensusTimeout
 from hanode.pool.replica import AdminState, Role, may_serve
@@ -19,13 +19,22 @@ from hanode.router.frontdoor import FrontDoor
 from hanode.status import status_document
 
 T = TypeVar("T")
+# Passes a leader transfer to the leader's control API: (api address, token, target).
+Forward = Callable[[str, str, str | None], Awaitable[str | None]]
 
 
 class ClusterControl:
-    def __init__(self, runtime: ClusterRuntime, door: FrontDoor, api_token: str = "") -> None:
+    def __init__(
+        self,
+        runtime: ClusterRuntime,
+        door: FrontDoor,
+        api_token: str = "",
+        forward: Forward | None = None,
+    ) -> None:
         self.runtime = runtime
         self.door = door
         self.api_token = api_token  # to forward requests that only the leader can serve
+        self.forward = forward
         self.node_name = runtime.node
         self._subscribers: list[Callable[[dict[str, Any]], None]] = []
         self._last_seq = 0
@@ -320,29 +329,12 @@ class ClusterControl:
 
     async def _forward_transfer(self, target: str | None) -> str | None:
         """Only the leader can hand over: pass the request to its control API."""
-        import grpc
-
-        from hanode._proto.hanode.v1 import control_pb2, control_pb2_grpc
-
         leader = self.runtime.leader_name()
         record = self.runtime.store.view.nodes.get(leader or "")
         api = record.api if record is not None else ""
-        if not leader or not api:
+        if not leader or not api or self.forward is None:
             raise ControlError(ControlErrorCode.UNAVAILABLE, "no leader with a control API known")
-        metadata = (("authorization", f"Bearer {self.api_token}"),) if self.api_token else None
-        request = control_pb2.TransferLeaderRequest()
-        if target is not None:
-            request.target = target
-        try:
-            async with grpc.aio.insecure_channel(api) as channel:
-                stub = control_pb2_grpc.ControlStub(channel)  # type: ignore[no-untyped-call]
-                reply = await stub.TransferLeader(request, timeout=10.0, metadata=metadata)
-        except grpc.aio.AioRpcError as exc:
-            raise ControlError(
-                ControlErrorCode.UNAVAILABLE,
-                f"forwarding to the leader {leader} at {api} failed: {exc.details()}",
-            ) from None
-        return reply.new_leader if reply.HasField("new_leader") else None
+        return await self.forward(api, self.api_token, target)
 
     @staticmethod
     def _check_address(address: str) -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from hanode.api.control import ControlError, ControlErrorCode
 from hanode.cli import ctl
-from hanode.cluster.control import ControlError, ControlErrorCode
 from tests.unit.api.fake import FakeBackend, ThreadedServer, threaded_server
 
 

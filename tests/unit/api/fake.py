@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from hanode.api.control import ControlError, ControlErrorCode
 from hanode.api.server import start_api_server
-from hanode.cluster.control import ControlError, ControlErrorCode
 
 
 def _replica(name: str, node: str, role: str = "active", **extra: Any) -> dict[str, Any]:

@@ -14,9 +14,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hanode._proto.hanode.v1 import control_pb2_grpc
 from hanode.api import server as api_server
+from hanode.api.control import ControlError, ControlErrorCode
 from hanode.api.convert import pb, status_from_proto
 from hanode.api.server import start_api_server
-from hanode.cluster.control import ControlError, ControlErrorCode
 from tests.unit.api.fake import FakeBackend
 
 Body = Callable[[Any, FakeBackend], Awaitable[None]]

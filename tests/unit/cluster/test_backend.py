@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from hanode.api.control import ControlError, ControlErrorCode
 from hanode.cluster.backend import ClusterControl
-from hanode.cluster.control import ControlError, ControlErrorCode
 from hanode.cluster.runtime import ClusterRuntime
 from hanode.cluster.store import ConsensusTimeout
 from hanode.events import EventLog
