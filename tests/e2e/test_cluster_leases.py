@@ -172,3 +172,16 @@ def test_an_old_member_holds_the_cluster_version_and_a_node_that_cannot_apply_ha
     for node in (n1, n2):
         assert consensus(node)["halted"] is None
         node.ask()  # and the upgraded nodes keep serving
+
+
+def test_leader_transfer_asked_of_a_follower_is_forwarded_to_the_leader(
+    cluster: RaftCluster,
+) -> None:
+    c = cluster.start()
+    leader = c.wait_leader()
+    follower = next(n for n in c.nodes if n.name != leader)
+    target = next(n for n in c.nodes if n.name not in (leader, follower.name))
+    out = c.ctl_ok(follower, "leader", "transfer", "--to", target.raft)
+    assert target.name in out, out
+    assert c.wait_leader(timeout=15) == target.name
+    wait_until(lambda: consensus(target)["leader_node"] == target.name, 15, message="fenced claim")
