@@ -71,9 +71,17 @@ def faketime_env(offset: str) -> dict[str, str]:
     (sem_clockwait on CLOCK_MONOTONIC with an absolute deadline the kernel reads on the real
     clock) then blocks for ever: the daemon would hang, which is not what a skewed host does.
     A real host's skewed clock is its wall clock; its monotonic clock is never compared
-    across hosts.
+    across hosts. With it, though, ``clock_nanosleep`` on an absolute monotonic deadline (what
+    ``time.sleep`` uses) fails with EINVAL; ``faketime_shim/sitecustomize.py`` makes
+    ``time.sleep`` use ``select`` in that process.
     """
-    return {"LD_PRELOAD": LIBFAKETIME, "FAKETIME": offset, "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+    shim = Path(__file__).resolve().parent / "faketime_shim"  # time.sleep without EINVAL
+    return {
+        "LD_PRELOAD": LIBFAKETIME,
+        "FAKETIME": offset,
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        "PYTHONPATH": os.pathsep.join([str(shim), str(PACKAGE_ROOT)]),
+    }
 
 
 class NsProcess(ChildProcess):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import shutil
 import signal
 import subprocess
 import sys
@@ -88,8 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     if swept:
         print(f"removed leftovers of an earlier run: {swept}")
     mode = "short" if args.short else "full"
-    with tempfile.TemporaryDirectory(prefix="hanode-chaos-") as tmp:
-        results, leaks, seconds = run(SHORT if args.short else FULL, Path(tmp))
+    tmp = Path(tempfile.mkdtemp(prefix="hanode-chaos-"))
+    results, leaks, seconds = run(SHORT if args.short else FULL, tmp)
+    if all(r.passed for r in results) and not leaks:
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        print(f"logs kept in {tmp}")
     text = report(results, leaks, seconds, mode)
     if args.report is not None:
         args.report.write_text(text)

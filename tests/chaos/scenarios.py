@@ -126,11 +126,15 @@ class Suite:
         )
 
     def ledger_write(self, via: Node) -> bool:
-        """One acknowledged-or-not drain flip and one role flip, both through ``via``."""
+        """The next acknowledged-or-not write of a cycle on n3-b through ``via``: drain,
+        promote, undrain, demote. n3-b sorts last among the standbys, so the planner never needs
+        it while n1-b can be promoted, and it never demotes what an operator promoted."""
         self.flip += 1
-        target = self.nodes[self.flip % len(self.nodes)].replica("b")
-        ok = self.ledger.drain(via, target, on=self.flip % 2 == 1)
-        return ok
+        target = self.nodes[-1].replica("b")
+        step = self.flip % 4
+        if step in (1, 3):
+            return self.ledger.drain(via, target, on=step == 1)
+        return self.ledger.role_of(via, target, "active" if step == 2 else "standby")
 
 
 # -- checks shared by every fault -----------------------------------------------------------------
@@ -511,10 +515,11 @@ def partition(suite: Suite, res: FaultResult, *, isolate_leader: bool, seconds: 
         f"{getattr(new, 'name', None)} after {t_new:.1f}s",
     )
     suite.ledger_write(majority[0])
-    refused = suite.cluster.ctl(cut, "drain", cut.replica("b"))
-    suite.ledger.admin.setdefault(cut.replica("b"), set()).add("drained")  # unknown outcome
-    if refused.returncode == 0:
-        suite.ledger.admin[cut.replica("b")] = {"drained"}
+    refused = suite.cluster.ctl(cut, "drain", cut.replica("a"))
+    if refused.returncode == 0:  # acknowledged: it must hold; undo it through the majority
+        suite.ledger.admin[cut.replica("a")] = {"drained"}
+    else:  # unknown outcome until settled below
+        suite.ledger.admin.setdefault(cut.replica("a"), {"enabled"}).add("drained")
     res.check(
         "a write on the cut-off node is refused",
         refused.returncode != 0,
@@ -523,6 +528,8 @@ def partition(suite: Suite, res: FaultResult, *, isolate_leader: bool, seconds: 
     hold(max(0.0, seconds - (time.monotonic() - t_cut)))
     t_heal = time.monotonic()
     suite.cluster.bed.heal(cut.i)
+    wait_for(lambda: suite.leader() is not None, 20, 0.2)
+    suite.ledger.drain(majority[0], cut.replica("a"), on=False)  # settles the refused write
     if isolate_leader:
         before = rate(load.between(), t_cut - 10.0, t_cut)
         during = rate(load.between(), t_cut, t_heal)
