@@ -1,6 +1,11 @@
-"""Benchmarks of hanode vs a direct connection and nginx: ``make bench`` (``python -m bench.run``).
+"""Benchmarks of hanode: ``make bench`` (``python -m bench.run``), report in docs/benchmarks.md.
 
-Modules: ``procs`` (start/stop processes by pid, CPU time), ``tools`` (nginx and wrk, installed
-with apt when missing), ``nginx`` (a private nginx instance), ``load`` (wrk, first-chunk client,
-failover client), ``profile`` (py-spy), ``report`` (machine facts, table, docs/benchmarks.md).
+By what they measure, single node (three simulators; direct, nginx and hanode in front):
+``overhead`` (latency c=1, throughput and CPU per request c=64, response framing),
+``streaming`` (first-chunk delay), ``profile`` (py-spy: where hanode's time goes),
+``replica_failover`` (a simulator killed under load). Cluster (three nodes, Raft), in
+``cluster/``: ``writes`` (consensus write rate), ``breakers`` (breaker propagation), ``leader``
+(leader failover). Shared: ``harness`` (processes from hanode.devtools.procs, CPU, logs),
+``client`` (the one keep-alive HTTP client), ``targets`` and ``cluster/harness`` (the two
+setups), ``wrk``, ``nginx``, ``tools`` (apt installs), ``machine``, ``report``, ``run``.
 """

@@ -6,7 +6,8 @@ import contextlib
 import os
 from pathlib import Path
 
-from bench.procs import HOST, Proc, ProcGroup, child_pids, cpu_seconds, http_request, wait_until
+from bench.harness import HOST, BenchError, ProcGroup, child_pids, cpu_seconds
+from hanode.devtools.procs import ChildProcess, http_get, wait_until
 
 CONF = """\
 worker_processes 1;
@@ -54,7 +55,7 @@ class Nginx:
         self.prefix = prefix
         self.port = port
         self.upstream_ports = upstream_ports
-        self.proc: Proc | None = None
+        self.proc: ChildProcess | None = None
 
     def write_conf(self) -> Path:
         self.prefix.mkdir(parents=True, exist_ok=True)
@@ -79,13 +80,18 @@ class Nginx:
             "-e",
             str(self.prefix / "error.log"),
         ]
-        self.proc = group.start(Proc("nginx", argv, self.prefix.parent))
+        proc = self.proc = group.command("nginx", argv)
         group.extra_stops.append(self._stop_workers)
-        wait_until(
-            lambda: http_request(self.port, "GET", "/health")[0] == 200,
-            timeout_s,
-            f"nginx on port {self.port}",
-        )
+
+        def up() -> bool:
+            if not proc.alive:
+                raise BenchError(f"nginx exited:\n{proc.output()[-2000:]}")
+            return http_get(f"http://{HOST}:{self.port}/health", timeout=1.0)[0] == 200
+
+        try:
+            wait_until(up, timeout_s, 0.05, f"nginx on port {self.port}")
+        except TimeoutError as exc:
+            raise BenchError(f"{exc}\n--- nginx output ---\n{proc.output()[-2000:]}") from None
 
     def pids(self) -> list[int]:
         if self.proc is None:
@@ -103,7 +109,7 @@ class Nginx:
         """Before the master is stopped: remember workers, stop master, then any leftover."""
         if self.proc is None:
             return
-        workers = child_pids(self.proc.pid) if self.proc.alive() else []
+        workers = child_pids(self.proc.pid) if self.proc.alive else []
         self.proc.stop()
         for pid in workers:
             with contextlib.suppress(OSError):

@@ -1,12 +1,16 @@
-"""py-spy sampling of a process and a summary of where its time goes (self time)."""
+"""Where hanode's time goes: py-spy samples the node under a c=64 wrk run (self time)."""
 
 from __future__ import annotations
 
 import re
 import subprocess
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from bench.harness import say
+from bench.wrk import run_wrk
 
 _FRAME_RE = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
@@ -127,3 +131,34 @@ def load(output: Path) -> Profile:
     if prof.total == 0:
         prof.error = "py-spy recorded no samples"
     return prof
+
+
+def profile_node(
+    py_spy: str,
+    pid: int,
+    wrk_binary: str,
+    url: str,
+    script: Path,
+    tmp: Path,
+    duration_s: float,
+    native: bool = False,
+) -> tuple[Profile, float | None]:
+    """py-spy on the hanode process during a c=64 wrk run of ``duration_s``."""
+    if not Path(py_spy).exists():
+        return Profile(error=f"py-spy not found ({py_spy})"), None
+    out = tmp / f"hanode-profile{'-native' if native else ''}.txt"
+    seconds = max(2, round(duration_s) - 1)
+    spy = start_record(py_spy, pid, seconds, out, native=native)
+    rps: float | None = None
+    try:
+        time.sleep(0.5)  # let py-spy attach before the load starts
+        rps = run_wrk(wrk_binary, url, script, 64, duration_s).rps
+        spy.wait(duration_s + 30)
+    finally:
+        if spy.poll() is None:
+            spy.terminate()
+            spy.wait(10)
+    prof = load(out)
+    detail = f" ({prof.error})" if prof.error else ""
+    say(f"profile{' (native)' if native else ''}: {prof.total} samples{detail}")
+    return prof, rps

@@ -1,81 +1,20 @@
-"""Machine facts, the results table, and docs/benchmarks.md."""
+"""docs/benchmarks.md (same layout run after run, so results stay comparable) and the
+summary on stdout."""
 
 from __future__ import annotations
 
-import datetime as dt
 import math
-import os
-import platform
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench import cluster
-from bench.load import WrkResult, percentile
-from bench.tools import version_of
+from bench.cluster import report as cluster_report
+from bench.harness import percentile
+from bench.wrk import WrkResult
 
 if TYPE_CHECKING:
-    from bench.run import RunResult, TargetResult
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _pkg(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def _git_rev() -> str:
-    try:
-        rev = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--", "hanode"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        ).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return f"{rev}{' + uncommitted changes in hanode/' if dirty else ''}" if rev else "unknown"
-
-
-def machine_info(nginx: str, wrk: str, py_spy: str) -> dict[str, str]:
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    return {
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": _cpu_model(),
-        "cores": f"{os.cpu_count()} online, {affinity} usable by this process",
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "uvloop": _pkg("uvloop"),
-        "httptools": _pkg("httptools"),
-        "nginx": version_of([nginx, "-v"]).replace("nginx version: ", ""),
-        "wrk": version_of([wrk, "-v"]).split(" [")[0],
-        "py-spy": version_of([py_spy, "--version"]),
-        "hanode": _git_rev(),
-    }
+    from bench.overhead import TargetResult
+    from bench.run import RunResult
 
 
 # --------------------------------------------------------------------------------------------
@@ -398,8 +337,8 @@ def failover_section(r: RunResult) -> str:
             else "n/a"
         )
         + " |",
-        f"| killed | {r.failover_killed} (SIGKILL) at {fo.kill_at:.2f} s |",
-        f"| hanode /status after the run | {r.failover_status or 'n/a'} |",
+        f"| killed | {fo.killed} (SIGKILL) at {fo.kill_at:.2f} s |",
+        f"| hanode /status after the run | {fo.status_after or 'n/a'} |",
         f"| served by (ok answers from 1 s after the kill) | {served or 'n/a'} |",
     ]
     return "\n".join(lines)
@@ -414,10 +353,11 @@ def render_summary(r: RunResult) -> str:
     )
     text = (
         f"{machine}\n\n{results_table(r)}\n\n{rounds_text(r)}\n\n{verdict_table(r)}\n\n"
-        f"failover ({r.failover_killed} killed):\n{failover_section(r)}"
+        f"failover ({r.failover.killed if r.failover else 'nothing'} killed):\n"
+        f"{failover_section(r)}"
     )
     if r.cluster is not None:
-        text += f"\n\n{cluster.summary(r.cluster)}"
+        text += f"\n\n{cluster_report.summary(r.cluster)}"
     return text
 
 
@@ -462,7 +402,7 @@ rounds', throughput is total requests over total time.
    non-streamed completions through hanode for 10 s (sims still at tpot 1 ms, so each request
    takes ~16 ms and several are in flight at any moment); one simulator is SIGKILLed at 3 s.
    Every non-200 answer, answer without `choices`, or exception counts as a client-visible error.
-6. **Cluster** (`bench/cluster.py`, skipped with `--no-cluster`): three nodes in one Raft
+6. **Cluster** (`bench/cluster/`, skipped with `--no-cluster`): three nodes in one Raft
    cluster on loopback, after the single-node targets have been stopped; breaker propagation,
    leader failover and the consensus write rate, each with its method in the Cluster section.
 
@@ -520,7 +460,7 @@ total throughput):
 
 ### Cluster (three nodes, Raft)
 
-{cluster.render(r.cluster) if r.cluster is not None else "Not run (`--no-cluster`)."}
+{cluster_report.render(r.cluster) if r.cluster is not None else "Not run (`--no-cluster`)."}
 
 ### Where hanode's time goes
 

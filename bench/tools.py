@@ -8,7 +8,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.procs import BenchError
+from bench.harness import BenchError
 
 APT_PACKAGES = ("nginx-light", "wrk")
 APT_TIMEOUT_S = 300
