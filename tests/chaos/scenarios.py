@@ -76,6 +76,7 @@ class Suite:
         self.monitor = Monitor(self.cluster)
         self.ledger = Ledger(self.cluster)
         self.flip = 0
+        self.seen_critical: set[str] = set()
 
     @property
     def nodes(self) -> list[Node]:
@@ -252,8 +253,26 @@ def common_checks(
             len(recs) > 0 and not slow,
             f"{len(slow)} slower; slowest {worst:.2f}s",
         )
+    critical = critical_lines(suite)
+    res.check(
+        "no critical line in any node log (pysyncobj warns of a diverged state machine there)",
+        not critical,
+        "; ".join(critical[:3]) or "none",
+    )
     leaks = leak_report(suite)
     res.check("no leaked process or nft table", not leaks, "; ".join(leaks) or "none")
+
+
+def critical_lines(suite: Suite) -> list[str]:
+    out = []
+    for node in suite.nodes:
+        if node.daemon is None:
+            continue
+        for line in node.daemon.output().splitlines():
+            if '"level":"critical"' in line and line not in suite.seen_critical:
+                suite.seen_critical.add(line)  # each is reported once, by the fault it followed
+                out.append(f"{node.name}: {line[:240]}")
+    return out
 
 
 def leak_report(suite: Suite) -> list[str]:
