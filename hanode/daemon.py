@@ -132,7 +132,7 @@ class Node:
         return status_document(
             self.config.node.name,
             self.pool_view.snapshot,
-            door.table.breakers if door else {},
+            door.breakers if door else {},
             door.inflight if door else {},
             [e.as_dict() for e in self.events.recent(20)],
             loop.time(),

@@ -114,7 +114,7 @@ class ClusterControl:
         doc = status_document(
             self.node_name,
             self.runtime.pool.snapshot,
-            self.door.table.breakers,
+            self.door.breakers,
             self.door.inflight,
             self.events(0, 20),
             self.door.loop.time(),
@@ -164,7 +164,7 @@ class ClusterControl:
                     "node": rec.node,
                 }
             )
-        for name, breaker in sorted(self.door.table.breakers.items()):
+        for name, breaker in sorted(self.door.breakers.items()):
             snap = breaker.snapshot(now)
             if snap["state"] == "closed":
                 continue

@@ -17,21 +17,17 @@ from hanode.http.client import HttpClientError, request
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
     ok: bool
-    latency_s: float
     detail: str = ""
 
 
 async def probe_l1(base_url: str, adapter: EngineAdapter, timeout_s: float) -> ProbeResult:
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
     try:
         resp = await request("GET", base_url + adapter.health_path, timeout=timeout_s)
     except HttpClientError as exc:
-        return ProbeResult(False, loop.time() - t0, str(exc))
-    elapsed = loop.time() - t0
+        return ProbeResult(False, str(exc))
     if resp.status != 200:
-        return ProbeResult(False, elapsed, f"{adapter.health_path} answered HTTP {resp.status}")
-    return ProbeResult(True, elapsed)
+        return ProbeResult(False, f"{adapter.health_path} answered HTTP {resp.status}")
+    return ProbeResult(True)
 
 
 async def probe_l2(
@@ -44,19 +40,16 @@ async def probe_l2(
     headers: dict[str, str] | None = None,
 ) -> ProbeResult:
     path, body = adapter.l2_request(model, prompt, max_tokens)
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
     try:
         resp = await request("POST", base_url + path, body=body, headers=headers, timeout=timeout_s)
     except HttpClientError as exc:
-        return ProbeResult(False, loop.time() - t0, f"test prompt failed: {exc}")
-    elapsed = loop.time() - t0
+        return ProbeResult(False, f"test prompt failed: {exc}")
     if resp.status != 200:
-        return ProbeResult(False, elapsed, f"test prompt answered HTTP {resp.status}")
+        return ProbeResult(False, f"test prompt answered HTTP {resp.status}")
     text = adapter.l2_text(resp.body)
     if not text or not text.strip():
-        return ProbeResult(False, elapsed, "test prompt returned no text")
-    return ProbeResult(True, elapsed)
+        return ProbeResult(False, "test prompt returned no text")
+    return ProbeResult(True)
 
 
 async def scrape_metrics(

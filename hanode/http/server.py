@@ -67,9 +67,6 @@ class Request:
         self.keep_alive = keep_alive
         self.peer = peer
 
-    def header(self, name: bytes, default: bytes | None = None) -> bytes | None:
-        return self.headers.get(name, default)
-
 
 class Responder:
     """Writes one response: whole (``send``) or streamed (``start``/``write``/``end``).
@@ -196,11 +193,6 @@ class Responder:
         self._conn.close()
 
     # -- flow control and lifetime -----------------------------------------------------------
-    @property
-    def client_gone(self) -> bool:
-        transport = self._conn.transport
-        return transport is None or transport.is_closing()
-
     def on_abort(self, callback: Callable[[], None]) -> None:
         if self._on_abort is None:
             self._on_abort = []

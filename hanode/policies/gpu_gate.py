@@ -18,14 +18,6 @@ class GpuLevel(enum.StrEnum):
     REDUCE = "reduce"  # cut traffic
     REMOVE = "remove"  # out of the pool
 
-    @property
-    def severity(self) -> int:
-        """0 (NORMAL) .. 3 (REMOVE); StrEnum comparison would be alphabetical."""
-        return _SEVERITY[self]
-
-
-_SEVERITY = {GpuLevel.NORMAL: 0, GpuLevel.PREPARE: 1, GpuLevel.REDUCE: 2, GpuLevel.REMOVE: 3}
-
 
 class GpuMemoryGate:
     """Level of one GPU from its used-memory fraction (0..1), fed once per scrape.

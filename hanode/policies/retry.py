@@ -106,16 +106,6 @@ class RetryBudget:
             return True
         return False
 
-    def stats(self, now: float) -> dict[str, float]:
-        """Window totals for metrics: requests, retries, and retries still available."""
-        self._advance(now)
-        limit = self._ratio * self._requests + self._floor
-        return {
-            "requests": float(self._requests),
-            "retries": float(self._retries),
-            "available": max(0.0, float(math.ceil(limit)) - self._retries),
-        }
-
 
 def backoff_delay(
     attempt: int,

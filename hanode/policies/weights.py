@@ -19,7 +19,7 @@ import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from hanode.pool.replica import AdminState, Observation, Role
+from hanode.pool.replica import AdminState, Observation, Role, may_serve
 
 # Factor values at the edges of the bands; part of the policy, not of configuration.
 _GPU_PREPARE_FLOOR = 0.7  # factor reached at gpu_mem_reduce, falling linearly from 1.0
@@ -99,7 +99,8 @@ def _kv_factor(kv: float, t: WeightThresholds) -> float:
 def replica_weight(obs: Observation, pool_latency_ms: float | None, t: WeightThresholds) -> float:
     """Weight of one replica from its observation and its model's pool latency.
 
-    Role and admin state are not looked at here (see :func:`compute_weights`).
+    Role and admin state are not looked at here (see :func:`compute_weights`, which asks
+    :func:`~hanode.pool.replica.may_serve` first); an observation that may not serve weighs 0.
     """
     if not obs.level.serving or obs.gpu_removed:
         return 0.0  # gpu_removed: past the remove mark and not yet below the recover mark
@@ -127,8 +128,10 @@ def replica_weight(obs: Observation, pool_latency_ms: float | None, t: WeightThr
     return max(t.min_weight, weight)
 
 
-def _eligible(inp: WeightInput) -> bool:
-    """May take traffic at all, so its latency is a fair reference for its peers."""
+def _latency_reference(inp: WeightInput) -> bool:
+    """Its latency is a fair reference for its peers (serving, active, enabled). Not quite
+    :func:`may_serve`: a replica removed for GPU memory stays in the reference, as it always
+    has; whether it should (it gets no new traffic, so its latency goes stale) is open."""
     return (
         inp.observation.level.serving
         and inp.role is Role.ACTIVE
@@ -147,7 +150,7 @@ def compute_weights(
     """
     latencies: dict[str, list[float]] = {}
     for inp in inputs.values():
-        if _eligible(inp):
+        if _latency_reference(inp):
             latency = _known(inp.observation.latency_ms)
             # An infinite latency would drag the median to infinity and so make its own
             # replica look fine; leave it out, it still scores 0 -> min_weight against the rest.
@@ -157,7 +160,7 @@ def compute_weights(
 
     weights: dict[str, float] = {}
     for name, inp in inputs.items():
-        if inp.role is not Role.ACTIVE or inp.admin is not AdminState.ENABLED:
+        if not may_serve(inp.role, inp.admin, inp.observation):
             weights[name] = 0.0
         else:
             weights[name] = replica_weight(inp.observation, pool.get(inp.model), t)

@@ -24,7 +24,6 @@ never to the one that served the retry.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 import structlog
 
@@ -32,15 +31,14 @@ from hanode.http.errors import send_error
 from hanode.http.server import Responder
 from hanode.policies.breaker import BreakerState
 from hanode.policies.failure import FailureClass
+from hanode.router.core import RouterCore
 from hanode.router.outcome import StreamInspector, classify
+from hanode.router.registry import Replica
 from hanode.router.upstream import TryError, UpstreamHandle
 from hanode.router.upstream_errors import error_message, retry_after_seconds
 from hanode.router.validation import ParsedRequest
 
 log = structlog.get_logger("hanode.relay")
-
-if TYPE_CHECKING:
-    from hanode.router.frontdoor import FrontDoor
 
 MAX_ERROR_BODY = 64 * 1024
 
@@ -61,9 +59,9 @@ class Relay:
         "_accounted",
         "_attempts",
         "_body",
+        "_core",
         "_counted",
         "_deadline",
-        "_door",
         "_err",
         "_err_size",
         "_extra",
@@ -82,15 +80,17 @@ class Relay:
         "_retry_after",
         "_status",
         "_t0",
+        "_target",
         "_timer",
         "_try_t0",
         "_upstream_headers",
         "parsed",
     )
+    _target: Replica  # the replica of the current (or last) try; unset before the first
 
     def __init__(
         self,
-        door: FrontDoor,
+        core: RouterCore,
         responder: Responder,
         parsed: ParsedRequest,
         path: bytes,
@@ -99,8 +99,8 @@ class Relay:
         extra_headers: bytes,
         deadline: float,
     ) -> None:
-        self._door = door
-        self._loop = door.loop
+        self._core = core
+        self._loop = core.loop
         self._responder = responder
         self.parsed = parsed
         self._path = path
@@ -112,7 +112,7 @@ class Relay:
         self._deadline = deadline
         self._attempts = 0  # every try sent
         self._free = 0  # of which free failovers (see the module docstring)
-        self._replica = ""
+        self._replica = ""  # the name of self._target, set with it by each try
         self._probe = False  # the try in flight holds its breaker's half-open probe slot
         self._handle: UpstreamHandle | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -128,74 +128,49 @@ class Relay:
         self._retry_after: float | None = None
         self._accounted = False
 
-    @property
-    def replica(self) -> str:
-        """The replica of the current (or last) try; empty before the first."""
-        return self._replica
-
-    @property
-    def attempts(self) -> int:
-        return self._attempts
-
     # -- trying ------------------------------------------------------------------------------
     def start(self) -> None:
         self._responder.on_abort(self._client_gone)
-        self._door.budget.record_request(self._t0)
+        self._core.budget.record_request(self._t0)
         self._try()
 
     def _try(self) -> None:
         if self._responder.done:
             return
-        door = self._door
+        core = self._core
         now = self._loop.time()
         if now >= self._deadline:
             self._give_up(FailureClass.TIMEOUT, "request deadline passed before a replica answered")
             return
-        name = door.choose(self.parsed.model, now, exclude=self._replica or None)
+        name = core.choose(self.parsed.model, now, exclude=self._replica or None)
         if name is None:
             if self._attempts == 0:
-                pause = door.rate_limit_pause_left(self.parsed.model, now)
-                if pause is not None:
-                    # Replicas are only pausing after a 429: say so, with the real wait.
-                    send_error(
-                        self._responder,
-                        429,
-                        f"every replica of model '{self.parsed.model}' is rate limited",
-                        code="rate_limit_exceeded",
-                        retry_after=pause,
-                    )
-                    self._account(429, usable=False, complete=False, count_replica="-")
-                    return
-                door.metrics.no_replica.labels(self.parsed.model).inc()
-                send_error(
-                    self._responder,
-                    503,
-                    f"no healthy replica of model '{self.parsed.model}' is available",
-                    retry_after=door.settings.no_replica_retry_after_s,
-                )
-                self._account(503, usable=False, complete=False, count_replica="-")
+                status = core.refuse(self._responder, self.parsed.model, now)
+                self._account(status, usable=False, complete=False, count_replica="-")
             else:
                 self._respond_last_error()
             return
-        breaker = door.table.breaker(name)
+        target = core.registry.get(name)
+        breaker = target.breaker
         probe = breaker.state is BreakerState.HALF_OPEN  # allow() gave us the probe slot
-        state = door.table_snapshot_replica(name)
+        state = core.view.snapshot.replicas.get(name)
         if state is None:  # vanished between pick and lookup: treat as no replica
             if probe:
                 breaker.release_probe()
             self._respond_last_error()
             return
         self._attempts += 1
+        self._target = target
         self._replica = name
         self._probe = probe
         self._try_t0 = now
         self._counted = True
-        door.track(name, self)
+        core.track(target, self)
         self._status = 0
         self._err = []
         self._err_size = 0
         self._upstream_headers = {}
-        pool = door.upstream_pool(state.spec)
+        pool = target.upstream(state.spec)
         payload = (
             b"POST %s HTTP/1.1\r\nhost: %s:%d\r\ncontent-type: application/json\r\n"
             b"content-length: %d\r\n\r\n%s"
@@ -203,7 +178,7 @@ class Relay:
         )
         remaining = self._deadline - now
         self._timer = self._loop.call_later(
-            min(door.settings.retry.per_try_timeout_s, remaining), self._on_try_timeout
+            min(core.settings.retry.per_try_timeout_s, remaining), self._on_try_timeout
         )
         self._handle = pool.send(self, payload)
 
@@ -253,7 +228,7 @@ class Relay:
             return
         status = self._status
         body = b"".join(self._err)
-        adapter = self._door.adapter(self._replica)
+        adapter = self._target.adapter()
         failure = adapter.classify_error(status, body)
         retry_after = retry_after_seconds(self._upstream_headers.get(b"retry-after"))
         self._failed(failure, error_message(body, status), status, retry_after=retry_after)
@@ -266,7 +241,7 @@ class Relay:
             self._responder.abort()
             self._release()
             self._record_failure(FailureClass.CONNECTION, kind=kind)
-            self._door.metrics.upstream_failures.labels(self._replica, kind.value).inc()
+            self._core.metrics.upstream_failures.labels(self._replica, kind.value).inc()
             self._account(self._status, usable=False, complete=False)
             return
         self._failed(FailureClass.CONNECTION, message, 502, kind=kind)
@@ -283,19 +258,19 @@ class Relay:
         if self._handle is not None:
             self._handle.abandon()
             self._handle = None
-        door = self._door
+        core = self._core
         replica = self._replica
         self._release()
         if self._probe:
             # The verdict on the replica came from elsewhere: this try gives none.
             self._probe = False
-            door.table.breaker(replica).release_probe()
+            self._target.breaker.release_probe()
         now = self._loop.time()
-        if door.observer is not None:
-            door.observer.record(replica, False, now - self._try_t0, None, now)
+        if core.observer is not None:
+            core.observer.record(replica, False, now - self._try_t0, None, now)
         message = f"replica '{replica}' was found dead while the try waited: {why}"
         self._log_try_failed(REPLICA_DEAD, 503, message)
-        door.metrics.upstream_failures.labels(replica, REPLICA_DEAD).inc()
+        core.metrics.upstream_failures.labels(replica, REPLICA_DEAD).inc()
         self._retry_or_respond(FailureClass.CONNECTION, message, REPLICA_DEAD, free=True)
 
     # -- timers and cancellation -------------------------------------------------------------
@@ -307,7 +282,7 @@ class Relay:
         self._failed(
             FailureClass.TIMEOUT,
             f"replica '{self._replica}' sent no response within "
-            f"{self._door.settings.retry.per_try_timeout_s:g}s",
+            f"{self._core.settings.retry.per_try_timeout_s:g}s",
             504,
         )
 
@@ -331,7 +306,7 @@ class Relay:
     def _drop_probe(self) -> None:
         """The try in flight ends without a verdict: hand its probe slot back, if it held one."""
         if self._probe and self._counted:
-            self._door.table.breaker(self._replica).release_probe()
+            self._target.breaker.release_probe()
         self._probe = False
 
     def _cancel_timer(self) -> None:
@@ -349,7 +324,7 @@ class Relay:
         kind: TryError | None = None,
         retry_after: float | None = None,
     ) -> None:
-        door = self._door
+        core = self._core
         replica = self._replica
         label = failure.value if kind is None else kind.value
         self._log_try_failed(label, status, message)
@@ -357,7 +332,7 @@ class Relay:
         # tries on the replica are failed over, and this one is already being handled.
         self._release()
         self._record_failure(failure, kind=kind, retry_after=retry_after)
-        door.metrics.upstream_failures.labels(replica, label).inc()
+        core.metrics.upstream_failures.labels(replica, label).inc()
         if failure is FailureClass.CONTEXT_LENGTH:
             param = "messages" if b"chat" in self._path else "prompt"
             send_error(self._responder, 400, message, param=param, code="context_length_exceeded")
@@ -380,12 +355,12 @@ class Relay:
         retry_after: float | None = None,
     ) -> None:
         """Schedule the next try, or answer the client with the last error."""
-        door = self._door
+        core = self._core
         self._last_error = (_STATUS_FOR_FAILURE.get(failure, 503), message, failure.value)
         if retry_after is not None:
             self._retry_after = retry_after
         now = self._loop.time()
-        policy = door.settings.retry
+        policy = core.settings.retry
         if (
             not policy.should_retry(failure, response_started=False)
             or now >= self._deadline
@@ -395,17 +370,17 @@ class Relay:
             return
         if free and self._free < MAX_FREE_FAILOVERS:
             self._free += 1
-            door.metrics.retries.labels(self.parsed.model, label).inc()
+            core.metrics.retries.labels(self.parsed.model, label).inc()
             self._loop.call_soon(self._try)
             return
         charged = self._attempts - self._free
         if charged < policy.max_attempts:
-            if door.budget.try_spend(now):
-                door.metrics.retries.labels(self.parsed.model, label).inc()
+            if core.budget.try_spend(now):
+                core.metrics.retries.labels(self.parsed.model, label).inc()
                 delay = policy.backoff(charged - 1)
                 self._loop.call_later(min(delay, max(self._deadline - now, 0.0)), self._try)
                 return
-            door.metrics.retry_budget_exhausted.labels(self.parsed.model).inc()
+            core.metrics.retry_budget_exhausted.labels(self.parsed.model).inc()
         self._respond_last_error()
 
     def _log_try_failed(self, label: str, status: int, message: str) -> None:
@@ -428,7 +403,7 @@ class Relay:
         status, message, code = self._last_error or (503, "no replica could take the request", None)
         retry_after = self._retry_after
         if status in (429, 503) and retry_after is None:
-            retry_after = self._door.settings.no_replica_retry_after_s
+            retry_after = self._core.settings.no_replica_retry_after_s
         send_error(self._responder, status, message, code=code, retry_after=retry_after)
         self._account(status, usable=False, complete=False, count_replica=self._replica or "-")
         log.warning(
@@ -447,44 +422,44 @@ class Relay:
         kind: TryError | None = None,
         retry_after: float | None = None,
     ) -> None:
-        door = self._door
+        core = self._core
         now = self._loop.time()
         self._probe = False  # on_failure gives the probe's verdict
-        transitions = door.table.breaker(self._replica).on_failure(
+        transitions = self._target.breaker.on_failure(
             failure,
             now,
             refused=kind is TryError.REFUSED,
             unreachable=kind is not None and kind.unreachable,
             retry_after=retry_after,
         )
-        door.breaker_changed(self._replica, transitions)
-        if door.observer is not None and failure not in (
+        core.breaker_changed(self._replica, transitions)
+        if core.observer is not None and failure not in (
             FailureClass.CONTEXT_LENGTH,
             FailureClass.CLIENT_ERROR,
             FailureClass.RATE_LIMITED,
         ):
-            door.observer.record(self._replica, False, now - self._try_t0, None, now)
+            core.observer.record(self._replica, False, now - self._try_t0, None, now)
 
     def _finish_success(self) -> None:
-        door = self._door
+        core = self._core
         now = self._loop.time()
         self._probe = False  # on_success gives the probe's verdict
-        transitions = door.table.breaker(self._replica).on_success(now)
+        transitions = self._target.breaker.on_success(now)
         if transitions:
-            door.breaker_changed(self._replica, transitions)
+            core.breaker_changed(self._replica, transitions)
         usable = self._inspector.has_output
         complete = self._inspector.done if self.parsed.stream else True
-        if door.observer is not None:
+        if core.observer is not None:
             # This try's own times: an earlier dead try is not the serving replica's latency.
             first = self._first_byte
             ttft = (first - self._try_t0) if first is not None else None
-            door.observer.record(self._replica, True, now - self._try_t0, ttft, now)
+            core.observer.record(self._replica, True, now - self._try_t0, ttft, now)
         self._account(self._status, usable=usable, complete=complete)
 
     def _release(self) -> None:
         if self._counted:
             self._counted = False
-            self._door.untrack(self._replica, self)
+            self._core.untrack(self._target, self)
 
     def _account(
         self, status: int, *, usable: bool, complete: bool, count_replica: str | None = None
@@ -494,7 +469,7 @@ class Relay:
         if self._accounted:
             return
         self._accounted = True
-        door = self._door
+        core = self._core
         now = self._loop.time()
         duration = now - self._t0
         ttft = (self._first_byte - self._t0) if self._first_byte is not None else None
@@ -504,10 +479,10 @@ class Relay:
             complete,
             duration,
             ttft if self.parsed.stream else None,
-            door.settings.slo_latency_s,
-            door.settings.slo_ttft_s,
+            core.settings.slo_latency_s,
+            core.settings.slo_ttft_s,
         )
-        door.metrics.observe_request(
+        core.metrics.observe_request(
             self.parsed.model,
             count_replica if count_replica is not None else self._replica,
             status,

@@ -304,10 +304,6 @@ class UpstreamPool:
         with contextlib.suppress(ValueError):
             self._idle.remove(conn)
 
-    @property
-    def idle_count(self) -> int:
-        return len(self._idle)
-
     def close(self) -> None:
         idle, self._idle = self._idle, []
         for conn in idle:

@@ -38,7 +38,7 @@ class Rig:
         self.view = view
         self.a = a
         self.b = b
-        self.observer: FakeObserver = door.observer  # type: ignore[assignment]
+        self.observer: FakeObserver = door.core.observer  # type: ignore[assignment]
         self.opened: list[tuple[str, str, float]] = []
         door.on_breaker_open = lambda r, cls, t: self.opened.append((r, cls, t))
 
@@ -78,7 +78,7 @@ async def rig(
         pin_seeds=False,
     )
     door = FrontDoor(view, settings, NodeMetrics(), FakeObserver())
-    door._rand = lambda: 0.0
+    door.core._rand = lambda: 0.0
     try:
         yield Rig(door, view, a, b)
     finally:
@@ -109,7 +109,7 @@ def test_failover_before_the_first_byte() -> None:
             assert (resp.status, served_by(resp)) == (200, "b")
             assert b"hello" in resp.body
             assert (len(r.a.seen), len(r.b.seen)) == (1, 1)
-            assert r.door.table.breaker("a").state is BreakerState.OPEN
+            assert r.door.breaker("a").state is BreakerState.OPEN
             assert r.opened and r.opened[0][:2] == ("a", "server_error")  # about the replica
             assert r.metric("hanode_retries_total", model="m", failure_class="server_error") == 1
             assert r.door.inflight == {"a": 0, "b": 0}
@@ -187,7 +187,7 @@ def test_client_gone_releases_the_probe_slot() -> None:
         async with rig(breaker=BreakerConfig(open_base_s=1.0)) as r:
             door = r.door
             now = door.loop.time()
-            breaker = door.table.breaker("a")
+            breaker = door.breaker("a")
             door.breaker_changed("a", breaker.on_failure(F.CONNECTION, now - 100.0, refused=True))
             r.a.script.append(hold())
             resp = r.send()
@@ -196,7 +196,7 @@ def test_client_gone_releases_the_probe_slot() -> None:
             resp.client_leaves()
             await asyncio.wait_for(call.gone, WAIT)  # the upstream try was abandoned
             assert breaker.snapshot(door.loop.time())["probes_in_flight"] == 0
-            assert door.inflight["a"] == 0 and door.tries_on("a") == 0
+            assert door.inflight["a"] == 0 and door.core.tries_on("a") == 0
             resp2 = await finished(r.send())  # a may be probed again at once
             assert (resp2.status, served_by(resp2)) == (200, "a")
             assert breaker.state is BreakerState.CLOSED
@@ -217,14 +217,14 @@ def test_mass_failover_when_the_breaker_opens_on_another_request() -> None:
             waiting = [r.send() for _ in range(6)]
             for _ in waiting:
                 await r.a.next_call()
-            assert r.door.tries_on("a") == 6
+            assert r.door.core.tries_on("a") == 6
             r.a.stop_listening()
             late = r.send()  # gets a fresh connection: refused
             done = [await finished(x) for x in [*waiting, late]]
             assert [(x.status, served_by(x)) for x in done] == [(200, "b")] * 7
             for call in r.a.seen:
                 await asyncio.wait_for(call.gone, WAIT)
-            assert r.door.table.breaker("a").state is BreakerState.OPEN
+            assert r.door.breaker("a").state is BreakerState.OPEN
             assert [(o[0], o[1]) for o in r.opened] == [("a", "connection")]
             m = r.metric
             assert (
@@ -235,7 +235,7 @@ def test_mass_failover_when_the_breaker_opens_on_another_request() -> None:
                 == 1
             )
             assert m("hanode_retry_budget_exhausted_total", model="m") == 0
-            assert r.door.tries_on("a") == 0 and r.door.inflight["a"] == 0
+            assert r.door.core.tries_on("a") == 0 and r.door.inflight["a"] == 0
 
     run(main)
 
@@ -254,7 +254,7 @@ def test_pool_taking_a_replica_out_fails_its_tries_over() -> None:
             done = [await finished(x) for x in waiting]
             assert [(x.status, served_by(x)) for x in done] == [(200, "b")] * 3
             # Not the breaker's doing: a's breaker heard no verdict.
-            assert r.door.table.breaker("a").state is BreakerState.CLOSED
+            assert r.door.breaker("a").state is BreakerState.CLOSED
             assert r.opened == []
 
     run(main)
@@ -269,7 +269,7 @@ def test_a_lost_node_fails_over_at_once_when_told() -> None:
             r.publish(weight=0.0)  # active, enabled and healthy, yet out of routing
             r.door.pool_changed()
             await asyncio.sleep(0)  # the failover is scheduled, not run inside pool_changed
-            assert r.door.tries_on("a") == 0
+            assert r.door.core.tries_on("a") == 0
             assert served_by(await finished(resp)) == "b"
 
     run(main)
@@ -283,7 +283,7 @@ def test_a_drained_replica_finishes_what_it_has() -> None:
             call = await r.a.next_call()
             r.publish(admin=AdminState.DRAINED)
             r.door.pool_changed()
-            assert r.door.tries_on("a") == 1 and not resp.done
+            assert r.door.core.tries_on("a") == 1 and not resp.done
             call.let_go()
             assert served_by(await finished(resp)) == "a"
             assert r.b.seen == []
@@ -298,8 +298,8 @@ def test_a_started_stream_is_not_failed_over() -> None:
             resp = r.send(stream=True)
             await asyncio.wait_for(resp.first_body, WAIT)
             call = await r.a.next_call()
-            r.door.replica_dead("a", "test")
-            assert not resp.done and r.door.tries_on("a") == 1
+            r.door.core.replica_dead("a", "test")
+            assert not resp.done and r.door.core.tries_on("a") == 1
             call.let_go()
             await finished(resp)
             assert not resp.aborted and b"[DONE]" in resp.body
@@ -320,7 +320,7 @@ def test_connect_timeout_trips_at_once_fails_over_free_and_stays_local() -> None
             async with rig(a_port=port, connect_timeout_s=0.2, retry=retry, budget=(0, 0)) as r:
                 resp = await finished(r.send())
                 assert (resp.status, served_by(resp)) == (200, "b")
-                assert r.door.table.breaker("a").state is BreakerState.OPEN
+                assert r.door.breaker("a").state is BreakerState.OPEN
                 assert r.opened == []  # evidence about this router's path only
                 failures = "hanode_upstream_failures_total"
                 assert r.metric(failures, replica="a", failure_class="connect_timeout") == 1

@@ -76,7 +76,7 @@ def test_keep_alive_connections_are_reused() -> None:
             pool.send(rec, REQ)
             assert await asyncio.wait_for(rec.done, 3) == (200, b"ok", None)
         assert len(connections) == 1
-        assert pool.idle_count == 1
+        assert len(pool._idle) == 1
         pool.close()
         server.close()
 
@@ -160,7 +160,7 @@ def test_abandoned_try_is_not_reported_and_connection_not_reused() -> None:
         handle_.abandon()
         await asyncio.sleep(0.1)
         assert not rec.done.done()
-        assert pool.idle_count == 0
+        assert len(pool._idle) == 0
         hold.set()
         server.close()
 

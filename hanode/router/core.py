@@ -1,0 +1,278 @@
+"""What every relay needs, below the HTTP front door: the router's shared state and services.
+
+:class:`RouterCore` owns the replica registry, the routing table and the retry budget; it picks
+a replica for a try, counts breaker transitions (and tells the cluster of local opens), and
+keeps the tries in flight per replica, so that when a replica is known dead (its breaker opens,
+or a new snapshot takes it out of routing) the tries waiting on it are failed over at once
+instead of waiting out the per-try timeout: O(tries on that replica).
+
+The front door (:mod:`hanode.router.frontdoor`) dispatches HTTP and starts relays on it; the
+relay (:mod:`hanode.router.relay`) uses it and never the front door.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import structlog
+
+from hanode.events import EventLog
+from hanode.http.errors import send_error
+from hanode.http.server import Responder
+from hanode.metrics.registry import NodeMetrics
+from hanode.policies.breaker import BreakerConfig, BreakerState, ReplicaBreaker, Transition
+from hanode.policies.picker import pick
+from hanode.policies.retry import RetryBudget, RetryPolicy
+from hanode.pool.replica import may_serve
+from hanode.pool.snapshot import PoolSnapshot, PoolView, ReplicaState
+from hanode.router.registry import Replica, ReplicaRegistry, Try
+from hanode.router.routing_table import RoutingTable
+from hanode.router.validation import RequestLimits
+
+log = structlog.get_logger("hanode.router")
+
+# While tries are in flight, how often the pool snapshot is checked for replicas taken out of
+# routing (a pool owner may also call RouterCore.pool_changed at once).
+POOL_WATCH_S = 0.25
+
+
+class TrafficObserver(Protocol):
+    """Passive health: what real traffic says about a replica (fed to the health checker)."""
+
+    def record(
+        self, replica: str, ok: bool, latency_s: float, ttft_s: float | None, now: float
+    ) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RouterSettings:
+    api_keys: tuple[str, ...] = ()
+    limits: RequestLimits = field(default_factory=RequestLimits)
+    request_timeout_s: float = 300.0
+    model_timeouts: Mapping[str, float] = field(default_factory=dict)  # per-model defaults
+    max_request_timeout_s: float = 3600.0
+    connect_timeout_s: float = 2.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    retry_budget_ratio: float = 0.2
+    retry_budget_min_per_s: float = 3.0
+    slo_latency_s: float = 10.0
+    slo_ttft_s: float = 2.0
+    no_replica_retry_after_s: float = 2.0
+    pin_seeds: bool = True
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+
+
+class RouterCore:
+    def __init__(
+        self,
+        view: PoolView,
+        settings: RouterSettings,
+        metrics: NodeMetrics,
+        observer: TrafficObserver | None = None,
+        events: EventLog | None = None,
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.view = view
+        self.settings = settings
+        self.metrics = metrics
+        self.observer = observer
+        self.events = events
+        # Cluster mode: told when a local breaker opens, so every router hears of it.
+        self.on_breaker_open: Callable[[str, str, float], None] | None = None
+        self.registry = ReplicaRegistry(view, settings.breaker, settings.connect_timeout_s)
+        self.inflight = self.registry.inflight  # name -> requests in flight (the picker's input)
+        self.table = RoutingTable(
+            view,
+            self.registry,
+            self.loop.time,
+            on_reset=lambda replica, ts: self.breaker_changed(replica, ts, local=False),
+        )
+        self.budget = RetryBudget(settings.retry_budget_ratio, settings.retry_budget_min_per_s)
+        self._watched: PoolSnapshot = view.snapshot
+        self._watch: asyncio.TimerHandle | None = None
+        self._rand = random.random
+
+    # -- choosing ------------------------------------------------------------------------------
+    def choose(self, model: str, now: float, exclude: str | None) -> str | None:
+        """Pick a replica whose breaker lets a request through, avoiding ``exclude`` if possible.
+
+        ``allow()`` is asked of one replica at a time and only until one says yes: in
+        HALF_OPEN a yes hands out the probe slot, which only the replica returned will use."""
+        table = self.table
+        registry = self.registry
+        route = table.route(model, now)
+        if route is None or not route.names:
+            return None
+        inflight = self.inflight
+        for _ in range(3):
+            name = pick(route, inflight, self._rand, exclude)
+            if name is None:
+                return None
+            if registry.get(name).breaker.allow(now):
+                return name
+            table.invalidate()
+            route = table.route(model, now)
+            if route is None or not route.names:
+                return None
+        others = sorted((n for n in route.names if n != exclude), key=lambda n: inflight.get(n, 0))
+        for name in others:
+            if registry.get(name).breaker.allow(now):
+                return name
+        if exclude in route.names and registry.get(exclude).breaker.allow(now):
+            return exclude
+        return None
+
+    def rate_limit_pause_left(self, model: str, now: float) -> float | None:
+        """Seconds until the first replica of ``model`` paused by a 429 may be tried again;
+        None when none is paused (then the model has no replica to offer at all)."""
+        route = self.table.route(model, now)
+        if route is None:
+            return None
+        ends: list[float] = []
+        for name in route.names:
+            replica = self.registry.find(name)
+            if replica is not None:
+                until = replica.breaker.snapshot(now)["paused_until"]
+                if isinstance(until, float):
+                    ends.append(until)
+        return min(ends) - now if ends else None
+
+    def refuse(self, responder: Responder, model: str, now: float) -> int:
+        """Answer a request no replica can take before its first try; returns the status sent.
+
+        429 with the real wait when the model's replicas are only pausing after a 429 (the
+        client should come back then), else 503."""
+        pause = self.rate_limit_pause_left(model, now)
+        if pause is not None:
+            send_error(
+                responder,
+                429,
+                f"every replica of model '{model}' is rate limited",
+                code="rate_limit_exceeded",
+                retry_after=pause,
+            )
+            return 429
+        self.metrics.no_replica.labels(model).inc()
+        send_error(
+            responder,
+            503,
+            f"no healthy replica of model '{model}' is available",
+            retry_after=self.settings.no_replica_retry_after_s,
+        )
+        return 503
+
+    # -- tries in flight -----------------------------------------------------------------------
+    def track(self, replica: Replica, relay: Try) -> None:
+        """A try of ``relay`` is in flight on ``replica``."""
+        inflight = self.inflight
+        inflight[replica.name] = inflight.get(replica.name, 0) + 1
+        replica.tries.add(relay)
+        if self._watch is None:
+            self._watch = self.loop.call_later(POOL_WATCH_S, self._watch_pool)
+
+    def untrack(self, replica: Replica, relay: Try) -> None:
+        inflight = self.inflight
+        inflight[replica.name] = inflight.get(replica.name, 1) - 1
+        replica.tries.discard(relay)
+
+    def tries_on(self, replica: str) -> int:
+        entry = self.registry.find(replica)
+        return len(entry.tries) if entry is not None else 0
+
+    def replica_dead(self, replica: str, why: str) -> None:
+        """Fail over every try on ``replica`` that has not sent a byte to its client."""
+        entry = self.registry.find(replica)
+        if entry is not None and entry.tries:
+            for relay in list(entry.tries):
+                relay.replica_dead(why)
+
+    def pool_changed(self) -> None:
+        """Fail over the tries on replicas that the current snapshot no longer lets serve.
+
+        Run by a timer while tries are in flight; a pool owner may call it right after it
+        publishes a snapshot."""
+        snap = self._watched = self.view.snapshot
+        for replica in [r for r in self.registry if r.tries]:
+            why = no_longer_serving(snap.replicas.get(replica.name))
+            if why is not None:
+                self.replica_dead(replica.name, why)
+
+    def _watch_pool(self) -> None:
+        self._watch = None
+        if self.view.snapshot is not self._watched:
+            self.pool_changed()
+        if any(r.tries for r in self.registry):
+            self._watch = self.loop.call_later(POOL_WATCH_S, self._watch_pool)
+
+    # -- breakers ------------------------------------------------------------------------------
+    def breaker(self, replica: str) -> ReplicaBreaker:
+        """This router's breaker of ``replica`` (the cluster syncs breakers through it)."""
+        return self.registry.get(replica).breaker
+
+    def breaker_changed(
+        self, replica: str, transitions: Sequence[Transition], *, local: bool = True
+    ) -> None:
+        """Count and record breaker transitions; ``local=False`` for ones a peer caused.
+
+        Only local opens with evidence about the replica itself go to the cluster (see
+        :mod:`hanode.policies.breaker`): a broken path from this router is no reason to eject
+        the replica from every router. Any open fails over the tries waiting on it here."""
+        self.table.invalidate()
+        opened = False
+        for t in transitions:
+            cls = t.failure_class.value if t.failure_class is not None else "none"
+            self.metrics.breaker_transitions.labels(replica, cls, t.to_state.value).inc()
+            if t.to_state is BreakerState.OPEN:
+                opened = True
+                if local and t.about_replica and self.on_breaker_open is not None:
+                    until = self.breaker(replica).snapshot(self.loop.time())["open_until"]
+                    if isinstance(until, float):
+                        self.on_breaker_open(replica, cls, until)
+            if self.events is not None:
+                self.events.add(
+                    "breaker",
+                    replica,
+                    f"{t.from_state.value} -> {t.to_state.value} ({cls}): {t.reason}",
+                    failure_class=cls,
+                    from_state=t.from_state.value,
+                    to_state=t.to_state.value,
+                    # a peer's breaker or an operator reset is in the cluster log already
+                    replicated=not local,
+                )
+            else:
+                log.warning(
+                    "breaker_transition",
+                    replica=replica,
+                    failure_class=cls,
+                    from_state=t.from_state.value,
+                    to_state=t.to_state.value,
+                    reason=t.reason,
+                )
+        if opened:
+            self.replica_dead(replica, "its breaker opened")
+
+    def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+        self.registry.close()
+
+
+def no_longer_serving(state: ReplicaState | None) -> str | None:
+    """Why a replica with tries in flight is no longer fit to finish them, or None.
+
+    Gone from the pool, health below serving (DOWN, UNREADY), or weight 0 although it may
+    serve (e.g. its node was lost). A drain, a demotion to standby and the GPU-memory remove
+    mark only stop new traffic: what the replica is already working on may finish."""
+    if state is None:
+        return "no longer in the pool"
+    level = state.observation.level
+    if not level.serving:
+        return f"health {level.name}"
+    if state.weight <= 0.0 and may_serve(state.role, state.admin, state.observation):
+        return "out of routing"
+    return None
