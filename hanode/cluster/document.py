@@ -45,6 +45,8 @@ COMMAND_PROTOCOL: dict[str, int] = {
     "node_back": 2,
     "open_breaker": 2,
     "expire_breakers": 2,
+    "checkpoint": 2,
+    "checkpoint_report": 2,
 }
 
 OBS_FIELDS = (

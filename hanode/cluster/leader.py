@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,7 @@ Write = Callable[[Command], Awaitable[Any]]
 class LeaderSettings:
     interval_s: float = 1.0
     lease_s: float = 6.0
+    checkpoint_s: float = 30.0  # how often the nodes compare state digests
 
 
 class LeaderLoop:
@@ -62,6 +64,7 @@ class LeaderLoop:
         self._since = 0.0
         self.memory = PlannerMemory()
         self._breaker_seen: dict[tuple[str, str], float] = {}
+        self._checkpoint_at = 0.0
 
     async def run(self) -> None:
         while True:
@@ -91,6 +94,7 @@ class LeaderLoop:
             self._since = self._clock()
             self.memory = PlannerMemory()  # hold timers start afresh with each leader
             self._breaker_seen.clear()
+            self._checkpoint_at = self._clock()
             log.info("leading", node=self.node, term=self.term)
             if not fenced:
                 await self._write(
@@ -131,6 +135,9 @@ class LeaderLoop:
             expired = self._expired_breakers(view, now)
             if expired:
                 out.append({"op": "expire_breakers", "ids": expired})
+            if now - self._checkpoint_at >= self.settings.checkpoint_s:
+                self._checkpoint_at = now
+                out.append({"op": "checkpoint", "id": uuid.uuid4().hex[:16]})
             for command in out:
                 command["term"] = self.term
                 command["leader"] = self.node

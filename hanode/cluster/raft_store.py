@@ -33,7 +33,7 @@ import structlog
 from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.syncobj import FAIL_REASON
 
-from hanode.cluster.document import PROTOCOL, Command, empty_doc, upgrade_doc
+from hanode.cluster.document import PROTOCOL, Command, digest, empty_doc, upgrade_doc
 from hanode.cluster.state import CommandError, IncompatibleCommand, apply
 from hanode.cluster.store import ConsensusRejected, ConsensusTimeout, StoreStatus
 from hanode.cluster.view import ClusterView, freeze
@@ -61,6 +61,8 @@ class _StateMachine(SyncObjConsumer):  # type: ignore[misc]
         self._on_applied = on_applied
         self._applied = 0
         self._protocol = protocol
+        # checkpoint id -> digest of this node's state right after applying it (local only)
+        self.checkpoints: dict[str, str] = {}
         super().__init__()
         self.doc: dict[str, Any] = empty_doc()  # replicated and dumped
         self.halted: str | None = None
@@ -83,6 +85,8 @@ class _StateMachine(SyncObjConsumer):  # type: ignore[misc]
             if not isinstance(cmd, dict):
                 raise CommandError("a command is a JSON object")
             result = apply(self.doc, cmd, self._protocol)
+            if cmd.get("op") == "checkpoint" and result:
+                self._remember_checkpoint(str(cmd["id"]))
         except IncompatibleCommand as exc:
             self.halted = str(exc)
             self.backlog.append(payload)
@@ -92,8 +96,14 @@ class _StateMachine(SyncObjConsumer):  # type: ignore[misc]
             return {"error": str(exc) or type(exc).__name__}
         return {"result": result}
 
+    def _remember_checkpoint(self, cid: str) -> None:
+        self.checkpoints[cid] = digest(self.doc)
+        while len(self.checkpoints) > 8:
+            del self.checkpoints[next(iter(self.checkpoints))]
+
     def _deserialize(self, data: dict[str, Any]) -> None:
         super()._deserialize(data)
+        self.checkpoints = {}  # a state from elsewhere: its digests here are not ours to judge
         upgrade_doc(self.doc)
         if self.halted is not None:  # maybe this code can apply what an older one could not
             backlog, self.backlog, self.halted = self.backlog, [], None
@@ -144,11 +154,13 @@ class RaftStore:
         self._view = ClusterView()
         self._last_applied_at = time.monotonic()
         self._address = self_address
+        self._data_dir = data_dir
         self.protocol = _protocol()
+        self._generation = 0
+        self._catching_up = False  # after a resync: views wait until the state is whole
         data_dir.mkdir(parents=True, exist_ok=True)
-        self._machine = _StateMachine(self._applied_in_raft_thread, self.protocol)
         low, high = election_timeout
-        conf = SyncObjConf(
+        self._conf = SyncObjConf(
             password=password,
             journalFile=str(data_dir / "raft.journal"),
             fullDumpFile=str(data_dir / "raft.dump"),
@@ -168,8 +180,41 @@ class RaftStore:
             logCompactionMinEntries=_env_int("HANODE_RAFT_COMPACTION_ENTRIES", 2000),
             logCompactionMinTime=_env_int("HANODE_RAFT_COMPACTION_S", 60),
         )
-        self._raft = _Raft(self_address, peers, conf, consumers=[self._machine])
-        self._raft.last_tick = time.monotonic()
+        self._machine, self._raft = self._build(peers)
+
+    def _build(self, peers: list[str]) -> tuple[_StateMachine, _Raft]:
+        generation = self._generation
+
+        def applied(doc: dict[str, Any], index: int, halted: str | None) -> None:
+            if generation == self._generation:  # a replaced machine's late applies are dropped
+                self._applied_in_raft_thread(doc, index, halted)
+
+        machine = _StateMachine(applied, self.protocol)
+        raft = _Raft(self._address, peers, self._conf, consumers=[machine])
+        raft.last_tick = time.monotonic()
+        return machine, raft
+
+    def checkpoint_digest(self, checkpoint_id: str) -> str | None:
+        """The digest of this node's state right after it applied checkpoint ``id``."""
+        return self._machine.checkpoints.get(checkpoint_id)
+
+    async def resync(self, reason: str) -> Path:
+        """Throw this node's replicated state away and take the cluster's again.
+
+        For a state that diverged from the majority's: the old journal and dump are kept aside
+        (``raft.diverged-<time>``) for a post-mortem, a fresh state machine rejoins with the
+        current members, and the router keeps its last view until the new state is whole."""
+        members = [m for m in self.status().members if m != self._address]
+        log.error("raft_resync", reason=reason, members=members)
+        old = self._raft
+        self._generation += 1
+        await self._loop.run_in_executor(None, old.destroy_synchronous)
+        aside = self._data_dir.with_name(f"{self._data_dir.name}.diverged-{int(time.time())}")
+        self._data_dir.rename(aside)
+        self._data_dir.mkdir(parents=True)
+        self._catching_up = True
+        self._machine, self._raft = self._build(members)
+        return aside
 
     # -- from pysyncobj's thread ----------------------------------------------------------------
     def _applied_in_raft_thread(self, doc: dict[str, Any], index: int, halted: str | None) -> None:
@@ -179,7 +224,11 @@ class RaftStore:
 
     # -- on the event loop --------------------------------------------------------------------
     def _publish(self, view: ClusterView) -> None:
-        if view.index < self._view.index and view.index != 0:
+        if self._catching_up:
+            if not self._raft.isReady():
+                return  # a state still being rebuilt would empty the routers' pools
+            self._catching_up = False
+        elif view.index < self._view.index and view.index != 0:
             return
         self._view = view
         self._last_applied_at = time.monotonic()

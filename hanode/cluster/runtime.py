@@ -25,6 +25,7 @@ import structlog
 
 from hanode.cluster.addresses import advertised_hostport, advertised_url
 from hanode.cluster.agent import ObservationReporter, ReportHysteresis
+from hanode.cluster.checkpoints import divergence
 from hanode.cluster.document import Command, spec_doc, stamp
 from hanode.cluster.leader import LeaderLoop, LeaderSettings
 from hanode.cluster.planner import ModelPolicy, PlannerSettings, Redundancy
@@ -42,6 +43,7 @@ log = structlog.get_logger("hanode.cluster")
 
 _LOCAL_ONLY_EVENTS = {"health"}  # the state machine records these itself
 CONSENSUS_STALL_S = 10.0  # a consensus thread silent this long is taken for dead
+MAX_RESYNCS = 3  # a node that diverges more often than this stops (see _check_state)
 
 
 class BreakerPort(Protocol):
@@ -96,7 +98,11 @@ class ClusterRuntime:
             self.write,
             policies,
             planner,
-            LeaderSettings(config.cluster.planner_interval_s, config.cluster.node_lease_s),
+            LeaderSettings(
+                config.cluster.planner_interval_s,
+                config.cluster.node_lease_s,
+                config.cluster.checkpoint_s,
+            ),
         )
         self.max_ejection_percent = config.breaker.max_ejection_percent
         self.door: BreakerPort | None = None
@@ -105,6 +111,11 @@ class ClusterRuntime:
         self._seen_breakers: set[tuple[str, str]] = set()
         self._seen_resets: dict[str, float] | None = None  # None until the first view
         self.skipped_peer_opens = 0
+        self._addresses: Mapping[str, str] = {}
+        self._reported_checkpoint = ""
+        self._resynced_at = ""  # the checkpoint that made us resync: not judged twice
+        self.resyncing = False
+        self.resyncs = 0
         store.subscribe(self._on_view)
         events.subscribe(self._forward_event)
 
@@ -115,6 +126,7 @@ class ClusterRuntime:
         self._on_view(self.store.view)
 
     def start(self, addresses: Mapping[str, str]) -> None:
+        self._addresses = dict(addresses)
         self._tasks.append(self._loop.create_task(self._register(addresses)))
         self._tasks.append(self._loop.create_task(self.leader.run()))
         self._tasks.append(self._loop.create_task(self._watch_consensus()))
@@ -199,12 +211,65 @@ class ClusterRuntime:
     def _on_view(self, view: ClusterView) -> None:
         self.pool.update(view)
         self._resend_changed_observations(view)
+        self._check_state(view)
         door = self.door
         if door is None:
             return
         door.pool_changed()  # e.g. a lost node's replicas: their tries fail over at once
         self._apply_peer_breakers(door, view)
         self._apply_resets(door, view)
+
+    # -- is our state the cluster's? ------------------------------------------------------------
+    def _check_state(self, view: ClusterView) -> None:
+        """Report our digest at each new checkpoint; take the cluster's state again when a
+        majority reported another one."""
+        cid = view.checkpoint_id
+        if not cid or self.resyncing or cid == self._resynced_at:
+            return
+        own = self.store.checkpoint_digest(cid)
+        if own is None:
+            return
+        if cid != self._reported_checkpoint:
+            self._reported_checkpoint = cid
+            self._spawn_write(
+                {"op": "checkpoint_report", "id": cid, "node": self.node, "digest": own}
+            )
+        why = divergence(view, own)
+        if why is None:
+            return
+        if self.resyncs >= MAX_RESYNCS:
+            # Diverging again and again is a bug (a non-deterministic command, say), not bad
+            # luck: stop rather than keep serving from a state nobody else has.
+            self.resyncing = True
+            if self.on_fatal is not None:
+                self.on_fatal(f"state diverged again after {self.resyncs} resyncs: {why}")
+            return
+        self.resyncing = True
+        self._resynced_at = cid
+        self._tasks.append(self._loop.create_task(self._resync(why)))
+
+    async def _resync(self, why: str) -> None:
+        log.error("state_diverged", node=self.node, why=why)
+        try:
+            aside = await self.store.resync(why)
+        except Exception as exc:  # cannot rebuild in place: let the service manager restart us
+            log.exception("resync_failed")
+            if self.on_fatal is not None:
+                self.on_fatal(f"state diverged ({why}) and the resync failed: {exc!r}")
+            return
+        self.resyncs += 1
+        self._seen_breakers.clear()
+        self._reported_checkpoint = ""
+        for spec in self.config.replicas:
+            self.reporter.forget(spec.name)
+        self.resyncing = False
+        self.events.add(
+            "consensus",
+            self.node,
+            f"state diverged from the cluster ({why}); took the cluster's state again, "
+            f"the old one is kept in {aside}",
+        )
+        self._tasks.append(self._loop.create_task(self._register(self._addresses)))
 
     def _resend_changed_observations(self, view: ClusterView) -> None:
         """When the state says something else of our replicas than we last reported (a lease

@@ -325,6 +325,30 @@ def _add_event(doc: Doc, cmd: Command) -> None:
     )
 
 
+def _checkpoint(doc: Doc, cmd: Command) -> bool:
+    """The leader marks a point in the log; every node then reports the digest of its own
+    state right after applying it, so a node whose state diverged can tell (see runtime)."""
+    _fence(doc, cmd, required=True)
+    cid = str(cmd["id"])
+    current = doc.get("checkpoint")
+    if current is not None and current.get("id") == cid:
+        return False
+    doc["checkpoint"] = {"id": cid, "reports": {}}
+    return True
+
+
+def _checkpoint_report(doc: Doc, cmd: Command) -> bool:
+    """One node's digest at the current checkpoint (reports for an older one are dropped)."""
+    current = doc.get("checkpoint")
+    if current is None or current.get("id") != str(cmd["id"]):
+        return False
+    digest = str(cmd["digest"])
+    if not 0 < len(digest) <= 64:
+        raise CommandError("a checkpoint digest is 1 to 64 characters")
+    current["reports"][str(cmd["node"])] = digest
+    return True
+
+
 _HANDLERS = {
     "register_node": _register_node,
     "register_replica": _register_replica,
@@ -340,4 +364,6 @@ _HANDLERS = {
     "claim_leader": _claim_leader,
     "node_lost": _node_lost,
     "node_back": _node_back,
+    "checkpoint": _checkpoint,
+    "checkpoint_report": _checkpoint_report,
 }

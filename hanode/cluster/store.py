@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from hanode.cluster.document import Command
@@ -59,6 +60,14 @@ class ClusterStore(Protocol):
     def peer_silence(self) -> dict[str, float] | None:
         """On the leader: seconds since each peer (raft address) last answered, on the
         leader's own monotonic clock; None elsewhere."""
+        ...
+
+    def checkpoint_digest(self, checkpoint_id: str) -> str | None:
+        """This node's state digest right after it applied that checkpoint (None: unknown)."""
+        ...
+
+    async def resync(self, reason: str) -> Path:
+        """Discard this node's diverged state (kept aside; returns where) and rejoin."""
         ...
 
     @property

@@ -60,6 +60,8 @@ class ClusterView:
     leader_term: int = 0
     digest: str = ""
     halted: str | None = None  # why this node stopped applying commands, if it did
+    checkpoint_id: str = ""  # the leader's last checkpoint, and the digests nodes reported
+    checkpoint_reports: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def cluster_version(self) -> int:
@@ -125,6 +127,7 @@ def freeze(doc: Doc, index: int, halted: str | None = None) -> ClusterView:
         for name, b in doc["breakers"].items()
     }
     leader = doc.get("leader") or {}
+    checkpoint = doc.get("checkpoint") or {}
     return ClusterView(
         index=index,
         nodes=MappingProxyType({n: _node(n, v) for n, v in doc["nodes"].items()}),
@@ -137,4 +140,6 @@ def freeze(doc: Doc, index: int, halted: str | None = None) -> ClusterView:
         leader_term=int(leader.get("term", 0)),
         digest=digest(doc),
         halted=halted,
+        checkpoint_id=str(checkpoint.get("id", "")),
+        checkpoint_reports=MappingProxyType(dict(checkpoint.get("reports", {}))),
     )

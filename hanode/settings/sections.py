@@ -310,6 +310,12 @@ class ClusterConfig:
     node_lease_s: float = setting(
         "a node the leader has not heard from this long is lost", default=6.0, gt=0
     )
+    checkpoint_s: float = setting(
+        "how often the nodes compare digests of their replicated state (a node whose state "
+        "diverged from the majority's takes the cluster's again)",
+        default=30.0,
+        gt=0,
+    )
 
 
 def _check_cluster(t: Table, cfg: ClusterConfig) -> ClusterConfig:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from hanode.cluster.document import PROTOCOL, Command, Doc, empty_doc
@@ -27,6 +28,8 @@ class FakeStore:
         self.silence: dict[str, float] | None = {}
         self.problem: str | None = None
         self.submitted: list[Command] = []
+        self.digests: dict[str, str] = {}  # checkpoint id -> this node's digest
+        self.resyncs: list[str] = []
         self.refused: list[tuple[Command, str]] = []
         self._listeners: list[Callable[[ClusterView], None]] = []
         self._view = freeze(self.doc, 0)
@@ -75,6 +78,14 @@ class FakeStore:
 
     def consensus_problem(self, stall_s: float) -> str | None:
         return self.problem
+
+    def checkpoint_digest(self, checkpoint_id: str) -> str | None:
+        return self.digests.get(checkpoint_id)
+
+    async def resync(self, reason: str) -> Path:
+        self.resyncs.append(reason)
+        self.digests.clear()  # a fresh state machine has applied no checkpoint yet
+        return Path("/tmp/raft.diverged-test")
 
     def peer_silence(self) -> dict[str, float] | None:
         return dict(self.silence) if self.leader and self.silence is not None else None

@@ -177,3 +177,22 @@ def test_plan_leases_is_pure_and_skips_self_and_non_members() -> None:
         {"op": "node_lost", "name": "n2", "silent_s": 6.5}
     ]
     assert plan_leases(view, {"h:2": 6.0}, LEASE, "n1") == []  # at the lease: still fine
+
+
+def test_the_leader_marks_checkpoints_on_its_own_clock() -> None:
+    clock = Clock()
+    store = FakeStore(cluster_doc())
+    loop = make_loop(store, clock=clock)
+    run(loop.step())  # claim
+    run(loop.step())
+    assert "checkpoint" not in store.ops()
+    clock.now += 30.0
+    run(loop.step())
+    first = store.view.checkpoint_id
+    assert first and store.submitted[-1]["term"] == store.term
+    clock.now += 10.0
+    run(loop.step())
+    assert store.view.checkpoint_id == first
+    clock.now += 20.0
+    run(loop.step())
+    assert store.view.checkpoint_id not in ("", first)

@@ -139,3 +139,46 @@ def test_a_stalled_consensus_thread_is_noticed(
             store.close()
 
     asyncio.run(go())
+
+
+def test_checkpoint_digests_are_remembered_and_a_resync_starts_afresh(tmp_path: Path) -> None:
+    async def go() -> None:
+        data = tmp_path / "raft"
+        store = RaftStore(f"127.0.0.1:{free_port()}", [], data, SECRET)
+        try:
+            for _ in range(100):
+                if store.status().is_leader:
+                    break
+                await asyncio.sleep(0.05)
+            term = store.status().term
+            await store.submit(stamp({**NODE, "protocol": 2}), timeout=5.0)
+            await store.submit(
+                stamp({"op": "claim_leader", "node": "n1", "term": term, "ts": 2}), 5
+            )
+            cp = stamp({"op": "checkpoint", "id": "c1", "term": term, "leader": "n1"})
+            await store.submit({**cp, "ts": 3.0}, timeout=5.0)
+            for _ in range(50):  # the view arrives on the loop right after the answer
+                if store.view.checkpoint_id == "c1":
+                    break
+                await asyncio.sleep(0.02)
+            assert store.checkpoint_digest("c1") == store.view.digest
+            assert store.checkpoint_digest("nope") is None
+
+            aside = await store.resync("test")
+            assert aside.is_dir() and (aside / "raft.journal").exists()
+            assert data.is_dir() and not (data / "raft.journal.0").exists()
+            assert store.checkpoint_digest("c1") is None  # the new machine applied nothing yet
+            for _ in range(100):  # the fresh one-node cluster elects itself again
+                if store.status().is_leader:
+                    break
+                await asyncio.sleep(0.05)
+            await store.submit(stamp({**NODE, "name": "n9", "raft": "h:9"}), timeout=5.0)
+            for _ in range(50):
+                if "n9" in store.view.nodes:
+                    break
+                await asyncio.sleep(0.02)
+            assert set(store.view.nodes) == {"n9"}  # a new state: n1 lived in the old one
+        finally:
+            store.close()
+
+    asyncio.run(go())

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from hanode.cluster.document import Doc, empty_doc
-from hanode.cluster.runtime import ClusterRuntime
+from hanode.cluster.runtime import MAX_RESYNCS, ClusterRuntime
 from hanode.cluster.state import apply
 from hanode.config import Config, parse_config
 from hanode.events import EventLog
@@ -230,5 +230,57 @@ def test_a_dead_consensus_thread_stops_the_node() -> None:
         await runtime.close()
         assert problems == ["the consensus thread has died"]
         assert runtime.consensus_failure == problems[0]
+
+    asyncio.run(go())
+
+
+def test_each_checkpoint_is_reported_once_and_a_diverged_state_is_resynced() -> None:
+    async def go() -> None:
+        store = FakeStore(pool_doc(1))
+        runtime, _ = await started(store)
+        store.apply_now({"op": "claim_leader", "node": "n2", "term": 2, "ts": 1.0, "v": 2})
+        fence = {"term": 2, "leader": "n2", "v": 2}
+        store.digests["c1"] = "mine"
+        store.apply_now({"op": "checkpoint", "id": "c1", **fence, "ts": 2.0})
+        for _ in range(10):
+            await asyncio.sleep(0)
+        reports = [c for c in store.submitted if c["op"] == "checkpoint_report"]
+        assert [(r["id"], r["node"], r["digest"]) for r in reports] == [("c1", "n1", "mine")]
+        # n2 agrees with us: nothing to do
+        report = {"op": "checkpoint_report", "id": "c1", "ts": 3.0, "v": 2}
+        store.apply_now({**report, "node": "n2", "digest": "mine"})
+        assert store.resyncs == [] and not runtime.resyncing
+        assert len([c for c in store.submitted if c["op"] == "checkpoint_report"]) == 1
+
+        # the next checkpoint: the two others agree on another state than ours
+        store.digests["c2"] = "mine"
+        store.apply_now({"op": "checkpoint", "id": "c2", **fence, "ts": 4.0})
+        store.apply_now(
+            {"op": "register_node", "name": "n3", "raft": "h:n3", "protocol": 2, "ts": 4.0}
+        )
+        store.apply_now({**report, "id": "c2", "node": "n2", "digest": "theirs"})
+        assert store.resyncs == []  # one other node is not a majority of three
+        store.apply_now({**report, "id": "c2", "node": "n3", "digest": "theirs"})
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert len(store.resyncs) == 1 and "differs from theirs" in store.resyncs[0]
+        assert runtime.resyncs == 1 and not runtime.resyncing
+        events = [e.message for e in runtime.events.recent(10)]
+        assert any("took the cluster's state again" in m for m in events), events
+
+        # diverging again and again is a bug: after MAX_RESYNCS the node stops
+        problems: list[str] = []
+        runtime.on_fatal = problems.append
+        for i in range(3, 3 + MAX_RESYNCS + 1):
+            cid = f"c{i}"
+            store.digests[cid] = "mine"
+            store.apply_now({"op": "checkpoint", "id": cid, **fence, "ts": 5.0})
+            store.apply_now({**report, "id": cid, "node": "n2", "digest": "theirs"})
+            store.apply_now({**report, "id": cid, "node": "n3", "digest": "theirs"})
+            for _ in range(20):
+                await asyncio.sleep(0)
+        assert runtime.resyncs == MAX_RESYNCS
+        assert len(problems) == 1 and "diverged again" in problems[0]
+        await runtime.close()
 
     asyncio.run(go())

@@ -73,6 +73,8 @@ COMMANDS: list[dict[str, Any]] = [
     {"op": "expire_breakers", "ids": {"r1": "n2-1"}, "term": 3, "leader": "n1", "ts": 28.0},
     {"op": "node_lost", "name": "n1", "silent_s": 7.0, "term": 3, "leader": "n1", "ts": 29.0},
     {"op": "node_back", "name": "n1", "term": 3, "leader": "n1", "ts": 30.0},
+    {"op": "checkpoint", "id": "c1", "term": 3, "leader": "n1", "ts": 31.0},
+    {"op": "checkpoint_report", "id": "c1", "node": "n1", "digest": "abc", "ts": 32.0},
 ]
 
 
@@ -374,3 +376,22 @@ def test_forget_node_drops_its_replicas_and_is_idempotent() -> None:
     events = len(doc["events"])
     assert apply(doc, {"op": "forget_node", "name": "n4", "ts": 3.0}) == []
     assert len(doc["events"]) == events
+
+
+def test_checkpoints_collect_one_report_per_node_for_the_current_one_only() -> None:
+    doc = leader_doc()
+    fence = {"term": 3, "leader": "n1"}
+    assert apply(doc, {"op": "checkpoint", "id": "c1", **fence, "ts": 1.0}) is True
+    report = {"op": "checkpoint_report", "id": "c1", "ts": 2.0}
+    assert apply(doc, {**report, "node": "n1", "digest": "aa"}) is True
+    assert apply(doc, {**report, "node": "n2", "digest": "bb"}) is True
+    view = freeze(doc, 1)
+    assert view.checkpoint_id == "c1"
+    assert dict(view.checkpoint_reports) == {"n1": "aa", "n2": "bb"}
+    apply(doc, {"op": "checkpoint", "id": "c2", **fence, "ts": 3.0})
+    assert apply(doc, {**report, "node": "n3", "digest": "cc"}) is False  # for c1: too late
+    assert freeze(doc, 2).checkpoint_reports == {}
+    with pytest.raises(Fenced):
+        apply(doc, {"op": "checkpoint", "id": "c3", "ts": 4.0})
+    with pytest.raises(CommandError):
+        apply(doc, {"op": "checkpoint_report", "id": "c2", "node": "n1", "digest": "", "ts": 5})
