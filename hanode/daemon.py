@@ -198,9 +198,9 @@ class Node:
         self._servers.append(ops_server)
         api_port = 0
         if self.cluster is not None:
-            self.cluster.attach(door)
+            self.cluster.attach(door.core)
             token = config.api.api_keys[0] if config.api and config.api.api_keys else ""
-            self.control = ClusterControl(self.cluster, door, token, forward_transfer)
+            self.control = ClusterControl(self.cluster, door.core, token, forward_transfer)
             if config.api is not None:
                 self._grpc, api_port = await start_api_server(
                     self.control,

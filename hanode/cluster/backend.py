@@ -15,7 +15,7 @@ from hanode.api.control import ControlError, ControlErrorCode
 from hanode.cluster.runtime import CONSENSUS_STALL_S, ClusterRuntime
 from hanode.cluster.store import ConsensusRejected, ConsensusTimeout
 from hanode.pool.replica import AdminState, Role, may_serve
-from hanode.router.frontdoor import FrontDoor
+from hanode.router.core import RouterCore
 from hanode.status import status_document
 
 T = TypeVar("T")
@@ -27,7 +27,7 @@ class ClusterControl:
     def __init__(
         self,
         runtime: ClusterRuntime,
-        door: FrontDoor,
+        door: RouterCore,
         api_token: str = "",
         forward: Forward | None = None,
     ) -> None:
@@ -114,7 +114,7 @@ class ClusterControl:
         doc = status_document(
             self.node_name,
             self.runtime.pool.snapshot,
-            self.door.breakers,
+            self.door.registry.breakers(),
             self.door.inflight,
             self.events(0, 20),
             self.door.loop.time(),
@@ -164,7 +164,7 @@ class ClusterControl:
                     "node": rec.node,
                 }
             )
-        for name, breaker in sorted(self.door.breakers.items()):
+        for name, breaker in sorted(self.door.registry.breakers().items()):
             snap = breaker.snapshot(now)
             if snap["state"] == "closed":
                 continue

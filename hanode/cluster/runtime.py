@@ -46,11 +46,13 @@ CONSENSUS_STALL_S = 10.0  # a consensus thread silent this long is taken for dea
 MAX_RESYNCS = 3  # a node that diverges more often than this stops (see _check_state)
 
 
-class BreakerPort(Protocol):
-    """What the cluster needs of a router: its breakers, and a way to report changes."""
+class RouterPort(Protocol):
+    """What the cluster needs of a router (``RouterCore`` implements it): its breakers, a way
+    to report the changes a peer caused, and the opens to replicate."""
 
     loop: asyncio.AbstractEventLoop
-    on_breaker_open: Callable[[str, str, float], None] | None
+
+    def listen_breaker_opens(self, listener: Callable[[str, str, float], None]) -> None: ...
 
     def breaker(self, replica: str) -> ReplicaBreaker: ...
 
@@ -105,7 +107,7 @@ class ClusterRuntime:
             ),
         )
         self.max_ejection_percent = config.breaker.max_ejection_percent
-        self.door: BreakerPort | None = None
+        self.door: RouterPort | None = None
         self._loop = asyncio.get_running_loop()
         self._tasks: list[asyncio.Task[None]] = []
         self._seen_breakers: set[tuple[str, str]] = set()
@@ -120,9 +122,9 @@ class ClusterRuntime:
         events.subscribe(self._forward_event)
 
     # -- start and stop ------------------------------------------------------------------------
-    def attach(self, door: BreakerPort) -> None:
+    def attach(self, door: RouterPort) -> None:
         self.door = door
-        door.on_breaker_open = self._local_breaker_opened
+        door.listen_breaker_opens(self._local_breaker_opened)
         self._on_view(self.store.view)
 
     def start(self, addresses: Mapping[str, str]) -> None:
@@ -280,7 +282,7 @@ class ClusterRuntime:
             if rec is not None and sent is not None and rec.observation.level != sent.level:
                 self.reporter.forget(spec.name)
 
-    def _apply_peer_breakers(self, door: BreakerPort, view: ClusterView) -> None:
+    def _apply_peer_breakers(self, door: RouterPort, view: ClusterView) -> None:
         now = door.loop.time()
         current = {(name, rec.id) for name, rec in view.breakers.items()}
         self._seen_breakers &= current
@@ -315,7 +317,7 @@ class ClusterRuntime:
             transitions = door.breaker(name).force_open(now, failure, now + rec.open_s)
             door.breaker_changed(name, transitions, local=False)
 
-    def _apply_resets(self, door: BreakerPort, view: ClusterView) -> None:
+    def _apply_resets(self, door: RouterPort, view: ClusterView) -> None:
         if self._seen_resets is None:  # resets from before we started are about old breakers
             self._seen_resets = dict(view.resets)
             return

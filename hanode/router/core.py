@@ -81,8 +81,7 @@ class RouterCore:
         self.metrics = metrics
         self.observer = observer
         self.events = events
-        # Cluster mode: told when a local breaker opens, so every router hears of it.
-        self.on_breaker_open: Callable[[str, str, float], None] | None = None
+        self._open_listeners: list[Callable[[str, str, float], None]] = []
         self.registry = ReplicaRegistry(view, settings.breaker, settings.connect_timeout_s)
         self.inflight = self.registry.inflight  # name -> requests in flight (the picker's input)
         self.table = RoutingTable(
@@ -190,6 +189,11 @@ class RouterCore:
             for relay in list(entry.tries):
                 relay.replica_dead(why)
 
+    def listen_breaker_opens(self, listener: Callable[[str, str, float], None]) -> None:
+        """Call ``listener(replica, failure_class, until_monotonic)`` whenever this router opens
+        a breaker on evidence about the replica itself (the cluster replicates those)."""
+        self._open_listeners.append(listener)
+
     def pool_changed(self) -> None:
         """Fail over the tries on replicas that the current snapshot no longer lets serve.
 
@@ -228,10 +232,11 @@ class RouterCore:
             self.metrics.breaker_transitions.labels(replica, cls, t.to_state.value).inc()
             if t.to_state is BreakerState.OPEN:
                 opened = True
-                if local and t.about_replica and self.on_breaker_open is not None:
+                if local and t.about_replica and self._open_listeners:
                     until = self.breaker(replica).snapshot(self.loop.time())["open_until"]
                     if isinstance(until, float):
-                        self.on_breaker_open(replica, cls, until)
+                        for listener in self._open_listeners:
+                            listener(replica, cls, until)
             if self.events is not None:
                 self.events.add(
                     "breaker",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hmac
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 
 import orjson
 import structlog
@@ -22,7 +22,7 @@ from hanode.http.errors import send_error
 from hanode.http.server import Request, Responder
 from hanode.logs import new_request_id
 from hanode.metrics.registry import NodeMetrics
-from hanode.policies.breaker import ReplicaBreaker, Transition
+from hanode.policies.breaker import ReplicaBreaker
 from hanode.policies.retry import deadline_from_header
 from hanode.policies.seed import pin_seed
 from hanode.pool.snapshot import PoolView
@@ -147,16 +147,7 @@ class FrontDoor:
         )
         Relay(self.core, responder, parsed, path, body, request_id, extra, now + timeout).start()
 
-    # -- what the cluster, status and metrics use (passed through to the core) ---------------
-    @property
-    def on_breaker_open(self) -> Callable[[str, str, float], None] | None:
-        """Cluster mode: told when a local breaker opens, so every router hears of it."""
-        return self.core.on_breaker_open
-
-    @on_breaker_open.setter
-    def on_breaker_open(self, callback: Callable[[str, str, float], None] | None) -> None:
-        self.core.on_breaker_open = callback
-
+    # -- what status and metrics read (the cluster talks to ``core`` directly) ----------------
     @property
     def inflight(self) -> Mapping[str, int]:
         """Name -> requests this router has in flight (live, not a copy)."""
@@ -166,20 +157,6 @@ class FrontDoor:
     def breakers(self) -> Mapping[str, ReplicaBreaker]:
         """Name -> this router's breaker, for every replica it has one of (a copy)."""
         return self.core.registry.breakers()
-
-    def breaker(self, replica: str) -> ReplicaBreaker:
-        """This router's breaker of ``replica`` (the cluster syncs breakers through it)."""
-        return self.core.breaker(replica)
-
-    def breaker_changed(
-        self, replica: str, transitions: Sequence[Transition], *, local: bool = True
-    ) -> None:
-        """See :meth:`RouterCore.breaker_changed`."""
-        self.core.breaker_changed(replica, transitions, local=local)
-
-    def pool_changed(self) -> None:
-        """A new pool snapshot is out: fail over tries on replicas it no longer lets serve."""
-        self.core.pool_changed()
 
     def close(self) -> None:
         self.core.close()

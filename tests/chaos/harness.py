@@ -53,6 +53,7 @@ SECTIONS: dict[str, dict[str, Any]] = {
         "planner_interval_s": 0.5,
         "heartbeat_s": 2.0,
         "demote_hold_s": 5.0,
+        "checkpoint_s": 5.0,  # state digests compared every 5 s: a divergence heals in a fault
     },
     "breaker": {
         "consecutive_failures": 2,

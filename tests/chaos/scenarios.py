@@ -254,10 +254,17 @@ def common_checks(
             f"{len(slow)} slower; slowest {worst:.2f}s",
         )
     critical = critical_lines(suite)
+    resyncs = resync_lines(suite)
+    res.numbers["resyncs after a diverged state"] = str(len(resyncs))
+    # pysyncobj logs a critical line when it truncates entries it had already applied (its
+    # state may have diverged); hanode's checkpoints must then find and heal it: the nodes
+    # converge to one digest, every diverged one having taken the cluster's state again.
     res.check(
-        "no critical line in any node log (pysyncobj warns of a diverged state machine there)",
-        not critical,
-        "; ".join(critical[:3]) or "none",
+        "a possibly diverged state (pysyncobj critical line) is healed: one digest everywhere",
+        not critical or conv,
+        ("; ".join(critical[:2]) + f"; resyncs: {'; '.join(resyncs[:2]) or 'none'}")
+        if critical
+        else "no critical line",
     )
     leaks = leak_report(suite)
     res.check("no leaked process or nft table", not leaks, "; ".join(leaks) or "none")
@@ -271,6 +278,18 @@ def critical_lines(suite: Suite) -> list[str]:
         for line in node.daemon.output().splitlines():
             if '"level":"critical"' in line and line not in suite.seen_critical:
                 suite.seen_critical.add(line)  # each is reported once, by the fault it followed
+                out.append(f"{node.name}: {line[:240]}")
+    return out
+
+
+def resync_lines(suite: Suite) -> list[str]:
+    out = []
+    for node in suite.nodes:
+        if node.daemon is None:
+            continue
+        for line in node.daemon.output().splitlines():
+            if '"event":"state_diverged"' in line and line not in suite.seen_critical:
+                suite.seen_critical.add(line)
                 out.append(f"{node.name}: {line[:240]}")
     return out
 

@@ -30,8 +30,8 @@ def with_control(
         s = store or FakeStore(pool_doc(2))
         runtime = ClusterRuntime(config(), s, WeightThresholds(), EventLog())
         door = FrontDoor(runtime.pool, RouterSettings(), NodeMetrics())
-        runtime.attach(door)
-        return await test(ClusterControl(runtime, door), s)
+        runtime.attach(door.core)
+        return await test(ClusterControl(runtime, door.core), s)
 
     return asyncio.run(go())
 

@@ -41,6 +41,9 @@ class FakeDoor:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.on_breaker_open: Any = None
+
+    def listen_breaker_opens(self, listener: Any) -> None:
+        self.on_breaker_open = listener
         self.breakers: dict[str, ReplicaBreaker] = {}
         self.changes: list[tuple[str, list[Transition], bool]] = []
         self.pool_changes = 0

@@ -104,7 +104,7 @@ def test_fallback_does_not_leak_half_open_probe_slots() -> None:
 def test_only_opens_about_the_replica_go_to_the_cluster() -> None:
     def body(core: RouterCore, view: FakeView, now: float) -> None:
         sent: list[tuple[str, str, float]] = []
-        core.on_breaker_open = lambda r, cls, until: sent.append((r, cls, until))
+        core.listen_breaker_opens(lambda r, cls, until: sent.append((r, cls, until)))
         a, b, c = (core.breaker(n) for n in "abc")
         core.breaker_changed("a", a.on_failure(F.CONNECTION, now, refused=True))
         core.breaker_changed("b", b.on_failure(F.CONNECTION, now, unreachable=True))
@@ -125,7 +125,7 @@ def test_only_opens_about_the_replica_go_to_the_cluster() -> None:
 def test_gpu_oom_open_goes_to_the_cluster() -> None:
     def body(core: RouterCore, view: FakeView, now: float) -> None:
         sent: list[str] = []
-        core.on_breaker_open = lambda r, cls, until: sent.append(cls)
+        core.listen_breaker_opens(lambda r, cls, until: sent.append(cls))
         a = core.breaker("a")
         for i in range(3):
             core.breaker_changed("a", a.on_failure(F.GPU_OOM, now + i * 0.1))

@@ -40,7 +40,7 @@ class Rig:
         self.b = b
         self.observer: FakeObserver = door.core.observer  # type: ignore[assignment]
         self.opened: list[tuple[str, str, float]] = []
-        door.on_breaker_open = lambda r, cls, t: self.opened.append((r, cls, t))
+        door.core.listen_breaker_opens(lambda r, cls, t: self.opened.append((r, cls, t)))
 
     def send(self, stream: bool = False, timeout_s: float | None = None) -> FakeResponder:
         responder = FakeResponder()
@@ -109,7 +109,7 @@ def test_failover_before_the_first_byte() -> None:
             assert (resp.status, served_by(resp)) == (200, "b")
             assert b"hello" in resp.body
             assert (len(r.a.seen), len(r.b.seen)) == (1, 1)
-            assert r.door.breaker("a").state is BreakerState.OPEN
+            assert r.door.core.breaker("a").state is BreakerState.OPEN
             assert r.opened and r.opened[0][:2] == ("a", "server_error")  # about the replica
             assert r.metric("hanode_retries_total", model="m", failure_class="server_error") == 1
             assert r.door.inflight == {"a": 0, "b": 0}
@@ -187,8 +187,8 @@ def test_client_gone_releases_the_probe_slot() -> None:
         async with rig(breaker=BreakerConfig(open_base_s=1.0)) as r:
             door = r.door
             now = door.loop.time()
-            breaker = door.breaker("a")
-            door.breaker_changed("a", breaker.on_failure(F.CONNECTION, now - 100.0, refused=True))
+            breaker = door.core.breaker("a")
+            door.core.breaker_changed("a", breaker.on_failure(F.CONNECTION, now - 100.0, refused=True))
             r.a.script.append(hold())
             resp = r.send()
             call = await r.a.next_call()  # the probe reached a
@@ -224,7 +224,7 @@ def test_mass_failover_when_the_breaker_opens_on_another_request() -> None:
             assert [(x.status, served_by(x)) for x in done] == [(200, "b")] * 7
             for call in r.a.seen:
                 await asyncio.wait_for(call.gone, WAIT)
-            assert r.door.breaker("a").state is BreakerState.OPEN
+            assert r.door.core.breaker("a").state is BreakerState.OPEN
             assert [(o[0], o[1]) for o in r.opened] == [("a", "connection")]
             m = r.metric
             assert (
@@ -254,7 +254,7 @@ def test_pool_taking_a_replica_out_fails_its_tries_over() -> None:
             done = [await finished(x) for x in waiting]
             assert [(x.status, served_by(x)) for x in done] == [(200, "b")] * 3
             # Not the breaker's doing: a's breaker heard no verdict.
-            assert r.door.breaker("a").state is BreakerState.CLOSED
+            assert r.door.core.breaker("a").state is BreakerState.CLOSED
             assert r.opened == []
 
     run(main)
@@ -267,7 +267,7 @@ def test_a_lost_node_fails_over_at_once_when_told() -> None:
             resp = r.send()
             await r.a.next_call()
             r.publish(weight=0.0)  # active, enabled and healthy, yet out of routing
-            r.door.pool_changed()
+            r.door.core.pool_changed()
             await asyncio.sleep(0)  # the failover is scheduled, not run inside pool_changed
             assert r.door.core.tries_on("a") == 0
             assert served_by(await finished(resp)) == "b"
@@ -282,7 +282,7 @@ def test_a_drained_replica_finishes_what_it_has() -> None:
             resp = r.send()
             call = await r.a.next_call()
             r.publish(admin=AdminState.DRAINED)
-            r.door.pool_changed()
+            r.door.core.pool_changed()
             assert r.door.core.tries_on("a") == 1 and not resp.done
             call.let_go()
             assert served_by(await finished(resp)) == "a"
@@ -320,7 +320,7 @@ def test_connect_timeout_trips_at_once_fails_over_free_and_stays_local() -> None
             async with rig(a_port=port, connect_timeout_s=0.2, retry=retry, budget=(0, 0)) as r:
                 resp = await finished(r.send())
                 assert (resp.status, served_by(resp)) == (200, "b")
-                assert r.door.breaker("a").state is BreakerState.OPEN
+                assert r.door.core.breaker("a").state is BreakerState.OPEN
                 assert r.opened == []  # evidence about this router's path only
                 failures = "hanode_upstream_failures_total"
                 assert r.metric(failures, replica="a", failure_class="connect_timeout") == 1
@@ -340,7 +340,7 @@ def test_latency_of_a_dead_try_is_charged_to_the_dead_replica() -> None:
             await r.a.next_call()
             await asyncio.sleep(0.5)  # a holds the request for a while (no timer is raced)
             r.publish(level=HealthLevel.DOWN)
-            r.door.pool_changed()
+            r.door.core.pool_changed()
             assert served_by(await finished(resp)) == "b"
             (dead,) = r.observer.of("a", ok=False)
             (served,) = r.observer.of("b", ok=True)
