@@ -24,6 +24,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from hanode._proto.hanode.v1 import control_pb2_grpc
+from hanode.addresses import split_hostport
 from hanode.api.control import ControlBackend, ControlError, ControlErrorCode
 from hanode.api.convert import (
     breaker_to_proto,
@@ -132,17 +133,8 @@ def _name(value: str, what: str) -> str:
 
 def parse_address(value: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[v6]:PORT`` for IPv6) -> (host, port); ValueError with a reason."""
-    text = value.strip()
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"address must be HOST:PORT, got {value!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not host or any(c.isspace() for c in host) or "/" in host:
-        raise ValueError(f"address must be HOST:PORT, got {value!r}")
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"port must be 1..65535 in {value!r}")
-    return host, int(port_text)
+    hp = split_hostport(value)
+    return hp.host, hp.port
 
 
 def _address(value: str) -> str:

@@ -26,6 +26,7 @@ from typing import Any, NoReturn
 import grpc
 
 from hanode._proto.hanode.v1 import control_pb2_grpc
+from hanode.addresses import split_hostport
 from hanode.api.convert import (
     breaker_from_proto,
     event_from_proto,
@@ -76,9 +77,10 @@ def _load_config(path: Path) -> dict[str, Any]:
 
 def _check_endpoint(endpoint: str) -> str:
     text = endpoint.strip()
-    host, sep, port = text.rpartition(":")
-    if "://" in text or not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise CtlError(f"endpoint must be HOST:PORT, got {endpoint!r}", EXIT_USAGE)
+    try:
+        split_hostport(text)
+    except ValueError as exc:
+        raise CtlError(f"endpoint must be HOST:PORT: {exc}", EXIT_USAGE) from None
     return text
 
 
@@ -329,9 +331,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _address_arg(value: str) -> str:
-    host, sep, port = value.strip().rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    try:
+        split_hostport(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT: {exc}") from None
     return value.strip()
 
 

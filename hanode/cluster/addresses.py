@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from hanode.addresses import is_loopback_host, is_wildcard_host
+from hanode.addresses import is_loopback_host, is_wildcard_host, split_hostport
 
 
 def _bracket(host: str) -> str:
@@ -29,11 +29,9 @@ def advertised_url(url: str, advertise_host: str | None) -> str:
 
 def advertised_hostport(address: str, advertise_host: str | None) -> str:
     """ "HOST:PORT" with a loopback or wildcard host replaced by ``advertise_host`` (if set)."""
-    if not advertise_host:
+    if not advertise_host or not address:
         return address
-    host, sep, port = address.rpartition(":")
-    if not sep:
-        return address
-    if is_loopback_host(host) or is_wildcard_host(host):
-        return f"{_bracket(advertise_host)}:{port}"
+    hp = split_hostport(address)
+    if is_loopback_host(hp.host) or is_wildcard_host(hp.host):
+        return f"{_bracket(advertise_host)}:{hp.port}"
     return address

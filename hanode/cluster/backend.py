@@ -11,6 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from hanode.addresses import split_hostport
 from hanode.api.control import ControlError, ControlErrorCode
 from hanode.cluster.runtime import CONSENSUS_STALL_S, ClusterRuntime
 from hanode.cluster.store import ConsensusRejected, ConsensusTimeout
@@ -338,6 +339,7 @@ class ClusterControl:
 
     @staticmethod
     def _check_address(address: str) -> None:
-        host, sep, port = address.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ControlError(ControlErrorCode.INVALID, f"expected HOST:PORT, got {address!r}")
+        try:
+            split_hostport(address)
+        except ValueError as exc:
+            raise ControlError(ControlErrorCode.INVALID, f"expected HOST:PORT: {exc}") from None
