@@ -19,95 +19,70 @@ import openai
 import pytest
 
 from tests.e2e.conftest import metric_sum
-from tests.support.procs import NodeProcess, free_port, node_config_toml, start_sim
+from tests.e2e.failure_support import CHAT, MODEL, cluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
-MODEL = "sim-model"
-CHAT = "/v1/chat/completions"
-
 
 def test_tries_stuck_on_a_stopped_replica_fail_over_when_it_goes_down(tmp_path: Path) -> None:
-    with (
-        start_sim("--ttft-ms", "2", "--tpot-ms", "1", wait="none") as r0,
-        start_sim("--ttft-ms", "2", "--tpot-ms", "1", wait="none") as r1,
-    ):
-        r0.wait_ready(15.0)
-        r1.wait_ready(15.0)
-        config = tmp_path / "node.toml"
-        config.write_text(
-            node_config_toml(
-                name="n1",
-                data_dir=tmp_path / "data",
-                router_port=free_port(),
-                metrics_port=free_port(),
-                replicas=[
-                    {"name": "r0", "model": MODEL, "url": r0.url, "engine": "vllm"},
-                    {"name": "r1", "model": MODEL, "url": r1.url, "engine": "vllm"},
-                ],
-                sections={
-                    "health": {"interval_s": 0.2, "timeout_s": 1.0, "rise": 1, "fall": 2},
-                    "retry": {"per_try_timeout_s": 30.0},
-                },
-            )
+    with cluster(tmp_path, 2, sections={"retry": {"per_try_timeout_s": 30.0}}) as c:
+        node = c.node
+        r1 = c.sims[1]
+        r1.admin("faults", {"hang": 1.0})
+        client = openai.OpenAI(
+            base_url=node.router_url + "/v1", api_key="x", max_retries=0, timeout=10.0
         )
-        with NodeProcess(config, log_path=tmp_path / "node.log") as node:
-            node.wait_health({"r0": "healthy", "r1": "healthy"}, timeout=15.0)
-            r1.admin("faults", {"hang": 1.0})
-            client = openai.OpenAI(
-                base_url=node.router_url + "/v1", api_key="x", max_retries=0, timeout=10.0
-            )
-            results: list[tuple[float, str | None, Any]] = []
-            lock = threading.Lock()
+        results: list[tuple[float, str | None, Any]] = []
+        lock = threading.Lock()
 
-            def one() -> None:
-                t0 = time.monotonic()
-                try:
-                    raw = client.chat.completions.with_raw_response.create(
-                        model=MODEL,
-                        messages=[{"role": "user", "content": "Say something short."}],
-                        max_tokens=8,
-                    )
-                    reply = raw.parse()
-                    outcome: Any = reply.choices[0].message.content
-                    replica = raw.headers.get("x-hanode-replica")
-                except openai.OpenAIError as exc:
-                    outcome, replica = exc, None
-                with lock:
-                    results.append((time.monotonic() - t0, replica, outcome))
-
-            def held_by_r1() -> int:
-                return int(r1.admin("state")["per_endpoint"].get(CHAT, 0))
-
-            threads: list[threading.Thread] = []
-            for _ in range(40):  # until two requests wait on r1 (the picker is random)
-                t = threading.Thread(target=one, daemon=True)
-                t.start()
-                threads.append(t)
-                time.sleep(0.02)
-                if held_by_r1() >= 2:
-                    break
-            stuck = held_by_r1()
-            assert stuck >= 2, "no request reached r1"
-            r1.kill(signal.SIGSTOP)
+        def one() -> None:
+            t0 = time.monotonic()
             try:
-                for t in threads:
-                    t.join(20.0)
-                assert not any(t.is_alive() for t in threads)
-                errors = [o for _, _, o in results if isinstance(o, Exception)]
-                assert errors == [], errors[:3]
-                assert all(replica == "r0" for _, replica, _ in results)
-                slowest = max(took for took, _, _ in results)
-                assert slowest < 8.0, f"a request took {slowest:.1f}s"
-                doc = node.wait_health({"r1": "down"}, timeout=10.0)
-                assert {r["name"]: r["weight"] for r in doc["replicas"]}["r1"] == 0
-                metrics = node.metrics_text()
-                dead = metric_sum(
-                    metrics,
-                    "hanode_upstream_failures_total",
-                    replica="r1",
-                    failure_class="replica_dead",
+                raw = client.chat.completions.with_raw_response.create(
+                    model=MODEL,
+                    messages=[{"role": "user", "content": "Say something short."}],
+                    max_tokens=8,
                 )
-                assert dead == stuck
-            finally:
-                r1.kill(signal.SIGCONT)
+                reply = raw.parse()
+                outcome: Any = reply.choices[0].message.content
+                replica = raw.headers.get("x-hanode-replica")
+            except openai.OpenAIError as exc:
+                outcome, replica = exc, None
+            with lock:
+                results.append((time.monotonic() - t0, replica, outcome))
+
+        def held_by_r1() -> int:
+            return int(r1.admin("state")["per_endpoint"].get(CHAT, 0))
+
+        threads: list[threading.Thread] = []
+        for _ in range(40):  # until two requests wait on r1 (the picker is random)
+            t = threading.Thread(target=one, daemon=True)
+            t.start()
+            threads.append(t)
+            time.sleep(0.02)
+            if held_by_r1() >= 2:
+                break
+        stuck = held_by_r1()
+        assert stuck >= 2, "no request reached r1"
+        r1.kill(signal.SIGSTOP)
+        try:
+            for t in threads:
+                t.join(20.0)
+            assert not any(t.is_alive() for t in threads)
+            errors = [o for _, _, o in results if isinstance(o, Exception)]
+            assert errors == [], errors[:3]
+            assert all(replica == "r0" for _, replica, _ in results)
+            slowest = max(took for took, _, _ in results)
+            assert slowest < 8.0, f"a request took {slowest:.1f}s"
+            doc = node.wait_health({"r1": "down"}, timeout=10.0)
+            assert {r["name"]: r["weight"] for r in doc["replicas"]}["r1"] == 0
+            metrics = node.metrics_text()
+            dead = metric_sum(
+                metrics,
+                "hanode_upstream_failures_total",
+                replica="r1",
+                failure_class="replica_dead",
+            )
+            assert dead == stuck
+        finally:
+            r1.kill(signal.SIGCONT)
