@@ -188,7 +188,9 @@ def test_client_gone_releases_the_probe_slot() -> None:
             door = r.door
             now = door.loop.time()
             breaker = door.core.breaker("a")
-            door.core.breaker_changed("a", breaker.on_failure(F.CONNECTION, now - 100.0, refused=True))
+            door.core.breaker_changed(
+                "a", breaker.on_failure(F.CONNECTION, now - 100.0, refused=True)
+            )
             r.a.script.append(hold())
             resp = r.send()
             call = await r.a.next_call()  # the probe reached a
