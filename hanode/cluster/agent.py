@@ -17,12 +17,12 @@ from hanode.pool.replica import Observation
 
 @dataclass(frozen=True, slots=True)
 class ReportHysteresis:
+    heartbeat_s: float  # [cluster] heartbeat_s: the config's, so no default here
     gpu: float = 0.02  # absolute change in GPU memory fraction
     kv: float = 0.05  # absolute change in KV usage
     queue: float = 2.0  # absolute change in queue depth...
     queue_rel: float = 0.25  # ...and relative
     latency_rel: float = 0.20  # relative change in latency or TTFT
-    heartbeat_s: float = 10.0
 
 
 def _moved(old: float | None, new: float | None, absolute: float, rel: float = 0.0) -> bool:
@@ -62,12 +62,12 @@ class ObservationReporter:
     def __init__(
         self,
         send: Callable[[Command], None],
-        hysteresis: ReportHysteresis | None = None,
+        hysteresis: ReportHysteresis,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self._send = send
-        self._h = hysteresis or ReportHysteresis()
+        self._h = hysteresis
         self._clock = clock
         self._wall = wall
         self._last: dict[str, tuple[Observation, float]] = {}

@@ -37,9 +37,11 @@ Write = Callable[[Command], Awaitable[Any]]
 
 @dataclass(frozen=True, slots=True)
 class LeaderSettings:
-    interval_s: float = 1.0
-    lease_s: float = 6.0
-    checkpoint_s: float = 30.0  # how often the nodes compare state digests
+    """From [cluster] (planner_interval_s, node_lease_s, checkpoint_s): no defaults here."""
+
+    interval_s: float
+    lease_s: float
+    checkpoint_s: float  # how often the nodes compare state digests
 
 
 class LeaderLoop:

@@ -42,10 +42,12 @@ class ModelPolicy:
 
 @dataclass(frozen=True, slots=True)
 class PlannerSettings:
-    weights: WeightThresholds = field(default_factory=WeightThresholds)
-    gpu_prepare: float = 0.80
-    calm_margin: float = 0.05  # pressure subsided = every active below prepare - margin
-    demote_hold_s: float = 30.0
+    """From the config ([thresholds], [cluster]): no defaults here that could drift from it."""
+
+    weights: WeightThresholds
+    gpu_prepare: float  # [thresholds] gpu_mem_prepare
+    demote_hold_s: float  # [cluster] demote_hold_s
+    calm_margin: float = 0.05  # policy: pressure subsided = every active below prepare - margin
 
 
 @dataclass(slots=True)

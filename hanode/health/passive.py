@@ -32,7 +32,7 @@ class _ReplicaTraffic:
 class PassiveStats:
     """Rolling per-replica traffic statistics. Called from the event loop only."""
 
-    def __init__(self, window_s: float = 30.0) -> None:
+    def __init__(self, window_s: float) -> None:  # [health] passive_window_s
         self.window_s = window_s
         self._by_replica: dict[str, _ReplicaTraffic] = {}
 

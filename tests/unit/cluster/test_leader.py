@@ -13,6 +13,7 @@ from hanode.cluster.leases import plan_leases
 from hanode.cluster.planner import ModelPolicy, PlannerSettings
 from hanode.cluster.state import apply
 from hanode.cluster.view import freeze
+from hanode.policies.weights import WeightThresholds
 from hanode.pool.replica import HealthLevel, Role
 from tests.unit.cluster.fake_store import FakeStore
 from tests.unit.cluster.helpers import spec
@@ -58,8 +59,8 @@ def make_loop(store: FakeStore, node: str = "n1", clock: Clock | None = None) ->
         store,
         write,
         {"m": ModelPolicy("m", min_active=1)},
-        PlannerSettings(),
-        LeaderSettings(interval_s=1.0, lease_s=LEASE),
+        PlannerSettings(WeightThresholds(), gpu_prepare=0.8, demote_hold_s=30.0),
+        LeaderSettings(interval_s=1.0, lease_s=LEASE, checkpoint_s=30.0),
         clock=clock or Clock(),
     )
 

@@ -15,9 +15,10 @@ from hanode.cluster.planner import (
 )
 from hanode.cluster.state import apply
 from hanode.cluster.view import ClusterView, freeze
+from hanode.policies.weights import WeightThresholds
 from tests.unit.cluster.helpers import MODEL, replica, view
 
-SETTINGS = PlannerSettings(gpu_prepare=0.80, calm_margin=0.05, demote_hold_s=30.0)
+SETTINGS = PlannerSettings(WeightThresholds(), gpu_prepare=0.80, demote_hold_s=30.0)
 
 
 def policy(
@@ -260,7 +261,7 @@ def test_plan_weights_only_writes_meaningful_changes() -> None:
 
 def test_no_promotion_while_a_replica_has_never_reported() -> None:
     """At cluster start an unreported active is unknown, not lost."""
-    from hanode.cluster.planner import ModelPolicy, PlannerMemory, PlannerSettings, plan_roles
+    from hanode.cluster.planner import ModelPolicy, PlannerMemory, plan_roles
 
     doc = empty_doc()
     for name, role in (("r1", "active"), ("r2", "standby")):
@@ -268,7 +269,7 @@ def test_no_promotion_while_a_replica_has_never_reported() -> None:
         apply(doc, {"op": "register_replica", "spec": spec, "ts": 1.0})
     apply(doc, {"op": "observe", "replica": "r2", "obs": {"level": 3}, "ts": 2.0})
     policies = {"m": ModelPolicy("m", min_active=1)}
-    assert plan_roles(freeze(doc, 1), policies, PlannerSettings(), PlannerMemory(), 3.0) == []
+    assert plan_roles(freeze(doc, 1), policies, SETTINGS, PlannerMemory(), 3.0) == []
     apply(doc, {"op": "observe", "replica": "r1", "obs": {"level": 0}, "ts": 3.0})
-    out = plan_roles(freeze(doc, 2), policies, PlannerSettings(), PlannerMemory(), 4.0)
+    out = plan_roles(freeze(doc, 2), policies, SETTINGS, PlannerMemory(), 4.0)
     assert [(c["replica"], c["role"]) for c in out] == [("r2", "active")]

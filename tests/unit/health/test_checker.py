@@ -121,7 +121,7 @@ async def rig(settings: HealthSettings = SETTINGS, gpu: int | None = None) -> As
     server = HttpServer(replica.handle)
     _, port = await server.listen("127.0.0.1", 0)
     spec = ReplicaSpec(NAME, "m", f"http://127.0.0.1:{port}", engine="vllm", gpu=gpu)
-    sink, passive, events, reader = Sink(), PassiveStats(), EventLog(), Gpu()
+    sink, passive, events, reader = Sink(), PassiveStats(30.0), EventLog(), Gpu()
     checker = ReplicaChecker(
         spec,
         get_adapter("vllm"),

@@ -22,7 +22,7 @@ def test_slow_failures_raise_latency_quick_ones_do_not() -> None:
 
 
 def test_replicas_are_kept_apart() -> None:
-    stats = PassiveStats()
+    stats = PassiveStats(30.0)
     stats.record("dead", False, 60.0, None, 1.0)
     stats.record("alive", True, 0.1, 0.02, 1.0)
     assert stats.latency_ms("alive", 1.0) == (100.0, 20.0)
