@@ -19,7 +19,8 @@ from pathlib import Path
 from types import FrameType
 
 from hanode.devtools.netns import sweep_leftovers, unavailable_reason
-from tests.chaos.scenarios import FULL, SHORT, FaultResult, run
+from tests.chaos.scenarios import FULL, SHORT, run
+from tests.chaos.suite import FaultResult
 
 
 def _raise_exit(signum: int, frame: FrameType | None) -> None:

@@ -14,7 +14,8 @@ from types import FrameType
 import pytest
 
 from hanode.devtools.netns import sweep_leftovers, unavailable_reason
-from tests.chaos.scenarios import SHORT, Suite, run_scenario
+from tests.chaos.scenarios import SHORT
+from tests.chaos.suite import Suite, run_scenario
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
