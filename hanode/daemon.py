@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import sys
+from collections.abc import Awaitable
 from typing import Any
 
 import orjson
 import structlog
 
-from hanode.addresses import is_wildcard_host
+from hanode.addresses import HostPort, is_loopback_host, is_wildcard_host
 from hanode.api.forward import forward_transfer
 from hanode.api.server import start_api_server
 from hanode.cluster.addresses import advertised_hostport
@@ -77,6 +79,13 @@ def _raft_password(config: Config, insecure_dev: bool) -> str | None:
     cluster = config.cluster
     assert cluster is not None
     if cluster.secret_file is None:
+        if insecure_dev and not is_loopback_host(cluster.raft_listen.host):
+            # Without a password a plain pickle frame runs code: never on a reachable port.
+            raise StartupError(
+                f"{config.source}: [cluster].raft_listen: --insecure-dev runs Raft without a "
+                f"password, so it must listen on loopback (127.0.0.1 or ::1), not "
+                f"{cluster.raft_listen}; set [cluster].secret_file instead"
+            )
         if insecure_dev:
             log.warning(
                 "raft_insecure",
@@ -100,6 +109,56 @@ def _raft_password(config: Config, insecure_dev: bool) -> str | None:
             f"{config.source}: [cluster].secret_file: the secret must be at least 16 characters"
         )
     return secret
+
+
+def listens(config: Config) -> list[tuple[str, HostPort]]:
+    """Every address this node binds, with the key that sets it."""
+    out = [("[router].listen", config.router.listen), ("[metrics].listen", config.metrics.listen)]
+    if config.cluster is not None:
+        out.append(("[cluster].raft_listen", config.cluster.raft_listen))
+        if config.api is not None:
+            out.append(("[api].listen", config.api.listen))
+    return out
+
+
+def listen_conflicts(config: Config) -> list[str]:
+    """Pairs of listens that would take the same port (same host, or one a wildcard)."""
+    found = []
+    items = listens(config)
+    for i, (key, a) in enumerate(items):
+        for other, b in items[i + 1 :]:
+            same_host = a.host == b.host or is_wildcard_host(a.host) or is_wildcard_host(b.host)
+            if a.port == b.port and same_host:
+                found.append(f"{config.source}: {key} {a} and {other} {b} use the same port")
+    return found
+
+
+async def _bind(key: str, address: HostPort, config: Config, start: Awaitable[Any]) -> Any:
+    """Bind one listener; a failure names the key and address (not a bare [Errno 98])."""
+    try:
+        return await start
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        if not why.startswith("cannot listen"):
+            why = f"cannot listen on {address}: {why}"
+        raise StartupError(f"{config.source}: {key}: {why}") from None
+
+
+def _probe_raft_listen(config: Config) -> None:
+    """pysyncobj binds in its own thread and retries for ever: check the port first, so a
+    conflict stops the start with the key named."""
+    assert config.cluster is not None
+    address = config.cluster.raft_listen
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((address.host, address.port))
+        except OSError as exc:
+            raise StartupError(
+                f"{config.source}: [cluster].raft_listen: cannot listen on {address}: "
+                f"{exc.strerror or exc}"
+            ) from None
 
 
 class Node:
@@ -158,6 +217,8 @@ class Node:
             self.pool_view = self.local_pool
             return self.local_pool
         c = config.cluster
+        password = _raft_password(config, self.insecure_dev)
+        _probe_raft_listen(config)
         self._store = RaftStore(
             # A wildcard raft_listen binds every address; peers know this node by its advertised
             # one, so pysyncobj must name itself by it too.
@@ -166,8 +227,9 @@ class Node:
             else str(c.raft_listen),
             [str(p) for p in c.peers],
             config.node.data_dir / "raft",
-            _raft_password(config, self.insecure_dev),
+            password,
             election_timeout=(c.election_min_s, c.election_max_s),
+            bind_address=str(c.raft_listen),
         )
         self.cluster = ClusterRuntime(
             config, self._store, thresholds, self.events, on_fatal=self._fatal
@@ -177,6 +239,9 @@ class Node:
 
     async def start(self) -> None:
         config = self.config
+        conflicts = listen_conflicts(config)
+        if conflicts:
+            raise StartupError(conflicts[0])
         sink = self._make_pool()
         self.door = FrontDoor(
             self.pool_view, router_settings(config), self.metrics, self.passive, self.events
@@ -188,12 +253,20 @@ class Node:
             log.error("handler_error", error=repr(exc))
 
         router = HttpServer(door.handle, server_limits(config), on_error)
-        host, port = await router.listen(config.router.listen.host, config.router.listen.port)
+        host, port = await _bind(
+            "[router].listen",
+            config.router.listen,
+            config,
+            router.listen(config.router.listen.host, config.router.listen.port),
+        )
         self._servers.append(router)
         ops = OpsEndpoint(self.metrics, self.status, self._events)
         ops_server = HttpServer(ops.handle, ServerLimits(max_body_bytes=64 * 1024), on_error)
-        mhost, mport = await ops_server.listen(
-            config.metrics.listen.host, config.metrics.listen.port
+        mhost, mport = await _bind(
+            "[metrics].listen",
+            config.metrics.listen,
+            config,
+            ops_server.listen(config.metrics.listen.host, config.metrics.listen.port),
         )
         self._servers.append(ops_server)
         api_port = 0
@@ -202,11 +275,16 @@ class Node:
             token = config.api.api_keys[0] if config.api and config.api.api_keys else ""
             self.control = ClusterControl(self.cluster, door.core, token, forward_transfer)
             if config.api is not None:
-                self._grpc, api_port = await start_api_server(
-                    self.control,
-                    config.api.listen.host,
-                    config.api.listen.port,
-                    config.api.api_keys,
+                self._grpc, api_port = await _bind(
+                    "[api].listen",
+                    config.api.listen,
+                    config,
+                    start_api_server(
+                        self.control,
+                        config.api.listen.host,
+                        config.api.listen.port,
+                        config.api.api_keys,
+                    ),
                 )
             assert config.cluster is not None
             self.cluster.start(

@@ -40,6 +40,12 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"hanode: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
+    from hanode.daemon import listen_conflicts
+
+    conflicts = listen_conflicts(config)
+    if conflicts:
+        print("hanode: invalid configuration:\n" + "\n".join(conflicts), file=sys.stderr)
+        return 2
     print(f"{args.config}: ok ({len(config.replicas)} replicas)")
     return 0
 

@@ -6,6 +6,8 @@ with ``call_soon_threadsafe``. Settings that matter for safety:
 
 - a password always (the Raft port unpickles what it receives; the password encrypts and
   authenticates every message), except behind ``insecure_dev``;
+- the hardened transport (``transport.py``): bounded frames, a handshake deadline, a listener
+  that survives EMFILE, bound to the host of ``raft_listen``;
 - ``journalFile`` *and* ``fullDumpFile`` in the data dir (a journal alone loses everything
   after log compaction), ``useFork=False``;
 - ``leaderFallbackTimeout`` close to the election timeout, so an isolated leader stops acting
@@ -36,6 +38,7 @@ from pysyncobj.syncobj import FAIL_REASON
 from hanode.cluster.document import PROTOCOL, Command, digest, empty_doc, upgrade_doc
 from hanode.cluster.state import CommandError, IncompatibleCommand, apply
 from hanode.cluster.store import ConsensusRejected, ConsensusTimeout, StoreStatus
+from hanode.cluster.transport import HardenedTransport
 from hanode.cluster.view import ClusterView, freeze
 
 log = structlog.get_logger("hanode.raft")
@@ -148,6 +151,7 @@ class RaftStore:
         password: str | None,
         *,
         election_timeout: tuple[float, float] = (0.4, 1.4),
+        bind_address: str | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._listeners: list[Callable[[ClusterView], None]] = []
@@ -162,6 +166,8 @@ class RaftStore:
         low, high = election_timeout
         self._conf = SyncObjConf(
             password=password,
+            # The configured host of raft_listen (pysyncobj would bind 0.0.0.0).
+            bindAddress=bind_address or self_address,
             journalFile=str(data_dir / "raft.journal"),
             fullDumpFile=str(data_dir / "raft.dump"),
             useFork=False,
@@ -190,7 +196,13 @@ class RaftStore:
                 self._applied_in_raft_thread(doc, index, halted)
 
         machine = _StateMachine(applied, self.protocol)
-        raft = _Raft(self._address, peers, self._conf, consumers=[machine])
+        raft = _Raft(
+            self._address,
+            peers,
+            self._conf,
+            consumers=[machine],
+            transportClass=HardenedTransport,  # bounded frames, handshake deadline, EMFILE
+        )
         raft.last_tick = time.monotonic()
         return machine, raft
 
