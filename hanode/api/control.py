@@ -40,8 +40,12 @@ class ControlBackend(Protocol):
         "commit_index": int}``."""
         ...
 
-    async def drain(self, replica: str | None = None, node: str | None = None) -> list[str]:
-        """Drain one replica, or every replica of a node; returns the replicas affected."""
+    async def drain(
+        self, replica: str | None = None, node: str | None = None, force: bool = False
+    ) -> list[str]:
+        """Drain one replica, or every replica of a node; returns the replicas affected.
+        Refused (FAILED_PRECONDITION) when it would leave a model with no serving replica,
+        unless ``force``."""
         ...
 
     async def undrain(self, replica: str | None = None, node: str | None = None) -> list[str]: ...

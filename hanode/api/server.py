@@ -204,8 +204,10 @@ class ControlService(control_pb2_grpc.ControlServicer):
                 kwargs = {"node": _name(request.node, "node")}
             else:
                 raise _invalid("name a replica or a node")
-            op = self._backend.undrain if undo else self._backend.drain
-            affected = await op(**kwargs)
+            if undo:
+                affected = await self._backend.undrain(**kwargs)
+            else:
+                affected = await self._backend.drain(**kwargs, force=request.force)
             return pb.DrainResponse(replicas=list(affected))
 
         return await self._run(context, method, True, call)

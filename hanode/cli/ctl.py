@@ -203,8 +203,8 @@ def _cmd_status(client: Client, args: argparse.Namespace) -> int:
 
 def _drain_request(args: argparse.Namespace) -> pb.DrainRequest:
     if args.node is not None:
-        return pb.DrainRequest(node=args.node)
-    return pb.DrainRequest(replica=args.replica)
+        return pb.DrainRequest(node=args.node, force=getattr(args, "force", False))
+    return pb.DrainRequest(replica=args.replica, force=getattr(args, "force", False))
 
 
 def _cmd_drain(client: Client, args: argparse.Namespace) -> int:
@@ -390,6 +390,12 @@ def build_parser() -> argparse.ArgumentParser:
         p = command(name, f"{verb} a replica (or every replica of --node)", func)
         p.add_argument("replica", nargs="?", metavar="REPLICA")
         p.add_argument("--node", metavar="NODE", help="every replica of this node")
+        if name == "drain":
+            p.add_argument(
+                "--force",
+                action="store_true",
+                help="drain even the last serving replicas of a model (it will answer 503)",
+            )
 
     p = command("promote", "make a standby replica active", _cmd_promote)
     p.add_argument("replica", metavar="REPLICA")

@@ -235,8 +235,33 @@ class ClusterControl:
         )
         return targets
 
-    async def drain(self, replica: str | None = None, node: str | None = None) -> list[str]:
+    async def drain(
+        self, replica: str | None = None, node: str | None = None, force: bool = False
+    ) -> list[str]:
+        if not force:
+            targets = set(self._targets(replica, node))
+            for model in sorted({self._replica(n).spec.model for n in targets}):
+                if self._last_serving(model, targets):
+                    raise ControlError(
+                        ControlErrorCode.FAILED_PRECONDITION,
+                        f"draining {', '.join(sorted(targets))} would leave {model} with no "
+                        "serving replica; undrain or promote another one first "
+                        "(or drain --force to take the model down)",
+                    )
         return await self._set_admin(AdminState.DRAINED, replica, node)
+
+    def _last_serving(self, model: str, leaving: set[str]) -> bool:
+        """Do ``leaving`` hold every replica of ``model`` that may serve now (and one does)?
+        The check drain and demote share: an operator action must not take a model down
+        by accident."""
+        view = self.runtime.store.view
+        serving = {
+            n
+            for n, r in view.replicas.items()
+            if r.spec.model == model
+            and may_serve(r.role, r.admin, r.observation, r.spec.node in view.lost_nodes)
+        }
+        return bool(serving) and serving <= leaving
 
     async def undrain(self, replica: str | None = None, node: str | None = None) -> list[str]:
         return await self._set_admin(AdminState.ENABLED, replica, node)
@@ -252,7 +277,7 @@ class ClusterControl:
                 and r.spec.model == rec.spec.model
                 and may_serve(r.role, r.admin, r.observation, r.spec.node in view.lost_nodes)
             ]
-            if not others:
+            if not others:  # unlike drain, also when the replica itself cannot serve now
                 raise ControlError(
                     ControlErrorCode.FAILED_PRECONDITION,
                     f"'{replica}' is the last serving active replica of {rec.spec.model}; "

@@ -114,6 +114,7 @@ class ClusterRuntime:
         self._seen_resets: dict[str, float] | None = None  # None until the first view
         self.skipped_peer_opens = 0
         self._addresses: Mapping[str, str] = {}
+        self._registering: asyncio.Task[None] | None = None
         self._reported_checkpoint = ""
         self._resynced_at = ""  # the checkpoint that made us resync: not judged twice
         self.resyncing = False
@@ -129,7 +130,7 @@ class ClusterRuntime:
 
     def start(self, addresses: Mapping[str, str]) -> None:
         self._addresses = dict(addresses)
-        self._tasks.append(self._loop.create_task(self._register(addresses)))
+        self._start_register()
         self._tasks.append(self._loop.create_task(self.leader.run()))
         self._tasks.append(self._loop.create_task(self._watch_consensus()))
 
@@ -214,6 +215,7 @@ class ClusterRuntime:
         self.pool.update(view)
         self._resend_changed_observations(view)
         self._check_state(view)
+        self._check_registered(view)
         door = self.door
         if door is None:
             return
@@ -271,7 +273,25 @@ class ClusterRuntime:
             f"state diverged from the cluster ({why}); took the cluster's state again, "
             f"the old one is kept in {aside}",
         )
-        self._tasks.append(self._loop.create_task(self._register(self._addresses)))
+        self._start_register()
+
+    def _start_register(self) -> None:
+        if self._registering is not None and not self._registering.done():
+            return
+        self._registering = self._loop.create_task(self._register(self._addresses))
+        self._tasks.append(self._registering)
+
+    def _check_registered(self, view: ClusterView) -> None:
+        """A member whose node record is gone (``members remove`` wrote ``forget_node``, then
+        ``members add`` took it back without a restart) registers itself and its replicas
+        again; otherwise they would stay out of every router for good."""
+        if not self._addresses or self.node in view.nodes or not view.nodes:
+            return
+        if self.resyncing or not self.store.status().has_quorum:
+            return  # not (yet) a working member: nothing to write through
+        if self._registering is None or self._registering.done():
+            log.warning("cluster_reregister", node=self.node, reason="own node record missing")
+        self._start_register()
 
     def _resend_changed_observations(self, view: ClusterView) -> None:
         """When the state says something else of our replicas than we last reported (a lease

@@ -242,3 +242,48 @@ def test_idle_connections_up_to_emfile_do_not_unbind_the_leaders_raft_port(
     assert result["idle_connections"] >= 1000, result
     log = "".join(p.read_text(errors="replace") for p in cluster.tmp_path.glob("n*-run*.log"))
     assert "raft_accept_paused" in log, "the attack never reached EMFILE"
+
+
+def test_draining_the_last_serving_replica_is_refused_unless_forced(cluster: RaftCluster) -> None:
+    """Finding 10: hanodectl drain of the last serving replicas was accepted (model 503)."""
+    c = cluster
+    c.ctl_ok(0, "drain", "r1")
+    c.ctl_ok(0, "drain", "r2")
+    try:
+        refused = c.ctl(0, "drain", "r3")
+        assert refused.returncode != 0, refused
+        assert "sim-model" in refused.stderr and "--force" in refused.stderr, refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+        assert c.wait_replicas(None, {"r3": {"admin": "enabled"}}, 5.0)
+        assert c.nodes[0].ask() == "r3"  # the model still answers
+        c.ctl_ok(0, "drain", "r3", "--force")
+        c.wait_replicas(None, {"r3": {"admin": "drained"}})
+    finally:
+        for name in ("r1", "r2", "r3"):
+            c.ctl_ok(0, "undrain", name)
+    c.wait_serving()
+
+
+def test_a_member_removed_and_added_again_comes_back_with_its_replicas(
+    cluster: RaftCluster,
+) -> None:
+    """Finding 6: members remove then members add (no restart) silently dropped its replicas."""
+    c = cluster
+    victim = c.nodes[2]
+    others = c.nodes[:2]
+    leader = c.wait_leader()
+    via = next(n for n in others if n.name == leader)
+    if leader == victim.name:  # remove a follower: hand the lead over first
+        c.ctl_ok(victim, "leader", "transfer", "--to", others[0].raft)
+        leader = c.wait_leader(exclude=victim.name)
+        via = next(n for n in others if n.name == leader)
+    c.ctl_ok(via, "members", "remove", victim.raft)
+    wait_until(
+        lambda: all("r3" not in n.ops_replicas() for n in others),
+        20.0,
+        0.2,
+        message="r3 forgotten by the remaining members",
+    )
+    c.ctl_ok(via, "members", "add", victim.raft)
+    c.wait_replicas(None, {"r3": {"health": "healthy"}}, timeout=30.0)
+    c.wait_serving()

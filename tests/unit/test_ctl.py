@@ -118,7 +118,11 @@ def test_drain_undrain(capsys: pytest.CaptureFixture[str], server: ThreadedServe
     assert code == 0 and out.strip() == "drained: r2, r3"
     code, out, _ = run(capsys, server, "undrain", "--node", "n2")
     assert code == 0 and out.strip() == "undrained: r2, r3"
-    for argv in (("drain",), ("drain", "r1", "--node", "n1")):
+    server.backend.replicas["r1"]["admin"] = "enabled"
+    code, out, _ = run(capsys, server, "drain", "r1", "--force")
+    assert code == 0 and out.strip() == "drained: r1"
+    assert server.backend.forced == [False, False, True]  # --force reaches the backend
+    for argv in (("drain",), ("drain", "r1", "--node", "n1"), ("undrain", "r1", "--force")):
         code, _, err = run(capsys, server, *argv)
         assert code == 2
         assert_one_line_error(err)

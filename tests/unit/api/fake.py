@@ -44,6 +44,7 @@ class FakeBackend:
     node_name = "n1"
 
     def __init__(self) -> None:
+        self.forced: list[bool] = []  # the force flag of each drain
         self.replicas: dict[str, dict[str, Any]] = {
             "r1": _replica("r1", "n1"),
             "r2": _replica("r2", "n2", gpu_mem=0.89, latency_ms=1200.0, weight=0.25),
@@ -156,8 +157,11 @@ class FakeBackend:
             raise ControlError(ControlErrorCode.NOT_FOUND, f"no node named {node!r}")
         return names
 
-    async def drain(self, replica: str | None = None, node: str | None = None) -> list[str]:
+    async def drain(
+        self, replica: str | None = None, node: str | None = None, force: bool = False
+    ) -> list[str]:
         self._check("drain", replica or node)
+        self.forced.append(force)
         names = self._targets(replica, node)
         for name in names:
             self.replicas[name]["admin"] = "drained"

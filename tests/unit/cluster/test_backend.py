@@ -42,7 +42,7 @@ def code_of(exc_info: pytest.ExceptionInfo[ControlError]) -> ControlErrorCode:
 
 def test_drain_a_node_drains_its_replicas_through_consensus() -> None:
     async def test(control: ClusterControl, store: FakeStore) -> None:
-        assert await control.drain(node="n2") == ["r0", "r1"]
+        assert await control.drain(node="n2", force=True) == ["r0", "r1"]
         assert {r.admin.value for r in store.view.replicas.values()} == {"drained"}
         assert store.submitted[-1]["by"] == "n1"
         assert await control.undrain(replica="r1") == ["r1"]
@@ -138,5 +138,27 @@ def test_replicated_breakers_are_listed_with_this_routers_deadline() -> None:
         listed = [b for b in control.breakers() if b["source"] == "cluster"]
         assert len(listed) == 1 and listed[0]["state"] == "open" and listed[0]["node"] == "n2"
         assert listed[0]["until"] == pytest.approx(time.time() + 30.0, abs=2.0)
+
+    with_control(test)
+
+
+def test_draining_the_last_serving_replicas_of_a_model_is_refused_unless_forced() -> None:
+    """Issue 16, finding 10: drain used to accept what demote refuses (the model went 503)."""
+
+    async def test(control: ClusterControl, store: FakeStore) -> None:
+        model = store.view.replicas["r0"].spec.model
+        assert await control.drain(replica="r0") == ["r0"]  # r1 still serves
+        with pytest.raises(ControlError) as err:
+            await control.drain(replica="r1")
+        assert code_of(err) is ControlErrorCode.FAILED_PRECONDITION
+        assert model in str(err.value) and "--force" in str(err.value)
+        assert store.view.replicas["r1"].admin.value == "enabled"
+        await control.undrain(replica="r0")
+        with pytest.raises(ControlError) as err:  # a whole node holding the last ones
+            await control.drain(node="n2")
+        assert code_of(err) is ControlErrorCode.FAILED_PRECONDITION and model in str(err.value)
+        assert await control.drain(node="n2", force=True) == ["r0", "r1"]
+        assert {r.admin.value for r in store.view.replicas.values()} == {"drained"}
+        assert await control.drain(replica="r0") == ["r0"]  # nothing serves any more: harmless
 
     with_control(test)

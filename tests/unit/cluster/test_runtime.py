@@ -287,3 +287,27 @@ def test_each_checkpoint_is_reported_once_and_a_diverged_state_is_resynced() -> 
         await runtime.close()
 
     asyncio.run(go())
+
+
+def test_a_member_whose_node_record_was_forgotten_registers_again() -> None:
+    """Issue 16, finding 6: members remove (forget_node) then members add, no restart."""
+
+    async def go() -> None:
+        store = FakeStore(pool_doc(1))
+        runtime, _door = await started(store)
+        runtime.start({"raft": "10.9.0.1:7001"})
+
+        async def registered() -> bool:
+            for _ in range(100):  # bounded: 2 s
+                if "n1" in store.view.nodes and "own-0" in store.view.replicas:
+                    return True
+                await asyncio.sleep(0.02)
+            return False
+
+        assert await registered()
+        store.apply_now({"op": "forget_node", "name": "n1", "ts": 2.0})
+        assert "own-0" not in store.view.replicas
+        assert await registered(), "the node never registered again"
+        await runtime.close()
+
+    asyncio.run(go())

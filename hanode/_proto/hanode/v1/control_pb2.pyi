@@ -140,12 +140,14 @@ class ModelRoute(_message.Message):
     def __init__(self, model: _Optional[str] = ..., replicas_serving: _Optional[int] = ...) -> None: ...
 
 class DrainRequest(_message.Message):
-    __slots__ = ("replica", "node")
+    __slots__ = ("replica", "node", "force")
     REPLICA_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     replica: str
     node: str
-    def __init__(self, replica: _Optional[str] = ..., node: _Optional[str] = ...) -> None: ...
+    force: bool
+    def __init__(self, replica: _Optional[str] = ..., node: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class DrainResponse(_message.Message):
     __slots__ = ("replicas",)
