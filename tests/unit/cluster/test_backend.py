@@ -47,7 +47,8 @@ def test_drain_a_node_drains_its_replicas_through_consensus() -> None:
         assert store.submitted[-1]["by"] == "n1"
         assert await control.undrain(replica="r1") == ["r1"]
         assert await control.drain(node="n1") == []  # a node without replicas: nothing to do
-        for kwargs in ({}, {"replica": "r0", "node": "n2"}):
+        cases: list[dict[str, Any]] = [{}, {"replica": "r0", "node": "n2"}]
+        for kwargs in cases:
             with pytest.raises(ControlError) as err:
                 await control.drain(**kwargs)
             assert code_of(err) is ControlErrorCode.INVALID
