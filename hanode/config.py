@@ -87,6 +87,12 @@ def parse_config(data: Mapping[str, Any], source: str) -> Config:
     node: NodeConfig = values["node"]
     values["replicas"] = tuple(build(ReplicaSpec, r, node=node.name) for r in values["replicas"])
     cfg = Config(source=source, **values)
+    if cfg.api is not None and cfg.cluster is None:
+        # The control API serves the cluster's state: without [cluster] it never starts.
+        errors.append(
+            f"{source}: [api]: the control API runs on cluster nodes only; add [cluster] "
+            "or remove [api]"
+        )
     if cfg.cluster is not None and cfg.node.advertise_host is None and not errors:
         errors.extend(_unadvertised(cfg))
     for key, value in data.items():

@@ -49,16 +49,34 @@ def _str(value: Any) -> str:
 
 
 def _uint(value: Any) -> int:
+    """A uint64 field: junk, negatives and infinities are 0, huge numbers the maximum."""
     try:
-        return max(0, int(value or 0))
-    except (TypeError, ValueError):
+        return min(2**64 - 1, max(0, int(value or 0)))
+    except (TypeError, ValueError, OverflowError):
         return 0
 
 
-def _jsonable(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """Event fields as JSON values (Struct takes nothing else); odd objects become strings."""
+def _struct_value(value: Any) -> Any:
+    """What a Struct can hold: non-finite numbers (any node may have written them into an
+    event) become strings, integers beyond a double's range strings too."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**53:
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _struct_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_struct_value(v) for v in value]
+    return value
+
+
+def _jsonable(fields: Any) -> dict[str, Any]:
+    """Event fields as JSON values (Struct takes nothing else); odd objects become strings,
+    a value that is not a mapping is kept under ``value``."""
+    if not isinstance(fields, Mapping):
+        fields = {"value": fields}
     text = json.dumps(dict(fields), default=str, allow_nan=True)
-    loaded: dict[str, Any] = json.loads(text)
+    loaded: dict[str, Any] = _struct_value(json.loads(text))
     return loaded
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from hanode.cluster.document import (
     MAX_EVENTS,
     OBS_FIELDS,
@@ -53,7 +55,21 @@ def apply(doc: Doc, cmd: Command, protocol: int = PROTOCOL) -> Any:
         raise IncompatibleCommand(
             f"command {op!r} needs {shown}; this node speaks protocol {protocol}"
         )
-    return handler(doc, cmd)
+    snapshot = orjson.dumps(doc)  # a handler may fail half-way: put everything back then
+    try:
+        return handler(doc, cmd)
+    except CommandError:
+        _restore(doc, snapshot)
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as exc:
+        _restore(doc, snapshot)
+        raise CommandError(f"malformed {op!r} command: {type(exc).__name__}: {exc}") from None
+
+
+def _restore(doc: Doc, snapshot: bytes) -> None:
+    """Make ``doc`` (in place: callers hold it) what it was before a refused command."""
+    doc.clear()
+    doc.update(orjson.loads(snapshot))
 
 
 def _fence(doc: Doc, cmd: Command, *, required: bool) -> None:
