@@ -160,17 +160,19 @@ _SECONDS = re.compile(rb"[0-9]{1,12}(?:\.[0-9]{0,9})?|\.[0-9]{1,9}")
 
 
 def deadline_from_header(value: bytes | None, default_s: float, max_s: float) -> float:
-    """Seconds from a client's timeout header ("30", "2.5"), never above ``max_s``.
+    """Seconds from a client's timeout header ("30", "2.5"): never above the configured
+    deadline ``default_s`` (itself capped at ``max_s``).
 
-    Missing, malformed, zero or negative values give ``default_s`` (also capped): a bad header
-    must not turn into an instant failure or an unbounded wait. Only plain decimals are
-    accepted; ``float`` would also take "nan", "inf" and "1_0".
+    A client may shorten the operator's deadline, never lengthen it: a header of 75 s must
+    not hold a replica's slot past a configured 30 s. Missing, malformed, zero or negative
+    values give the configured deadline: a bad header must not turn into an instant failure.
+    Only plain decimals are accepted; ``float`` would also take "nan", "inf" and "1_0".
     """
-    seconds = default_s
+    seconds = configured = min(default_s, max_s)
     if value is not None:
         text = value.strip()
         if _SECONDS.fullmatch(text):
             parsed = float(text)
-            if parsed > 0.0:
+            if 0.0 < parsed < configured:
                 seconds = parsed
-    return min(seconds, max_s)
+    return seconds

@@ -13,6 +13,7 @@ relay (:mod:`hanode.router.relay`) uses it and never the front door.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,10 @@ log = structlog.get_logger("hanode.router")
 # routing (a pool owner may also call RouterCore.pool_changed at once).
 POOL_WATCH_S = 0.25
 
+# At most one log line per this many seconds about this router's own resources running out
+# (it may hit every request; each line counts those since the last).
+RESOURCE_LOG_EVERY_S = 10.0
+
 
 class TrafficObserver(Protocol):
     """Passive health: what real traffic says about a replica (fed to the health checker)."""
@@ -55,6 +60,10 @@ class RouterSettings:
     request_timeout_s: float = 300.0
     model_timeouts: Mapping[str, float] = field(default_factory=dict)  # per-model defaults
     max_request_timeout_s: float = 3600.0
+    # Silence allowed between two reads of a 2xx body once it has begun. 30 s: far above any
+    # real inter-token gap (tens of ms; seconds under preemption), far below the 300 s
+    # deadline that used to be the only bound on a stalled stream.
+    stream_idle_timeout_s: float = 30.0
     connect_timeout_s: float = 2.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     retry_budget_ratio: float = 0.2
@@ -94,6 +103,8 @@ class RouterCore:
         self._watched: PoolSnapshot = view.snapshot
         self._watch: asyncio.TimerHandle | None = None
         self._rand = random.random
+        self._resource_errors = 0  # since the last log line about them
+        self._resource_log_at = -math.inf  # no such line before this time
 
     # -- choosing ------------------------------------------------------------------------------
     def choose(self, model: str, now: float, exclude: str | None) -> str | None:
@@ -163,6 +174,30 @@ class RouterCore:
             retry_after=self.settings.no_replica_retry_after_s,
         )
         return 503
+
+    def out_of_resources(self, responder: Responder, detail: str) -> None:
+        """This router could not make a connection for want of its own resources (file
+        descriptors, local ports): 503 with Retry-After, loud (rate-limited) logs, and no word
+        to any breaker or to the cluster: the replicas are not to blame."""
+        now = self.loop.time()
+        self._resource_errors += 1
+        self.metrics.rejected.labels("out_of_resources").inc()
+        if now >= self._resource_log_at:
+            self._resource_log_at = now + RESOURCE_LOG_EVERY_S
+            log.error(
+                "router_out_of_resources",
+                detail=detail,
+                requests=self._resource_errors,
+                hint="raise LimitNOFILE / ulimit -n, or check for leaked connections",
+            )
+            self._resource_errors = 0
+        send_error(
+            responder,
+            503,
+            f"this router is out of resources ({detail}); no replica is to blame, retry later",
+            code="router_out_of_resources",
+            retry_after=self.settings.no_replica_retry_after_s,
+        )
 
     # -- tries in flight -----------------------------------------------------------------------
     def track(self, replica: Replica, relay: Try) -> None:

@@ -19,6 +19,14 @@ no longer holds it), so the loop ends by itself; :data:`MAX_FREE_FAILOVERS` is o
 
 Passive statistics get each try's own latency: a dead try's time is charged to its replica,
 never to the one that served the retry.
+
+Deadlines and stalls. One timer per relay bounds every wait. Before a 2xx head it is the try
+timer (``per_try_timeout_s``, or the request's deadline if sooner); it keeps running through an
+error head, so an error body that never comes is the replica's timeout. After a 2xx head it is
+the stream timer: the request's deadline, and a stall bound, ``stream_idle_timeout_s`` between
+two reads (the first body byte may take the per-try time: a first token can be slow). A stall
+is the replica's timeout and cuts the stream with a terminal SSE error event. A deadline the
+client shortened with a header is the client's: its expiry gives no verdict on any replica.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ import asyncio
 
 import structlog
 
-from hanode.http.errors import send_error
+from hanode.http.errors import error_body, send_error
 from hanode.http.server import Responder
 from hanode.policies.breaker import BreakerState
 from hanode.policies.failure import FailureClass
@@ -47,6 +55,11 @@ MAX_FREE_FAILOVERS = 8
 
 # The failure_class label of tries abandoned because their replica was found dead.
 REPLICA_DEAD = "replica_dead"
+# The failure_class label of streams cut because the replica went silent.
+STREAM_STALL = "stream_stall"
+# Error codes: a deadline the client set passed; a stream stalled.
+CLIENT_DEADLINE = "client_deadline_exceeded"
+STREAM_STALLED = "stream_stalled"
 
 _STATUS_FOR_FAILURE = {
     FailureClass.TIMEOUT: 504,
@@ -59,14 +72,17 @@ class Relay:
         "_accounted",
         "_attempts",
         "_body",
+        "_by",
         "_core",
         "_counted",
         "_deadline",
         "_err",
         "_err_size",
         "_extra",
+        "_fed",
         "_first_byte",
         "_free",
+        "_got_body",
         "_handle",
         "_inspector",
         "_last_error",
@@ -78,6 +94,8 @@ class Relay:
         "_request_id",
         "_responder",
         "_retry_after",
+        "_sse",
+        "_stall_at",
         "_status",
         "_t0",
         "_target",
@@ -98,7 +116,9 @@ class Relay:
         request_id: bytes,
         extra_headers: bytes,
         deadline: float,
+        deadline_by: bytes | None = None,
     ) -> None:
+        """``deadline_by``: the client header that shortened the deadline, if one did."""
         self._core = core
         self._loop = core.loop
         self._responder = responder
@@ -110,6 +130,7 @@ class Relay:
         self._t0 = self._loop.time()
         self._try_t0 = self._t0
         self._deadline = deadline
+        self._by = deadline_by
         self._attempts = 0  # every try sent
         self._free = 0  # of which free failovers (see the module docstring)
         self._replica = ""  # the name of self._target, set with it by each try
@@ -127,6 +148,10 @@ class Relay:
         self._last_error: tuple[int, str, str | None] | None = None
         self._retry_after: float | None = None
         self._accounted = False
+        self._sse = False  # the client gets a chunked event stream (room for an error event)
+        self._fed = False  # body bytes came in the current upstream read
+        self._got_body = False  # body bytes of a 2xx answer came at all
+        self._stall_at = 0.0  # after a 2xx head: silence until then is no stall
 
     # -- trying ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -140,7 +165,7 @@ class Relay:
         core = self._core
         now = self._loop.time()
         if now >= self._deadline:
-            self._give_up(FailureClass.TIMEOUT, "request deadline passed before a replica answered")
+            self._deadline_error("before a replica answered")
             return
         name = core.choose(self.parsed.model, now, exclude=self._replica or None)
         if name is None:
@@ -184,11 +209,16 @@ class Relay:
 
     # -- Exchange callbacks ------------------------------------------------------------------
     def on_head(self, status: int, headers: dict[bytes, bytes], chunked: bool) -> None:
-        self._cancel_timer()
         self._status = status
         if 200 <= status < 300:
+            self._cancel_timer()
             self._ok = True
-            self._first_byte = self._loop.time()
+            self._first_byte = now = self._loop.time()
+            settings = self._core.settings
+            self._stall_at = max(
+                self._try_t0 + settings.retry.per_try_timeout_s,
+                now + settings.stream_idle_timeout_s,
+            )
             responder = self._responder
             responder.cork()  # the head waits for the body bytes of this same read
             content_type = headers.get(b"content-type", b"application/json")
@@ -196,28 +226,36 @@ class Relay:
             extra = self._extra + b"x-hanode-replica: %s\r\n" % self._replica.encode()
             if chunked or length is None or not length.isdigit():
                 responder.start(status, content_type, extra)
+                self._sse = self.parsed.stream
             else:
                 responder.start(status, content_type, extra, content_length=int(length))
             if self._handle is not None:
                 responder.set_flow_control(*self._handle.flow_control())
-            # The overall deadline timer is armed in flush() only if the body did not
-            # complete in this same read: most non-streamed answers never need one.
+            # The stream timer is armed in flush() only if the body did not complete in
+            # this same read: most non-streamed answers never need one.
         else:
+            # The try timer runs on: the error body must come within the try's time.
             self._upstream_headers = headers
 
     def on_body(self, data: bytes) -> None:
         if self._ok:
             self._responder.write(data)
             self._inspector.feed(data)
+            self._fed = True
         elif self._err_size < MAX_ERROR_BODY:
             self._err.append(data)
             self._err_size += len(data)
 
     def flush(self) -> None:
         self._responder.uncork()
-        if self._ok and self._timer is None and not self._accounted:
-            remaining = self._deadline - self._loop.time()
-            self._timer = self._loop.call_later(max(remaining, 0.0), self._on_deadline)
+        if self._ok and not self._accounted:
+            if self._fed:  # progress: one clock read per upstream read, not per chunk
+                self._fed = False
+                self._got_body = True
+                self._stall_at = self._loop.time() + self._core.settings.stream_idle_timeout_s
+            if self._timer is None:
+                when = min(self._deadline, self._stall_at)
+                self._timer = self._loop.call_at(when, self._on_stream_timer)
 
     def on_complete(self) -> None:
         self._cancel_timer()
@@ -236,6 +274,14 @@ class Relay:
     def on_error(self, message: str, kind: TryError) -> None:
         self._cancel_timer()
         self._handle = None
+        if kind is TryError.LOCAL:
+            # This router's own resources ran out (file descriptors, ports): no evidence
+            # about the replica, and another replica would fail the same way.
+            self._drop_probe()
+            self._release()
+            self._core.out_of_resources(self._responder, message)
+            self._account(503, usable=False, complete=False, count_replica="-")
+            return
         if self._ok:
             # Bytes already reached the client: cut its stream so it sees the failure.
             self._responder.abort()
@@ -279,21 +325,95 @@ class Relay:
         if self._handle is not None:
             self._handle.abandon()
             self._handle = None
-        self._failed(
-            FailureClass.TIMEOUT,
-            f"replica '{self._replica}' sent no response within "
-            f"{self._core.settings.retry.per_try_timeout_s:g}s",
-            504,
-        )
+        per_try = self._core.settings.retry.per_try_timeout_s
+        replica = self._replica
+        status = self._status  # non-zero: an error head came, its body did not
+        if self._deadline - self._try_t0 < per_try:  # the request's deadline is what fired
+            if self._by is not None:
+                # The client chose it: no verdict on the replica, no retry, a 504 saying so.
+                self._drop_probe()
+                self._release()
+                what = f"before replica '{replica}' answered"
+                self._log_try_failed(CLIENT_DEADLINE, 504, what)
+                self._deadline_error(what)
+                return
+            message = self._deadline_text(
+                f"while replica '{replica}' sent the body of its HTTP {status}"
+                if status
+                else f"before replica '{replica}' answered"
+            )
+        elif status:
+            message = f"replica '{replica}' sent HTTP {status} but no body within {per_try:g}s"
+        else:
+            message = f"replica '{replica}' sent no response within {per_try:g}s"
+        self._failed(FailureClass.TIMEOUT, message, 504)
+
+    def _on_stream_timer(self) -> None:
+        """After a 2xx head: the deadline, or a stall; else re-armed for the later bound."""
+        self._timer = None
+        if self._accounted:
+            return
+        now = self._loop.time()
+        if now >= self._deadline:
+            self._on_deadline()
+        elif now >= self._stall_at:
+            self._on_stall(now)
+        else:
+            self._timer = self._loop.call_at(
+                min(self._deadline, self._stall_at), self._on_stream_timer
+            )
 
     def _on_deadline(self) -> None:
         self._timer = None
         if self._handle is not None:
             self._handle.abandon()
             self._handle = None
-        self._responder.abort()
+        self._cut(
+            self._deadline_text("before the answer was complete"),
+            CLIENT_DEADLINE if self._by is not None else FailureClass.TIMEOUT.value,
+        )
         self._drop_probe()
         self._account(self._status, usable=False, complete=False)
+
+    def _on_stall(self, now: float) -> None:
+        """The replica went silent in the middle of a 2xx answer: its failure (a timeout)."""
+        if self._handle is not None:
+            self._handle.abandon()
+            self._handle = None
+        core = self._core
+        replica = self._replica
+        if self._got_body:
+            idle = core.settings.stream_idle_timeout_s
+            message = (
+                f"replica '{replica}' stalled in the middle of its answer: nothing for {idle:g}s "
+                "([router].stream_idle_timeout_s)"
+            )
+        else:
+            waited = round(now - (self._first_byte or self._try_t0), 3)
+            message = f"replica '{replica}' sent no body for {waited:g}s after its response head"
+        self._log_try_failed(STREAM_STALL, self._status, message)
+        self._release()
+        self._record_failure(FailureClass.TIMEOUT)
+        core.metrics.upstream_failures.labels(replica, STREAM_STALL).inc()
+        self._cut(message, STREAM_STALLED)
+        self._account(self._status, usable=False, complete=False)
+        log.warning(
+            "stream_stalled",
+            request_id=self._request_id.decode(errors="replace"),
+            model=self.parsed.model,
+            replica=replica,
+            detail=message,
+        )
+
+    def _cut(self, message: str, code: str) -> None:
+        """Cut a started answer. An event stream first gets a terminal error event, so an SSE
+        client sees why; nothing looks like a clean end (no [DONE], no last chunk)."""
+        responder = self._responder
+        if self._sse and not responder.done:
+            # The leading blank lines end an event the replica may have left half-sent.
+            responder.write(b"\n\ndata: %s\n\n" % error_body(504, message, code=code))
+            responder.uncork()
+        responder.abort()
 
     def _client_gone(self) -> None:
         self._cancel_timer()
@@ -395,8 +515,18 @@ class Relay:
             detail=message[:200],
         )
 
-    def _give_up(self, failure: FailureClass, message: str) -> None:
-        self._last_error = (_STATUS_FOR_FAILURE.get(failure, 503), message, failure.value)
+    def _deadline_text(self, what: str) -> str:
+        """Which deadline passed: the client's (naming its header) or the configured one."""
+        seconds = round(self._deadline - self._t0, 3)
+        if self._by is not None:
+            header = self._by.decode()
+            return f"the deadline of {seconds:g}s set by the client's {header} header passed {what}"
+        return f"the request's deadline of {seconds:g}s passed {what}"
+
+    def _deadline_error(self, what: str) -> None:
+        """Answer 504 for a deadline that passed before the first byte."""
+        code = CLIENT_DEADLINE if self._by is not None else FailureClass.TIMEOUT.value
+        self._last_error = (504, self._deadline_text(what), code)
         self._respond_last_error()
 
     def _respond_last_error(self) -> None:

@@ -11,6 +11,9 @@ every pooled connection to it until the per-try timeout, which must stay long be
 first token can take a minute. TCP keepalive and ``TCP_USER_TIMEOUT`` on every upstream socket
 make the kernel fail such a connection within a few seconds (no acknowledgement at all, which a
 live but busy host's kernel always sends), and the failure is reported as ``PEER_DEAD``.
+
+A connect that fails for want of this router's own resources (file descriptors, local ports,
+kernel buffers) is ``LOCAL``: it says nothing about the replica, and is never held against it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import asyncio
 import contextlib
 import enum
 import errno
+import os
 import socket
 from collections.abc import Callable
 from typing import Any, Protocol, cast
@@ -39,6 +43,12 @@ _UNREACHABLE_ERRNOS = frozenset(
 )
 
 
+# Errors that say "this router is out of something": its own trouble, not the replica's.
+_LOCAL_ERRNOS = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.EADDRNOTAVAIL}
+)
+
+
 class TryError(enum.Enum):
     """How an upstream try failed without a complete response; the breaker and the retry
     logic treat them differently (see :mod:`hanode.policies.breaker`)."""
@@ -47,7 +57,8 @@ class TryError(enum.Enum):
     REFUSED = "connect_refused"  # connect refused: nothing listens there
     CONNECT_TIMEOUT = "connect_timeout"  # connect timed out, or no route to the host
     PEER_DEAD = "peer_dead"  # an established connection's peer stopped acknowledging
-    CONNECT_ERROR = "connect_error"  # any other connect failure (local: fds, name lookup)
+    CONNECT_ERROR = "connect_error"  # any other connect failure (name lookup, ...)
+    LOCAL = "local_resources"  # this router ran out of fds, ports or buffers: no verdict
 
     @property
     def never_reached(self) -> bool:
@@ -64,11 +75,26 @@ def connect_error_kind(exc: BaseException) -> TryError:
     """Classify a failed connect."""
     if isinstance(exc, ConnectionRefusedError):
         return TryError.REFUSED
+    if isinstance(exc, OSError) and (
+        exc.errno in _LOCAL_ERRNOS or (isinstance(exc, socket.gaierror) and _no_free_fd())
+    ):
+        return TryError.LOCAL
     if isinstance(exc, TimeoutError) or (
         isinstance(exc, OSError) and exc.errno in _UNREACHABLE_ERRNOS
     ):
         return TryError.CONNECT_TIMEOUT
     return TryError.CONNECT_ERROR
+
+
+def _no_free_fd() -> bool:
+    """Is this process out of file descriptors? uvloop's resolver reports EMFILE as a failed
+    name lookup; asked only on that (rare) error path."""
+    try:
+        fd = os.open(os.devnull, os.O_RDONLY)
+    except OSError as exc:
+        return exc.errno in (errno.EMFILE, errno.ENFILE)
+    os.close(fd)
+    return False
 
 
 def lost_error_kind(exc: BaseException | None) -> TryError:

@@ -224,7 +224,9 @@ def test_policy_defaults_and_backoff() -> None:
         (b" 7 ", 7.0),
         (b".5", 0.5),
         (b"5.", 5.0),
-        (b"600", 120.0),  # capped
+        (b"600", 60.0),  # a client may shorten the configured deadline, never lengthen it
+        (b"75", 60.0),
+        (b"59.5", 59.5),
         (None, 60.0),
         (b"", 60.0),
         (b"-3", 60.0),
@@ -245,9 +247,10 @@ def test_deadline_from_header(value: bytes | None, expected: float) -> None:
 
 def test_deadline_default_is_capped_too() -> None:
     assert deadline_from_header(None, 600.0, 120.0) == 120.0
+    assert deadline_from_header(b"300", 600.0, 120.0) == 120.0
 
 
 @given(st.binary(max_size=40))
 def test_deadline_always_in_range(value: bytes) -> None:
     d = deadline_from_header(value, 60.0, 120.0)
-    assert 0.0 < d <= 120.0
+    assert 0.0 < d <= 60.0

@@ -253,8 +253,11 @@ def test_error_kinds() -> None:
     assert connect_error_kind(TimeoutError()) is TryError.CONNECT_TIMEOUT
     no_route = OSError(errno.EHOSTUNREACH, "No route to host")
     assert connect_error_kind(no_route) is TryError.CONNECT_TIMEOUT
-    assert connect_error_kind(OSError(errno.EMFILE, "Too many open files")) is (
-        TryError.CONNECT_ERROR
+    # the router's own resources: never held against the replica
+    assert connect_error_kind(OSError(errno.EMFILE, "Too many open files")) is TryError.LOCAL
+    assert connect_error_kind(OSError(errno.EADDRNOTAVAIL, "no local port")) is TryError.LOCAL
+    assert connect_error_kind(socket.gaierror(-2, "Name or service not known")) is (
+        TryError.CONNECT_ERROR  # a real lookup failure: descriptors are free
     )
     # ETIMEDOUT on an established connection: the kernel gave up on an unacking peer
     assert lost_error_kind(OSError(errno.ETIMEDOUT, "Connection timed out")) is (TryError.PEER_DEAD)
