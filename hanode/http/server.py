@@ -29,11 +29,14 @@ MAX_PIPELINED = 16  # queued requests per connection before we stop reading from
 class ServerLimits:
     max_header_bytes: int = 16 * 1024
     max_body_bytes: int = 4 * 1024 * 1024
-    header_timeout_s: float = 10.0  # whole request must arrive within this (slowloris guard)
+    # A whole request must arrive within this (slowloris guard): counted from the connection's
+    # opening for its first request, from the first byte for later ones.
+    header_timeout_s: float = 10.0
     idle_timeout_s: float = 75.0  # keep-alive connection with nothing to do
-    max_connections: int = 4096
+    max_connections: int = 4096  # at the cap, the oldest idle keep-alive connection makes room
 
 
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 _STATUS_LINES: dict[int, bytes] = {}
 
@@ -223,6 +226,7 @@ class HttpServerProtocol(asyncio.Protocol):
         "_body_size",
         "_current",
         "_deadline",
+        "_expect_continue",
         "_head_size",
         "_headers",
         "_in_request",
@@ -232,6 +236,7 @@ class HttpServerProtocol(asyncio.Protocol):
         "_pending",
         "_server",
         "_timer",
+        "_trailers",
         "_url",
         "flow",
         "peer",
@@ -249,6 +254,8 @@ class HttpServerProtocol(asyncio.Protocol):
         self._body_size = 0
         self._head_size = 0
         self._in_request = False
+        self._trailers = False  # past the head: header callbacks now are chunked trailers
+        self._expect_continue = False  # a 100 owed once this request is the one answered
         self._last_request = False
         self._pending: deque[Request] = deque()
         self._current: Responder | None = None
@@ -266,13 +273,17 @@ class HttpServerProtocol(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         server = self._server
         server.connections.add(self)
-        if len(server.connections) > server.limits.max_connections:
+        if len(server.connections) > server.limits.max_connections and not server.make_room():
             self._reject(503, b"too many connections")
             return
-        self._arm(server.limits.idle_timeout_s)
+        # Until a first request arrives, a connection gets the request deadline, not the idle
+        # one: connections that never send must not hold the cap for idle_timeout_s.
+        self._arm(server.limits.header_timeout_s)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._server.connections.discard(self)
+        server = self._server
+        server.connections.discard(self)
+        server.idle.pop(self, None)
         self._drop_timer()
         self.transport = None
         current, self._current = self._current, None
@@ -309,7 +320,10 @@ class HttpServerProtocol(asyncio.Protocol):
         self._body_size = 0
         self._head_size = 0
         self._in_request = True
-        if self._current is None:
+        self._trailers = False
+        # Waiting on keep-alive: this request's time starts now. (A first request's time
+        # started with the connection, a pipelined one's when its turn came.)
+        if self._server.idle.pop(self, False):
             self._arm(self._server.limits.header_timeout_s)
 
     def on_url(self, url: bytes) -> None:
@@ -317,17 +331,24 @@ class HttpServerProtocol(asyncio.Protocol):
         self._count_head(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers[name.lower()] = value
+        # Chunked trailers come through here too: counted, never merged into the headers the
+        # request was authorized and routed by.
+        if not self._trailers:
+            self._headers[name.lower()] = value
         self._count_head(len(name) + len(value) + 4)
 
     def on_headers_complete(self) -> None:
+        self._trailers = True
         limits = self._server.limits
         length = self._headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limits.max_body_bytes:
             self._reject(413, b"request body is larger than %d bytes" % limits.max_body_bytes)
             return
         if self._headers.get(b"expect", b"").lower() == b"100-continue" and self.transport:
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            if self._current is None and not self._pending:
+                self.transport.write(_CONTINUE)
+            else:  # pipelined: a 100 now would land inside the response being sent
+                self._expect_continue = True
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
@@ -340,6 +361,7 @@ class HttpServerProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._in_request = False
+        self._expect_continue = False  # the body came without it
         if self.transport is None or self.transport.is_closing():
             return
         parser = self._parser
@@ -395,7 +417,13 @@ class HttpServerProtocol(asyncio.Protocol):
             # Next pipelined request from the loop, not from inside this call chain: a long
             # queue of instant answers must not grow the stack.
             self._loop.call_soon(self._dispatch_pending)
+        elif self._in_request:  # the next request is arriving: its turn starts its time
+            if self._expect_continue:
+                self._expect_continue = False
+                transport.write(_CONTINUE)
+            self._arm(self._server.limits.header_timeout_s)
         else:
+            self._server.idle[self] = True
             self._arm(self._server.limits.idle_timeout_s)
 
     def _dispatch_pending(self) -> None:
@@ -480,8 +508,21 @@ class HttpServer:
         self.limits = limits or ServerLimits()
         self.loop = asyncio.get_running_loop()
         self.connections: set[HttpServerProtocol] = set()
+        # Keep-alive connections waiting for their next request, oldest idle first.
+        self.idle: dict[HttpServerProtocol, bool] = {}
         self.on_handler_error = on_handler_error or (lambda exc: None)
         self._server: asyncio.base_events.Server | None = None
+
+    def make_room(self) -> bool:
+        """At the cap: close the connection idle the longest, so a new client gets in rather
+        than a 503 (an idle keep-alive client reconnects when it has something to ask)."""
+        if not self.idle:
+            return False
+        oldest = next(iter(self.idle))
+        del self.idle[oldest]
+        self.connections.discard(oldest)
+        oldest.close()
+        return True
 
     async def listen(self, host: str, port: int, backlog: int = 1024) -> tuple[str, int]:
         """Start listening; returns the bound address (useful with port 0)."""

@@ -393,7 +393,7 @@ def test_models_lists_only_models_with_a_healthy_replica(e2e_procs: E2EProcs) ->
 
 # -- 8. API keys -------------------------------------------------------------------------------
 def test_api_key_is_required(e2e_procs: E2EProcs) -> None:
-    c = e2e_procs.cluster([FAST], sections={"router": {"api_keys": ["secret"]}})
+    c = e2e_procs.cluster([FAST], sections={"router": {"api_keys": ["secret-16-chars!"]}})
     base = c.node.router_url
     body = {"model": MODEL, "messages": MESSAGES, "max_tokens": 2}
 
@@ -406,10 +406,13 @@ def test_api_key_is_required(e2e_procs: E2EProcs) -> None:
         c.openai().models.list(extra_headers={"Authorization": openai.Omit()})
     assert no_key.value.status_code == 401
 
-    good = c.openai(api_key="secret")
+    good = c.openai(api_key="secret-16-chars!")
     assert ask(good) == "r0"
     assert [m.id for m in good.models.list().data] == [MODEL]
     status, _, _ = http_request(
-        "POST", base + "/v1/chat/completions", body, headers={"authorization": "Bearer secret"}
+        "POST",
+        base + "/v1/chat/completions",
+        body,
+        headers={"authorization": "Bearer secret-16-chars!"},
     )
     assert status == 200

@@ -54,14 +54,14 @@ def render(tmp_path: Path, **overrides: Any) -> Path:
 
 def test_cluster_config_renders_and_loads(tmp_path: Path) -> None:
     (tmp_path / "raft.secret").write_text("x" * 20)
-    (tmp_path / "api_tokens").write_text("token-1\n")
-    cfg = load_config(render(tmp_path, hanode_api_tokens=["token-1"]))
+    (tmp_path / "api_tokens").write_text("token-1-0123456789\n")
+    cfg = load_config(render(tmp_path, hanode_api_tokens=["token-1-0123456789"]))
     assert cfg.node.name == "gpu-node-1"
     assert cfg.node.advertise_host == "10.0.0.11"
     assert cfg.cluster is not None
     assert str(cfg.cluster.raft_listen) == "10.0.0.11:7100"
     assert [str(p) for p in cfg.cluster.peers] == ["10.0.0.12:7100", "10.0.0.13:7100"]
-    assert cfg.api is not None and cfg.api.api_keys == ("token-1",)
+    assert cfg.api is not None and cfg.api.api_keys == ("token-1-0123456789",)
     assert [r.name for r in cfg.replicas] == ["llama-0", "llama-1"]
     assert cfg.replicas[1].engine == "sglang"
     assert [(m.name, m.redundancy) for m in cfg.models] == [("llama", "n_plus_1")]

@@ -86,7 +86,7 @@ def test_example_file_parses_and_documents_every_key() -> None:
 def test_full_config_with_every_key_set() -> None:
     data = minimal()
     data["router"].update(
-        api_keys=["k1", "k2"],
+        api_keys=["key-1-0123456789", "key-2-0123456789"],
         max_body_bytes=1,
         max_header_bytes=2,
         max_connections=3,
@@ -124,7 +124,7 @@ def test_full_config_with_every_key_set() -> None:
         {"name": "b.c-d_e", "model": "m", "url": "http://[::1]:65535", "gpu": 0},
     ]
     cfg = parse_config(data, SRC)
-    assert cfg.router.api_keys == ("k1", "k2")
+    assert cfg.router.api_keys == ("key-1-0123456789", "key-2-0123456789")
     assert cfg.router.request_timeout_s == 4.0
     assert isinstance(cfg.router.request_timeout_s, float)
     assert cfg.health.rise == 3
@@ -305,7 +305,7 @@ def test_cluster_api_and_models_sections(tmp_path: Path) -> None:
         "peers": ["127.0.0.1:7002", "127.0.0.1:7003"],
         "secret_file": "raft.secret",
     }
-    data["api"] = {"listen": "127.0.0.1:9200", "api_keys": ["ctl-key"]}
+    data["api"] = {"listen": "127.0.0.1:9200", "api_keys": ["ctl-key-0123456789"]}
     data["node"]["advertise_host"] = "10.0.0.11"
     data["models"] = [
         {"name": "m", "min_active": 2, "redundancy": "n_plus_1", "request_timeout_s": 30},
@@ -316,7 +316,7 @@ def test_cluster_api_and_models_sections(tmp_path: Path) -> None:
     assert str(cfg.cluster.raft_listen) == "127.0.0.1:7001"
     assert [str(p) for p in cfg.cluster.peers] == ["127.0.0.1:7002", "127.0.0.1:7003"]
     assert cfg.cluster.secret_file == tmp_path / "raft.secret"
-    assert cfg.api is not None and cfg.api.api_keys == ("ctl-key",)
+    assert cfg.api is not None and cfg.api.api_keys == ("ctl-key-0123456789",)
     assert [(m.name, m.min_active, m.redundancy, m.request_timeout_s) for m in cfg.models] == [
         ("m", 2, "n_plus_1", 30.0),
         ("m2", 1, "active_active", None),

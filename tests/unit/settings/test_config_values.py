@@ -246,12 +246,13 @@ def test_l2_prompt_must_be_non_empty_string() -> None:
 
 
 def test_api_keys_list() -> None:
-    cfg = parse_config(with_("router", api_keys=["a", "b", "a"]), SRC)
-    assert cfg.router.api_keys == ("a", "b")
+    a, b = "a" * 16, "b" * 16  # keys are at least 16 characters
+    cfg = parse_config(with_("router", api_keys=[a, b, a]), SRC)
+    assert cfg.router.api_keys == (a, b)
     assert one_error(with_("router", api_keys="a")) == (
         f"{SRC}: [router].api_keys: expected an array of strings, got a string ('a')"
     )
-    assert one_error(with_("router", api_keys=["a", 1])) == (
+    assert one_error(with_("router", api_keys=[a, 1])) == (
         f"{SRC}: [router].api_keys: item 1: expected a string, got an integer (1)"
     )
     assert "no whitespace" in one_error(with_("router", api_keys=["a b"]))
@@ -260,18 +261,19 @@ def test_api_keys_list() -> None:
 
 def test_api_key_file_is_read_and_merged(tmp_path: Path) -> None:
     keyfile = tmp_path / "keys"
-    keyfile.write_text("# production keys\nk2\n\n  k3  \nk1\n")
-    cfg = parse_config(with_("router", api_keys=["k1"], api_key_file=str(keyfile)), SRC)
-    assert cfg.router.api_keys == ("k1", "k2", "k3")
+    k1, k2, k3 = (f"key-{i}-0123456789" for i in (1, 2, 3))
+    keyfile.write_text(f"# production keys\n{k2}\n\n  {k3}  \n{k1}\n")
+    cfg = parse_config(with_("router", api_keys=[k1], api_key_file=str(keyfile)), SRC)
+    assert cfg.router.api_keys == (k1, k2, k3)
     assert cfg.router.api_key_file == keyfile
 
 
 def test_api_key_file_relative_to_config_file(tmp_path: Path) -> None:
-    (tmp_path / "keys").write_text("secret\n")
+    (tmp_path / "keys").write_text("secret-0123456789\n")
     data = with_("router", api_key_file="keys")
     data["node"]["data_dir"] = "state"
     cfg = parse_config(data, str(tmp_path / "hanode.toml"))
-    assert cfg.router.api_keys == ("secret",)
+    assert cfg.router.api_keys == ("secret-0123456789",)
     assert cfg.node.data_dir == tmp_path / "state"
 
 

@@ -54,7 +54,7 @@ def test_example_shows_every_default(tmp_path: Path) -> None:
 def test_optional_sections_of_the_example_parse(tmp_path: Path) -> None:
     data = tomllib.loads(example.render(uncomment=True))
     keys = tmp_path / "ctl_keys"
-    keys.write_text("ctl-key\n")
+    keys.write_text("ctl-key-0123456789\n")
     data["api"]["api_key_file"] = str(keys)
     data["node"]["advertise_host"] = "10.0.0.11"  # needed under [cluster]: loopback replicas
     cfg = parse_config(data, str(tmp_path / "hanode.toml"))
@@ -63,7 +63,7 @@ def test_optional_sections_of_the_example_parse(tmp_path: Path) -> None:
         "10.0.0.12:7001",
         "10.0.0.13:7001",
     ]
-    assert cfg.api is not None and cfg.api.api_keys == ("ctl-key",)
+    assert cfg.api is not None and cfg.api.api_keys == ("ctl-key-0123456789",)
     assert [m.request_timeout_s for m in cfg.models] == [600.0]
 
 

@@ -137,13 +137,13 @@ def test_parsed_values_reach_the_router() -> None:
     data["retry"] = {"per_try_timeout_s": 7.5, "backoff_base_s": 0.5, "budget_ratio": 0.5}
     data["slo"] = {"latency_ms": 1500}
     data["breaker"] = {"open_base_s": 9.0, "max_ejection_percent": 10}
-    data["router"].update(max_tokens_limit=99, max_n=2, api_keys=["k"])
+    data["router"].update(max_tokens_limit=99, max_n=2, api_keys=["k" * 16])
     rs = router_settings(parse_config(data, "t.toml"))
     assert (rs.retry.per_try_timeout_s, rs.retry.base_backoff_s) == (7.5, 0.5)
     assert rs.retry_budget_ratio == 0.5
     assert rs.slo_latency_s == 1.5
     assert rs.breaker.open_base_s == 9.0
-    assert (rs.limits.max_tokens, rs.limits.max_n, rs.api_keys) == (99, 2, ("k",))
+    assert (rs.limits.max_tokens, rs.limits.max_n, rs.api_keys) == (99, 2, ("k" * 16,))
 
 
 def test_gpu_thresholds_feed_every_object_from_one_key() -> None:
