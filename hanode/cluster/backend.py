@@ -331,7 +331,19 @@ class ClusterControl:
                 "a node cannot remove itself; ask another member",
             )
         self._quorum_or_fail()
-        await self._membership(lambda: self.runtime.store.remove_member(address))
+        if address == st.leader_address:
+            # pysyncobj's leader refuses to remove itself (request_denied): hand over first.
+            await self.transfer_leader(None)
+        for attempt in range(10):  # bounded: a new leader denies until its first entry commits
+            try:
+                await self.runtime.store.remove_member(address)
+                break
+            except ConsensusRejected as exc:
+                if attempt == 9 or address != st.leader_address:
+                    raise ControlError(ControlErrorCode.FAILED_PRECONDITION, str(exc)) from None
+                await asyncio.sleep(0.3)
+            except ConsensusTimeout as exc:
+                raise ControlError(ControlErrorCode.UNKNOWN_OUTCOME, str(exc)) from None
         for name, info in self.runtime.store.view.nodes.items():
             if info.raft == address:
                 await self._write({"op": "forget_node", "name": name})

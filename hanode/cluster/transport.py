@@ -235,12 +235,22 @@ class GuardedConnection:
                 return
             self._resubscribe()
             return
+        if self._timed_out():
+            return
         if event & POLL_EVENT_TYPE.WRITE:
             self._flush()
             if self._state == CONNECTION_STATE.DISCONNECTED:
                 return
         if event & POLL_EVENT_TYPE.READ:
             self._receive()
+
+    def _timed_out(self) -> bool:
+        """pysyncobj's dead-peer rule, kept: nothing read for ``timeout`` while we have had
+        something to do with the connection (an event, a send) closes it."""
+        if time.monotonic() - self.last_read > self.timeout:
+            self.disconnect()
+            return True
+        return False
 
     def _resubscribe(self) -> None:
         if self._fileno is None:
@@ -253,6 +263,8 @@ class GuardedConnection:
     def _flush(self) -> None:
         sock = self._sock
         if sock is None or self._state != CONNECTION_STATE.CONNECTED:
+            return
+        if self._timed_out():
             return
         while self._write:
             try:
