@@ -34,6 +34,10 @@ __all__ = ["FrontDoor", "RouterSettings", "TrafficObserver", "with_seed"]
 
 log = structlog.get_logger("hanode.router")
 
+# Client deadline headers: hanode's own, and the one the OpenAI SDKs send.
+_HANODE_TIMEOUT = b"x-hanode-timeout"
+_STAINLESS_TIMEOUT = b"x-stainless-timeout"
+
 
 def with_seed(raw: bytes, body: dict[str, object], seed: int) -> bytes:
     """The request body with ``seed`` set. Splices the key into the raw bytes instead of
@@ -96,8 +100,18 @@ class FrontDoor:
         if not self._keys:
             return True
         given = request.headers.get(b"authorization", b"")
-        for key in self._keys:
+        for key in self._keys:  # "Bearer <key>" exactly, as clients send it: no allocation
             if hmac.compare_digest(given, key):
+                return True
+        # The scheme is case-insensitive (RFC 7235), with any spaces before the token, as the
+        # control API reads it.
+        scheme, _, token = given.strip().partition(b" ")
+        if scheme.lower() == b"bearer" and token.strip():
+            token = token.strip()
+            ok = False
+            for key in self._keys:  # constant time, no early exit between keys
+                ok |= hmac.compare_digest(token, key[7:])
+            if ok:
                 return True
         self.metrics.rejected.labels("unauthorized").inc()
         send_error(responder, 401, "missing or invalid API key", code="invalid_api_key")
@@ -140,12 +154,21 @@ class FrontDoor:
                 body = with_seed(body, parsed.body, seed)
                 extra += b"x-hanode-seed: %d\r\n" % seed
         now = self.loop.time()
-        timeout = deadline_from_header(
-            request.headers.get(b"x-hanode-timeout") or request.headers.get(b"x-stainless-timeout"),
-            self.settings.model_timeouts.get(parsed.model, self.settings.request_timeout_s),
-            self.settings.max_request_timeout_s,
+        settings = self.settings
+        configured = min(
+            settings.model_timeouts.get(parsed.model, settings.request_timeout_s),
+            settings.max_request_timeout_s,
         )
-        Relay(self.core, responder, parsed, path, body, request_id, extra, now + timeout).start()
+        header = _HANODE_TIMEOUT
+        value = request.headers.get(header)
+        if not value:
+            header = _STAINLESS_TIMEOUT
+            value = request.headers.get(header)
+        timeout = deadline_from_header(value, configured, configured)
+        # A deadline the client shortened is the client's: its expiry blames no replica.
+        by = header if timeout < configured else None
+        deadline = now + timeout
+        Relay(self.core, responder, parsed, path, body, request_id, extra, deadline, by).start()
 
     # -- what status and metrics read (the cluster talks to ``core`` directly) ----------------
     @property

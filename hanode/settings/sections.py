@@ -59,6 +59,17 @@ class NodeConfig:
     )
 
 
+# Intervals and timeouts below this are mistakes (1e-9 s spun a probe loop at 65% CPU).
+MIN_PERIOD_S = 0.05
+
+
+def _period(value: float) -> tuple[float, str]:
+    """A lower bound for periods and timeouts that gt=0 alone lets through."""
+    if value < MIN_PERIOD_S:
+        return value, f"must be at least {MIN_PERIOD_S:g} (seconds), got {value:g}"
+    return value, ""
+
+
 @dataclass(frozen=True, slots=True)
 @settings
 class RouterConfig:
@@ -79,16 +90,25 @@ class RouterConfig:
     )
     max_connections: int = setting("client connections held open at once", ge=1, to=ServerLimits)
     request_timeout_s: float = setting(
-        "overall deadline of one request, streaming included", gt=0, to=RouterSettings
+        "overall deadline of one request, streaming included",
+        gt=0,
+        check=_period,
+        to=RouterSettings,
+    )
+    stream_idle_timeout_s: float = setting(
+        "silence allowed inside an answer that has begun before it is cut (a stream with an "
+        "error event); the first token may take [retry].per_try_timeout_s",
+        gt=0,
+        to=RouterSettings,
     )
     connect_timeout_s: float = setting(
-        "TCP connect to a replica before trying another", gt=0, to=RouterSettings
+        "TCP connect to a replica before trying another", gt=0, check=_period, to=RouterSettings
     )
     header_timeout_s: float = setting(
-        "time a client has to send a whole request", gt=0, to=ServerLimits
+        "time a client has to send a whole request", gt=0, check=_period, to=ServerLimits
     )
     idle_timeout_s: float = setting(
-        "keep-alive connection idle time before closing", gt=0, to=ServerLimits
+        "keep-alive connection idle time before closing", gt=0, check=_period, to=ServerLimits
     )
     max_tokens_limit: int = setting(
         "requests asking for more max_tokens are rejected (400)",
@@ -109,8 +129,10 @@ class MetricsConfig:
 @dataclass(frozen=True, slots=True)
 @settings
 class HealthConfig:
-    interval_s: float = setting("L1 probe period (engine /health)", gt=0, to=HealthSettings)
-    timeout_s: float = setting("L1 probe timeout", gt=0, to=HealthSettings)
+    interval_s: float = setting(
+        "L1 probe period (engine /health)", gt=0, check=_period, to=HealthSettings
+    )
+    timeout_s: float = setting("L1 probe timeout", gt=0, check=_period, to=HealthSettings)
     rise: int = setting(
         "consecutive successes before a replica is trusted again", ge=1, to=HealthSettings
     )
@@ -118,13 +140,16 @@ class HealthConfig:
         "consecutive failures before a replica is taken out", ge=1, to=HealthSettings
     )
     l2_interval_s: float = setting(
-        "L2 probe period (a tiny real completion)", gt=0, to=HealthSettings
+        "L2 probe period (a tiny real completion)", gt=0, check=_period, to=HealthSettings
     )
-    l2_timeout_s: float = setting("L2 probe timeout", gt=0, to=HealthSettings)
+    l2_timeout_s: float = setting("L2 probe timeout", gt=0, check=_period, to=HealthSettings)
     l2_prompt: str = setting("L2 probe prompt", to=HealthSettings)
     l2_max_tokens: int = setting("L2 probe max_tokens", ge=1, to=HealthSettings)
     passive_window_s: float = setting(
-        "window of live-traffic outcomes used as passive health", default=30.0, gt=0
+        "window of live-traffic outcomes used as passive health",
+        default=30.0,
+        gt=0,
+        check=_period,
     )
 
 
@@ -219,7 +244,7 @@ class SloConfig:
 class RetryConfig:
     max_attempts: int = setting("tries per request, the first included", ge=1, to=RetryPolicy)
     per_try_timeout_s: float = setting(
-        "time to the first response byte of one try", gt=0, to=RetryPolicy
+        "time to the first response byte of one try", gt=0, check=_period, to=RetryPolicy
     )
     backoff_base_s: float = setting(
         "full-jitter exponential backoff between tries...",
@@ -298,17 +323,26 @@ class ClusterConfig:
         default=None,
         example="/etc/hanode/raft.secret",
     )
-    election_min_s: float = setting("shortest Raft election timeout", default=0.4, gt=0)
-    election_max_s: float = setting("longest Raft election timeout", default=1.4, gt=0)
-    planner_interval_s: float = setting("how often the leader plans", default=1.0, gt=0)
+    election_min_s: float = setting(
+        "shortest Raft election timeout", default=0.4, gt=0, check=_period
+    )
+    election_max_s: float = setting(
+        "longest Raft election timeout", default=1.4, gt=0, check=_period
+    )
+    planner_interval_s: float = setting(
+        "how often the leader plans", default=1.0, gt=0, check=_period
+    )
     heartbeat_s: float = setting(
-        "agents re-send unchanged observations this often", default=10.0, gt=0
+        "agents re-send unchanged observations this often", default=10.0, gt=0, check=_period
     )
     demote_hold_s: float = setting(
         "calm period before the planner demotes what it promoted", default=30.0, ge=0
     )
     node_lease_s: float = setting(
-        "a node the leader has not heard from this long is lost", default=6.0, gt=0
+        "a node the leader has not heard from this long is lost",
+        default=6.0,
+        gt=0,
+        check=_period,
     )
     checkpoint_s: float = setting(
         "how often the nodes compare digests of their replicated state (a node whose state "
@@ -400,11 +434,24 @@ def _check_replicas(
         t.error("name", f"{r.name!r} is already used by [[replicas]][{first}]")
 
 
+# A bearer key is the whole secret: a short one is guessed (a one-character key was accepted).
+MIN_API_KEY_LENGTH = 16
+
+
+def _too_short(key: str) -> str | None:
+    """Why ``key`` is too short to be a secret (the key itself is never in the message)."""
+    if len(key) >= MIN_API_KEY_LENGTH:
+        return None
+    return f"keys must be at least {MIN_API_KEY_LENGTH} characters long, got {len(key)}"
+
+
 def _api_keys(t: Table, keys: tuple[str, ...], key_file: Path | None) -> tuple[str, ...]:
     """Inline keys checked, plus those of ``api_key_file``, without duplicates."""
     for i, k in enumerate(keys):
         if not k or k != k.strip() or any(c.isspace() for c in k):
             t.error("api_keys", f"item {i}: keys must be non-empty and contain no whitespace")
+        elif (short := _too_short(k)) is not None:
+            t.error("api_keys", f"item {i}: {short}")
     merged = list(keys)
     if key_file is not None and "api_key_file" not in t.bad:
         merged += _read_key_file(t, key_file)
@@ -419,8 +466,15 @@ def _read_key_file(t: Table, path: Path) -> list[str]:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         t.error("api_key_file", f"cannot read {str(path)!r}: {reason}")
         return []
-    keys = [ln.strip() for ln in text.splitlines()]
-    keys = [k for k in keys if k and not k.startswith("#")]
+    keys = []
+    for number, line in enumerate(text.splitlines(), 1):
+        key = line.strip()
+        if not key or key.startswith("#"):
+            continue
+        short = _too_short(key)
+        if short is not None:
+            t.error("api_key_file", f"{str(path)!r} line {number}: {short}")
+        keys.append(key)
     if not keys:
         # An empty key file would silently turn authentication off: refuse it.
         t.error("api_key_file", f"{str(path)!r} contains no keys")
