@@ -153,7 +153,6 @@ class FrontDoor:
             if seed is not None:
                 body = with_seed(body, parsed.body, seed)
                 extra += b"x-hanode-seed: %d\r\n" % seed
-        now = self.loop.time()
         settings = self.settings
         configured = min(
             settings.model_timeouts.get(parsed.model, settings.request_timeout_s),
@@ -167,8 +166,7 @@ class FrontDoor:
         timeout = deadline_from_header(value, configured, configured)
         # A deadline the client shortened is the client's: its expiry blames no replica.
         by = header if timeout < configured else None
-        deadline = now + timeout
-        Relay(self.core, responder, parsed, path, body, request_id, extra, deadline, by).start()
+        Relay(self.core, responder, parsed, path, body, request_id, extra, timeout, by).start()
 
     # -- what status and metrics read (the cluster talks to ``core`` directly) ----------------
     @property

@@ -115,7 +115,7 @@ class Relay:
         body: bytes,
         request_id: bytes,
         extra_headers: bytes,
-        deadline: float,
+        timeout_s: float,
         deadline_by: bytes | None = None,
     ) -> None:
         """``deadline_by``: the client header that shortened the deadline, if one did."""
@@ -129,7 +129,7 @@ class Relay:
         self._extra = extra_headers
         self._t0 = self._loop.time()
         self._try_t0 = self._t0
-        self._deadline = deadline
+        self._deadline = self._t0 + timeout_s  # from the relay's own start, so messages are exact
         self._by = deadline_by
         self._attempts = 0  # every try sent
         self._free = 0  # of which free failovers (see the module docstring)
