@@ -108,6 +108,17 @@ class _StateMachine(SyncObjConsumer):  # type: ignore[misc]
         super()._deserialize(data)
         self.checkpoints = {}  # a state from elsewhere: its digests here are not ours to judge
         upgrade_doc(self.doc)
+        high = int(self.doc.get("protocol_high", 1))
+        if high > self._protocol and self.halted is None:
+            # A snapshot from newer nodes (a joining or restarted old node gets one instead of
+            # the log): as unreadable to this code as the commands it was built from.
+            self.halted = (
+                f"the cluster's state needs protocol {high}; this node speaks protocol "
+                f"{self._protocol}"
+            )
+            log.error("raft_halted", reason=self.halted)
+            self._on_applied(self.doc, self._applied, self.halted)
+            return
         if self.halted is not None:  # maybe this code can apply what an older one could not
             backlog, self.backlog, self.halted = self.backlog, [], None
             for i, payload in enumerate(backlog):

@@ -57,7 +57,12 @@ def apply(doc: Doc, cmd: Command, protocol: int = PROTOCOL) -> Any:
         )
     snapshot = orjson.dumps(doc)  # a handler may fail half-way: put everything back then
     try:
-        return handler(doc, cmd)
+        result = handler(doc, cmd)
+        if needed > int(doc.get("protocol_high", 1)):
+            # The state now holds what older code cannot read: a node loading it from a dump
+            # (not from the log) must know, see raft_store._deserialize.
+            doc["protocol_high"] = int(needed)
+        return result
     except CommandError:
         _restore(doc, snapshot)
         raise

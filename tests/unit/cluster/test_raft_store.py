@@ -182,3 +182,16 @@ def test_checkpoint_digests_are_remembered_and_a_resync_starts_afresh(tmp_path: 
             store.close()
 
     asyncio.run(go())
+
+
+def test_an_old_node_loading_a_newer_snapshot_halts_instead_of_misreading_it() -> None:
+    new, _ = machine(protocol=2)
+    execute(new, {**NODE, "protocol": 2})
+    assert "result" in execute(new, CLAIM)
+    assert new.doc["protocol_high"] == 2
+    old, seen = machine(protocol=1)
+    old._deserialize(new._serialize())  # a joining old node gets the leader's dump, not the log
+    assert old.halted is not None and "needs protocol 2" in old.halted
+    assert seen[-1][1] == old.halted
+    assert "error" in execute(old, EVENT)  # and waits, with the rest kept for newer code
+    assert len(old.backlog) == 1
