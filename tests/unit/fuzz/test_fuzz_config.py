@@ -52,7 +52,7 @@ def mutate(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
 
 
 @settings(
-    max_examples=300,
+    max_examples=500,
     derandomize=True,
     deadline=None,
     database=None,

@@ -68,7 +68,7 @@ def check_whole(doc: dict[str, Any]) -> None:
 
 
 @settings(
-    max_examples=200,
+    max_examples=400,
     derandomize=True,
     deadline=None,
     database=None,
