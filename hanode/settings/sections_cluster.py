@@ -1,0 +1,129 @@
+"""The sections that configure the cluster and what it serves: [cluster], [[models]],
+[[replicas]]."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hanode.addresses import HostPort, normalize_url
+from hanode.pool.replica import ENGINES, ReplicaSpec, Role
+from hanode.settings.reader import Table
+from hanode.settings.schema import required, setting, settings
+from hanode.settings.value_checks import NAME_RE, period
+
+REDUNDANCY_MODES = ("n_plus_1", "primary_standby", "active_active")
+
+
+@dataclass(frozen=True, slots=True)
+@settings
+class ClusterConfig:
+    raft_listen: HostPort = required(
+        "this node's Raft address, as the other nodes' peers name it", example="10.0.0.11:7001"
+    )
+    peers: tuple[HostPort, ...] = setting(
+        "the other nodes' Raft addresses; empty = a one-node cluster",
+        default=(),
+        example=("10.0.0.12:7001", "10.0.0.13:7001"),
+    )
+    secret_file: Path | None = setting(
+        "Raft password, at least 16 characters; required unless --insecure-dev",
+        default=None,
+        example="/etc/hanode/raft.secret",
+    )
+    election_min_s: float = setting(
+        "shortest Raft election timeout", default=0.4, gt=0, check=period
+    )
+    election_max_s: float = setting(
+        "longest Raft election timeout", default=1.4, gt=0, check=period
+    )
+    planner_interval_s: float = setting(
+        "how often the leader plans", default=1.0, gt=0, check=period
+    )
+    heartbeat_s: float = setting(
+        "agents re-send unchanged observations this often", default=10.0, gt=0, check=period
+    )
+    demote_hold_s: float = setting(
+        "calm period before the planner demotes what it promoted", default=30.0, ge=0
+    )
+    node_lease_s: float = setting(
+        "a node the leader has not heard from this long is lost",
+        default=6.0,
+        gt=0,
+        check=period,
+    )
+    checkpoint_s: float = setting(
+        "how often the nodes compare digests of their replicated state (a node whose state "
+        "diverged from the majority's takes the cluster's again)",
+        default=30.0,
+        gt=0,
+    )
+
+
+def check_cluster(t: Table, cfg: ClusterConfig) -> ClusterConfig:
+    if cfg.election_min_s >= cfg.election_max_s and not t.bad & {
+        "election_min_s",
+        "election_max_s",
+    }:
+        t.error("election_min_s", "must be below election_max_s", mark_bad=False)
+    if str(cfg.raft_listen) in {str(p) for p in cfg.peers}:
+        t.error("peers", "must not contain this node's own raft_listen address", mark_bad=False)
+    return cfg
+
+
+@dataclass(frozen=True, slots=True)
+@settings
+class ModelConfig:
+    name: str = required("a model name clients ask for", example="meta-llama/Llama-3.1-8B-Instruct")
+    min_active: int = setting("active replicas the planner keeps serving", default=1, ge=1)
+    redundancy: str = setting(
+        "how spare replicas are kept", default="n_plus_1", choices=REDUNDANCY_MODES
+    )
+    request_timeout_s: float | None = setting(
+        "this model's default deadline ([router].request_timeout_s when absent)",
+        default=None,
+        gt=0,
+        example=600.0,
+    )
+
+
+def check_models(t: Table, m: ModelConfig, earlier: Sequence[tuple[int, ModelConfig]]) -> None:
+    if any(e.name == m.name for _, e in earlier):
+        t.error("name", f"model {m.name!r} is configured twice")
+
+
+@dataclass(frozen=True, slots=True)
+@settings
+class ReplicaSettings:
+    """One [[replicas]] entry; :func:`hanode.settings.build` turns it into a ReplicaSpec."""
+
+    name: str = required(
+        "unique; letters, digits, _ . -", example="llama-8b-0", pattern=NAME_RE, to=ReplicaSpec
+    )
+    model: str = required(
+        "the model name clients ask for", example="meta-llama/Llama-3.1-8B-Instruct", to=ReplicaSpec
+    )
+    url: str = required(
+        "http://HOST:PORT, no path (no /v1); https not supported yet",
+        example="http://127.0.0.1:8001",
+        check=normalize_url,
+        to=ReplicaSpec,
+    )
+    engine: str = setting("the serving engine", choices=ENGINES, to=ReplicaSpec)
+    role: Role = setting(
+        "active serves; standby is a warm spare: no traffic until promoted", to=ReplicaSpec
+    )
+    gpu: int | None = setting(
+        "GPU index, for GPU-memory readings via NVML", ge=0, to=ReplicaSpec, example=0
+    )
+
+
+def check_replicas(
+    t: Table, r: ReplicaSettings, earlier: Sequence[tuple[int, ReplicaSettings]]
+) -> None:
+    if not r.name or "name" in t.bad:
+        return
+    first = next((i for i, e in earlier if e.name == r.name), None)
+    if first is not None:
+        t.error("name", f"{r.name!r} is already used by [[replicas]][{first}]")

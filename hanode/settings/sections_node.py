@@ -1,0 +1,111 @@
+"""The sections that configure this node's endpoints: [node], [router], [metrics], [api]."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from hanode.addresses import HostPort, is_wildcard_host, parse_host
+from hanode.http.server import ServerLimits
+from hanode.router.frontdoor import RouterSettings
+from hanode.router.validation import RequestLimits
+from hanode.settings.schema import bind, required, setting, settings
+from hanode.settings.value_checks import NAME_RE, period
+
+
+def _advertise(text: str) -> tuple[str, str]:
+    host, problem = parse_host(text)
+    if not problem and is_wildcard_host(host):
+        problem = (
+            f"{text!r} names no address; give this host's address on the cluster network "
+            "(or 127.0.0.1 for a cluster that lives on one host)"
+        )
+    return host, problem
+
+
+@dataclass(frozen=True, slots=True)
+@settings
+class NodeConfig:
+    name: str = required(
+        "unique in the cluster; letters, digits, _ . -", example="gpu-node-1", pattern=NAME_RE
+    )
+    data_dir: Path = required(
+        "state kept across restarts (systemd StateDirectory)", example="/var/lib/hanode"
+    )
+    advertise_host: str | None = setting(
+        "this host's address on the cluster network: replaces loopback replica URLs and "
+        "wildcard listens in what other nodes dial; required under [cluster] when either is used",
+        default=None,
+        check=_advertise,
+        example="10.0.0.11",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+@settings
+class RouterConfig:
+    listen: HostPort = required(
+        'OpenAI-compatible front door, "HOST:PORT" or "[::1]:PORT"', example="0.0.0.0:8080"
+    )
+    api_keys: tuple[str, ...] = setting(
+        "accepted bearer tokens; empty (and no key file) = no authentication", to=RouterSettings
+    )
+    api_key_file: Path | None = setting(
+        "one key per line, '#' comments; merged with api_keys",
+        default=None,
+        example="/etc/hanode/api_keys",
+    )
+    max_body_bytes: int = setting("largest request body accepted", ge=1, to=ServerLimits)
+    max_header_bytes: int = setting(
+        "largest request head (request line + headers)", ge=1, to=ServerLimits
+    )
+    max_connections: int = setting("client connections held open at once", ge=1, to=ServerLimits)
+    request_timeout_s: float = setting(
+        "overall deadline of one request, streaming included",
+        gt=0,
+        check=period,
+        to=RouterSettings,
+    )
+    stream_idle_timeout_s: float = setting(
+        "silence allowed inside an answer that has begun before it is cut (a stream with an "
+        "error event); the first token may take [retry].per_try_timeout_s",
+        gt=0,
+        to=RouterSettings,
+    )
+    connect_timeout_s: float = setting(
+        "TCP connect to a replica before trying another", gt=0, check=period, to=RouterSettings
+    )
+    header_timeout_s: float = setting(
+        "time a client has to send a whole request", gt=0, check=period, to=ServerLimits
+    )
+    idle_timeout_s: float = setting(
+        "keep-alive connection idle time before closing", gt=0, check=period, to=ServerLimits
+    )
+    max_tokens_limit: int = setting(
+        "requests asking for more max_tokens are rejected (400)",
+        ge=1,
+        to=bind(RequestLimits, "max_tokens"),
+    )
+    max_n: int = setting('largest "n" (choices per request) accepted', ge=1, to=RequestLimits)
+
+
+@dataclass(frozen=True, slots=True)
+@settings
+class MetricsConfig:
+    listen: HostPort = required(
+        "Prometheus /metrics, /status and /events", example="127.0.0.1:9100"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+@settings
+class ApiConfig:
+    listen: HostPort = required("gRPC control API (hanodectl)", example="10.0.0.11:9200")
+    api_keys: tuple[str, ...] = setting(
+        "accepted bearer tokens; empty (and no key file) = no authentication", default=()
+    )
+    api_key_file: Path | None = setting(
+        "one key per line, '#' comments; merged with api_keys",
+        default=None,
+        example="/etc/hanode/ctl_keys",
+    )
