@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import orjson
 
-from hanode.http.server import Responder
+from hanode.http.responder import Responder
 
 _TYPES = {
     400: "invalid_request_error",

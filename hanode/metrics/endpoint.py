@@ -13,7 +13,8 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hanode.http.errors import send_error
-from hanode.http.server import Request, Responder
+from hanode.http.request import Request
+from hanode.http.responder import Responder
 from hanode.metrics.registry import NodeMetrics
 
 

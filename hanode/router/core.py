@@ -23,7 +23,7 @@ import structlog
 
 from hanode.events import EventLog
 from hanode.http.errors import send_error
-from hanode.http.server import Responder
+from hanode.http.responder import Responder
 from hanode.metrics.registry import NodeMetrics
 from hanode.policies.breaker import BreakerConfig, BreakerState, ReplicaBreaker, Transition
 from hanode.policies.picker import pick

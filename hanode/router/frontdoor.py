@@ -19,7 +19,8 @@ import structlog
 
 from hanode.events import EventLog
 from hanode.http.errors import send_error
-from hanode.http.server import Request, Responder
+from hanode.http.request import Request
+from hanode.http.responder import Responder
 from hanode.logs import new_request_id
 from hanode.metrics.registry import NodeMetrics
 from hanode.policies.breaker import ReplicaBreaker

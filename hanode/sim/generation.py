@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from hanode.http.server import Responder
+from hanode.http.responder import Responder
 from hanode.sim.engine_state import EngineState
 from hanode.sim.faults import FaultDecision
 from hanode.sim.metrics_page import SimMetrics

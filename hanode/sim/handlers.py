@@ -12,7 +12,8 @@ from typing import Any
 
 import orjson
 
-from hanode.http.server import Request, Responder
+from hanode.http.request import Request
+from hanode.http.responder import Responder
 from hanode.sim.engine_state import EngineState
 from hanode.sim.faults import FAULT_KINDS, FaultRates
 from hanode.sim.generation import Generator, Job, Timing

@@ -23,7 +23,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from hanode.http.server import HttpServer, HttpServerProtocol, Request, ServerLimits
+from hanode.http.protocol import HttpServerProtocol
+from hanode.http.request import Request
+from hanode.http.server import HttpServer, ServerLimits
 from hanode.metrics.registry import NodeMetrics
 from hanode.router.frontdoor import FrontDoor, RouterSettings
 from hanode.router.validation import RequestLimits

@@ -15,7 +15,9 @@ from hanode.engines.registry import get_adapter
 from hanode.events import EventLog
 from hanode.health.checker import GpuMarks, HealthSettings, ReplicaChecker
 from hanode.health.passive import PassiveStats
-from hanode.http.server import HttpServer, Request, Responder
+from hanode.http.request import Request
+from hanode.http.responder import Responder
+from hanode.http.server import HttpServer
 from hanode.metrics.registry import NodeMetrics
 from hanode.policies.l3 import L3Thresholds
 from hanode.pool.replica import HealthLevel, Observation, ReplicaSpec

@@ -12,7 +12,10 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from hanode.http.server import HttpServer, HttpServerProtocol, Request, Responder, ServerLimits
+from hanode.http.protocol import HttpServerProtocol
+from hanode.http.request import Request
+from hanode.http.responder import Responder
+from hanode.http.server import HttpServer, ServerLimits
 
 GET = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n"
 

@@ -9,7 +9,9 @@ from contextlib import asynccontextmanager
 
 import orjson
 
-from hanode.http.server import HttpServer, Request, Responder
+from hanode.http.request import Request
+from hanode.http.responder import Responder
+from hanode.http.server import HttpServer
 from hanode.metrics.registry import NodeMetrics
 from hanode.router.frontdoor import FrontDoor, RouterSettings
 from tests.unit.router.fakes import FakeView, state

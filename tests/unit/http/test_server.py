@@ -7,7 +7,9 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from hanode.http.server import HttpServer, Request, Responder, ServerLimits
+from hanode.http.request import Request
+from hanode.http.responder import Responder
+from hanode.http.server import HttpServer, ServerLimits
 
 
 def echo(request: Request, responder: Responder) -> None:

@@ -12,7 +12,8 @@ from typing import cast
 
 import orjson
 
-from hanode.http.server import Request, Responder
+from hanode.http.request import Request
+from hanode.http.responder import Responder
 from hanode.pool.replica import AdminState, HealthLevel, Observation, ReplicaSpec, Role
 from hanode.pool.snapshot import PoolSnapshot, ReplicaState
 

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import structlog
 
-from hanode.http.server import Request
+from hanode.http.request import Request
 from hanode.metrics.registry import NodeMetrics
 from hanode.policies.breaker import BreakerConfig, BreakerState
 from hanode.policies.failure import FailureClass as F
