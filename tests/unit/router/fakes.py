@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 import orjson
 
 from hanode.http.request import Request
 from hanode.http.responder import Responder
+from hanode.metrics.registry import NodeMetrics
+from hanode.policies.retry import RetryPolicy
 from hanode.pool.replica import AdminState, HealthLevel, Observation, ReplicaSpec, Role
 from hanode.pool.snapshot import PoolSnapshot, ReplicaState
+from hanode.router.frontdoor import FrontDoor, RouterSettings
 
 MODEL = "m"
 ANSWER = orjson.dumps(
@@ -326,3 +330,63 @@ def _hung_up(read: asyncio.Future[bytes], gone: asyncio.Future[None]) -> None:
         return
     if read.exception() is not None or read.result() == b"":
         gone.set_result(None)
+
+
+class Rig:
+    """A real front door in front of fake replicas a and b, with what tests look at."""
+
+    def __init__(self, door: FrontDoor, view: FakeView, a: FakeReplica, b: FakeReplica) -> None:
+        self.door = door
+        self.view = view
+        self.a = a
+        self.b = b
+        self.observer: FakeObserver = door.core.observer  # type: ignore[assignment]
+        self.opened: list[tuple[str, str, float]] = []
+        door.core.listen_breaker_opens(lambda r, cls, t: self.opened.append((r, cls, t)))
+
+    def send(
+        self, stream: bool = False, timeout_s: float | None = None, header: bytes | None = None
+    ) -> FakeResponder:
+        """One chat request; ``header`` carries the timeout in another header (the SDK's)."""
+        request = chat_request(stream, timeout_s)
+        if header is not None:
+            request = Request(
+                request.method,
+                request.path,
+                {b"content-type": b"application/json", header: str(timeout_s).encode()},
+                request.body,
+                True,
+                None,
+            )
+        responder = FakeResponder()
+        self.door.handle(request, responder.as_responder)
+        return responder
+
+    def publish(self, **a: object) -> None:
+        self.view.publish(state("a", self.a.port, **a), state("b", self.b.port))  # type: ignore[arg-type]
+
+    def metric(self, name: str, **labels: str) -> float:
+        return self.door.metrics.registry.get_sample_value(name, labels) or 0.0
+
+    def breaker(self, name: str) -> dict[str, object]:
+        return self.door.core.breaker(name).snapshot(self.door.loop.time())
+
+
+@asynccontextmanager
+async def rig(*, a_port: int | None = None, **settings: Any) -> AsyncIterator[Rig]:
+    """Replicas a and b; the picker always draws a first (then b when a is excluded).
+    ``settings`` are RouterSettings fields; ``a_port`` points a somewhere else."""
+    a = await FakeReplica().start()
+    b = await FakeReplica().start()
+    view = FakeView()
+    view.publish(state("a", a_port or a.port), state("b", b.port))
+    settings.setdefault("retry", RetryPolicy(per_try_timeout_s=30.0))
+    settings.setdefault("pin_seeds", False)
+    door = FrontDoor(view, RouterSettings(**settings), NodeMetrics(), FakeObserver())
+    door.core._rand = lambda: 0.0
+    try:
+        yield Rig(door, view, a, b)
+    finally:
+        door.close()
+        await a.close()
+        await b.close()

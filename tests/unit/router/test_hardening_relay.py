@@ -6,89 +6,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import resource
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import orjson
 import structlog
 
-from hanode.http.request import Request
-from hanode.metrics.registry import NodeMetrics
 from hanode.policies.breaker import BreakerConfig, BreakerState
 from hanode.policies.failure import FailureClass as F
 from hanode.policies.retry import RetryPolicy
-from hanode.router.frontdoor import FrontDoor, RouterSettings
 from tests.unit.router.fakes import (
     MODEL,
     Behaviour,
     Call,
-    FakeObserver,
-    FakeReplica,
     FakeResponder,
-    FakeView,
-    chat_request,
     hold,
     respond,
-    state,
+)
+from tests.unit.router.fakes import (
+    rig as shared_rig,
 )
 
 WAIT = 5.0  # bound on every wait; each test finishes in well under a second when right
 CHUNK = b'data: {"choices":[{"delta":{"content":"tok"}}]}\n\n'
 
 
-class Rig:
-    def __init__(self, door: FrontDoor, a: FakeReplica, b: FakeReplica) -> None:
-        self.door = door
-        self.a = a
-        self.b = b
-        self.observer: FakeObserver = door.core.observer  # type: ignore[assignment]
-        self.opened: list[tuple[str, str, float]] = []
-        door.core.listen_breaker_opens(lambda r, cls, t: self.opened.append((r, cls, t)))
-
-    def send(
-        self, stream: bool = False, timeout_s: float | None = None, header: bytes | None = None
-    ) -> FakeResponder:
-        request = chat_request(stream, timeout_s)
-        if header is not None:  # the timeout in another header (the OpenAI SDK's)
-            request = Request(
-                request.method,
-                request.path,
-                {b"content-type": b"application/json", header: str(timeout_s).encode()},
-                request.body,
-                True,
-                None,
-            )
-        responder = FakeResponder()
-        self.door.handle(request, responder.as_responder)
-        return responder
-
-    def metric(self, name: str, **labels: str) -> float:
-        return self.door.metrics.registry.get_sample_value(name, labels) or 0.0
-
-    def breaker(self, name: str) -> dict[str, object]:
-        return self.door.core.breaker(name).snapshot(self.door.loop.time())
-
-
-@asynccontextmanager
-async def rig(**settings: Any) -> AsyncIterator[Rig]:
-    """Replicas a and b; the picker draws a first (then b when a is excluded)."""
-    a = await FakeReplica().start()
-    b = await FakeReplica().start()
-    view = FakeView()
-    view.publish(state("a", a.port), state("b", b.port))
-    settings.setdefault("retry", RetryPolicy(per_try_timeout_s=30.0, cap_backoff_s=0.0))
-    settings.setdefault("pin_seeds", False)
-    door = FrontDoor(view, RouterSettings(**settings), NodeMetrics(), FakeObserver())
-    door.core._rand = lambda: 0.0
-    try:
-        yield Rig(door, a, b)
-    finally:
-        door.close()
-        await a.close()
-        await b.close()
+# The shared rig, retrying at once (no backoff) unless a test says otherwise.
+rig = functools.partial(shared_rig, retry=RetryPolicy(per_try_timeout_s=30.0, cap_backoff_s=0.0))
 
 
 def run(test: Callable[[], Awaitable[None]]) -> None:

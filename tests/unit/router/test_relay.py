@@ -7,84 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 
-from hanode.metrics.registry import NodeMetrics
 from hanode.policies.breaker import BreakerConfig, BreakerState
 from hanode.policies.failure import FailureClass as F
 from hanode.policies.retry import RetryPolicy
 from hanode.pool.replica import AdminState, HealthLevel
-from hanode.router.frontdoor import FrontDoor, RouterSettings
 from tests.unit.router.fakes import (
-    FakeObserver,
-    FakeReplica,
     FakeResponder,
-    FakeView,
-    chat_request,
     hold,
     reset,
     respond,
-    state,
+    rig,
     stream_then_hold,
 )
 
 WAIT = 5.0  # bound on every wait; the tests finish in milliseconds when the code is right
-
-
-class Rig:
-    def __init__(self, door: FrontDoor, view: FakeView, a: FakeReplica, b: FakeReplica) -> None:
-        self.door = door
-        self.view = view
-        self.a = a
-        self.b = b
-        self.observer: FakeObserver = door.core.observer  # type: ignore[assignment]
-        self.opened: list[tuple[str, str, float]] = []
-        door.core.listen_breaker_opens(lambda r, cls, t: self.opened.append((r, cls, t)))
-
-    def send(self, stream: bool = False, timeout_s: float | None = None) -> FakeResponder:
-        responder = FakeResponder()
-        self.door.handle(chat_request(stream, timeout_s), responder.as_responder)
-        return responder
-
-    def publish(self, **a: object) -> None:
-        self.view.publish(state("a", self.a.port, **a), state("b", self.b.port))  # type: ignore[arg-type]
-
-    def metric(self, name: str, **labels: str) -> float:
-        value = self.door.metrics.registry.get_sample_value(name, labels)
-        return value or 0.0
-
-
-@asynccontextmanager
-async def rig(
-    *,
-    breaker: BreakerConfig | None = None,
-    retry: RetryPolicy | None = None,
-    budget: tuple[float, float] = (0.2, 3.0),
-    connect_timeout_s: float = 2.0,
-    a_port: int | None = None,
-) -> AsyncIterator[Rig]:
-    """Replicas a and b; the picker always draws a first (then b when a is excluded)."""
-    a = await FakeReplica().start()
-    b = await FakeReplica().start()
-    view = FakeView()
-    view.publish(state("a", a_port or a.port), state("b", b.port))
-    settings = RouterSettings(
-        connect_timeout_s=connect_timeout_s,
-        retry=retry or RetryPolicy(per_try_timeout_s=30.0),
-        retry_budget_ratio=budget[0],
-        retry_budget_min_per_s=budget[1],
-        breaker=breaker or BreakerConfig(),
-        pin_seeds=False,
-    )
-    door = FrontDoor(view, settings, NodeMetrics(), FakeObserver())
-    door.core._rand = lambda: 0.0
-    try:
-        yield Rig(door, view, a, b)
-    finally:
-        door.close()
-        await a.close()
-        await b.close()
 
 
 def run(test: Callable[[], Awaitable[None]]) -> None:
@@ -138,7 +76,7 @@ def test_no_retry_after_the_first_byte() -> None:
 
 def test_reset_before_the_first_byte_is_retried_and_charged() -> None:
     async def main() -> None:
-        async with rig(budget=(0.0, 0.0)) as r:
+        async with rig(retry_budget_ratio=0.0, retry_budget_min_per_s=0.0) as r:
             r.a.script.append(reset())
             resp = await finished(r.send())
             # The replica took the request and dropped it: a charged retry, which an empty
@@ -214,7 +152,7 @@ def test_mass_failover_when_the_breaker_opens_on_another_request() -> None:
 
     async def main() -> None:
         retry = RetryPolicy(max_attempts=1, per_try_timeout_s=30.0)
-        async with rig(retry=retry, budget=(0.0, 0.0)) as r:
+        async with rig(retry=retry, retry_budget_ratio=0.0, retry_budget_min_per_s=0.0) as r:
             r.a.default = hold()
             waiting = [r.send() for _ in range(6)]
             for _ in waiting:
@@ -319,7 +257,13 @@ def test_connect_timeout_trips_at_once_fails_over_free_and_stays_local() -> None
         filler = socket.create_connection(("127.0.0.1", port), timeout=1.0)  # queue full
         try:
             retry = RetryPolicy(max_attempts=1, per_try_timeout_s=30.0)
-            async with rig(a_port=port, connect_timeout_s=0.2, retry=retry, budget=(0, 0)) as r:
+            async with rig(
+                a_port=port,
+                connect_timeout_s=0.2,
+                retry=retry,
+                retry_budget_ratio=0.0,
+                retry_budget_min_per_s=0.0,
+            ) as r:
                 resp = await finished(r.send())
                 assert (resp.status, served_by(resp)) == (200, "b")
                 assert r.door.core.breaker("a").state is BreakerState.OPEN
