@@ -14,6 +14,7 @@ FAULT_KINDS: Final = (
     "hang",
     "crash",
     "stream-death",
+    "stream-stall",
     "empty",
     "slow",
 )
@@ -28,12 +29,19 @@ class FaultDecision:
 
     terminal: str | None = None
     stream_death: bool = False
+    stream_stall: bool = False  # the stream goes silent (connection open) where death would cut it
     empty: bool = False
     slow: bool = False
 
     @property
     def any(self) -> bool:
-        return self.terminal is not None or self.stream_death or self.empty or self.slow
+        return (
+            self.terminal is not None
+            or self.stream_death
+            or self.stream_stall
+            or self.empty
+            or self.slow
+        )
 
 
 NO_FAULT: Final = FaultDecision()
@@ -90,6 +98,7 @@ class FaultRates:
         return FaultDecision(
             terminal=terminal,
             stream_death="stream-death" in drawn,
+            stream_stall="stream-stall" in drawn,
             empty="empty" in drawn,
             slow="slow" in drawn,
         )

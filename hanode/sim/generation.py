@@ -14,10 +14,16 @@ from hanode.sim.engine_state import EngineState
 from hanode.sim.faults import FaultDecision
 from hanode.sim.metrics_page import SimMetrics
 from hanode.sim.shapes import DONE, ChunkWriter, IdMaker, completion_body
-from hanode.sim.textgen import generate, join_tokens, text_key, token_deltas
+from hanode.sim.textgen import join_tokens, next_words, random_words, token_deltas
 from hanode.sim.validate import GenRequest
 
 STREAM_DEATH_AFTER = 3  # chunks a dying stream delivers (fewer when the answer is shorter)
+
+
+def _lead(req: GenRequest, choice: int) -> bool:
+    """Does choice ``choice`` start with a space (its prompt ends in a word)?"""
+    k = choice // max(req.n, 1)
+    return req.leads[k] if k < len(req.leads) else False
 
 
 class Timing:
@@ -57,14 +63,12 @@ class Generator:
         if empty:
             return [[] for _ in range(len(req.prompts) * req.n)]
         out: list[list[str]] = []
-        for prompt in req.prompts:
+        for context in req.contexts:
             for i in range(req.n):
-                key = (
-                    text_key(req.seed or 0, prompt, req.max_tokens, i)
-                    if req.deterministic
-                    else None
-                )
-                out.append(generate(req.max_tokens, key))
+                if req.deterministic:
+                    out.append(next_words(req.seed or 0, i, context, req.max_tokens))
+                else:
+                    out.append(random_words(req.max_tokens))
         return out
 
     def submit(self, req: GenRequest, responder: Responder, fault: FaultDecision) -> None:
@@ -75,10 +79,11 @@ class Generator:
             tpot_s *= timing.slow_factor
         words = self.texts(req, fault.empty)
         now = self.loop.time()
-        if ttft_s == 0.0 and tpot_s == 0.0 and not fault.stream_death and self.engine.has_room:
+        cut = fault.stream_death or fault.stream_stall
+        if ttft_s == 0.0 and tpot_s == 0.0 and not cut and self.engine.has_room:
             self._answer_now(req, responder, words, now)
             return
-        job = Job(self, req, responder, words, now, ttft_s, tpot_s, fault.stream_death)
+        job = Job(self, req, responder, words, now, ttft_s, tpot_s, cut, fault.stream_stall)
         self.jobs.add(job)
         responder.on_abort(job.client_gone)
         if req.stream:
@@ -97,7 +102,7 @@ class Generator:
         if req.stream:
             writer = ChunkWriter(rid, created, self.model, req.chat)
             parts = [writer.role()] if req.chat else []
-            deltas = token_deltas(words[0])
+            deltas = token_deltas(words[0], _lead(req, 0))
             parts.extend(writer.token(d) for d in deltas)
             parts.append(writer.token("", reason))
             if req.include_usage:
@@ -107,7 +112,7 @@ class Generator:
             responder.write(b"".join(parts))
             responder.end()
         else:
-            texts = [join_tokens(w) for w in words]
+            texts = [join_tokens(w, _lead(req, i)) for i, w in enumerate(words)]
             responder.send(
                 200,
                 completion_body(
@@ -145,6 +150,7 @@ class Job:
         "first_at",
         "req",
         "responder",
+        "stall",
         "started_at",
         "tpot_s",
         "ttft_s",
@@ -161,7 +167,10 @@ class Job:
         ttft_s: float,
         tpot_s: float,
         stream_death: bool,
+        stall: bool = False,
     ) -> None:
+        """``stream_death``: the answer stops after STREAM_DEATH_AFTER chunks: the connection
+        is reset there, or with ``stall`` it stays open and silent (a hung engine)."""
         self._gen = gen
         self.req = req
         self.responder = responder
@@ -171,6 +180,7 @@ class Job:
         self.tpot_s = tpot_s
         n = len(words[0])
         self.death_after = (min(STREAM_DEATH_AFTER, n - 1) if n >= 2 else 0) if stream_death else -1
+        self.stall = stall
         self.started_at = 0.0
         self.first_at = 0.0
         self.done = False
@@ -227,6 +237,9 @@ class Job:
         gen.finished(self)
 
     def _die(self) -> None:
+        if self.stall:  # silent from here on; the slot is held until the client leaves
+            self._timer = None
+            return
         self.done = True
         self._timer = None
         self.responder.abort()
@@ -242,7 +255,7 @@ class Job:
             gen.ids.next("chatcmpl" if req.chat else "cmpl"),
             int(time.time()),
             gen.model,
-            [join_tokens(w) for w in self.words],
+            [join_tokens(w, _lead(req, i)) for i, w in enumerate(self.words)],
             reason,
             prompt,
             generated,
@@ -270,8 +283,9 @@ class Job:
         parts: list[bytes] = []
         if i == 0 and self.req.chat:
             parts.append(writer.role())
+        lead = _lead(self.req, 0)
         while i < limit and first_at + tpot_s * i <= due_by:
-            parts.append(writer.token(words[i] if i == 0 else " " + words[i]))
+            parts.append(writer.token(words[i] if i == 0 and not lead else " " + words[i]))
             i += 1
         self._next_token = i
         if i >= total:

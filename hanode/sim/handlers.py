@@ -154,7 +154,9 @@ class SimApp:
         req = parse_generation(request.body, chat, self.model, self.options.max_model_len)
         fault = self.faults.decide()
         if fault.any:
-            self._count_faults(fault.terminal, fault.stream_death, fault.empty, fault.slow)
+            self._count_faults(
+                fault.terminal, fault.stream_death, fault.stream_stall, fault.empty, fault.slow
+            )
             terminal = fault.terminal
             if terminal is not None:
                 self._terminal_fault(terminal, req.prompt_tokens[0], req.max_tokens, responder)
@@ -163,7 +165,8 @@ class SimApp:
 
     def _count_faults(self, terminal: str | None, *flags: bool) -> None:
         names = [terminal] if terminal is not None else []
-        names += [k for k, f in zip(("stream-death", "empty", "slow"), flags, strict=True) if f]
+        kinds = ("stream-death", "stream-stall", "empty", "slow")
+        names += [k for k, f in zip(kinds, flags, strict=True) if f]
         for name in names:
             self.faults_injected[name] = self.faults_injected.get(name, 0) + 1
 

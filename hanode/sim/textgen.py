@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import random
+import zlib
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -47,36 +47,80 @@ def chat_tokens(messages: Sequence[dict[str, Any]]) -> int:
     return sum(content_words(m.get("content")) + 4 for m in messages)
 
 
-def seeded_words(key: bytes, n: int) -> list[str]:
-    """``n`` words that depend only on ``key``."""
-    digest = hashlib.blake2b(key, digest_size=8).digest()
-    rng = random.Random(int.from_bytes(digest, "little"))
-    return rng.choices(VOCAB, k=n)
-
-
 def random_words(n: int) -> list[str]:
     return _RANDOM.choices(VOCAB, k=n)
 
 
-def text_key(seed: int, prompt: bytes, max_tokens: int, index: int = 0) -> bytes:
-    """Key of a deterministic generation: (seed, prompt, max_tokens[, choice index])."""
-    head = b"%d|%d|" % (seed, max_tokens)
-    if index:
-        head += b"%d|" % index
-    return head + prompt
+# -- a deterministic "language model": each word is a function of (seed, choice, context) --------
+_MASK64: Final = (1 << 64) - 1
+_GOLDEN: Final = 0x9E37_79B9_7F4A_7C15
 
 
-def generate(n: int, key: bytes | None) -> list[str]:
-    """Words of one generation: deterministic with a key, random without."""
-    if n <= 0:
-        return []
-    return seeded_words(key, n) if key is not None else random_words(n)
+def _step(state: int, word: str) -> int:
+    """Fold one word into the running state (splitmix64-like; stable across processes)."""
+    x = ((state ^ zlib.crc32(word.encode())) * _GOLDEN + 1) & _MASK64
+    x ^= x >> 31
+    return (x * 0xBF58_476D_1CE4_E5B9) & _MASK64
 
 
-def join_tokens(words: Sequence[str]) -> str:
-    return " ".join(words)
+def next_words(seed: int, index: int, context: Sequence[str], n: int) -> list[str]:
+    """``n`` words continuing ``context`` (the words before them), like greedy decoding.
+
+    Each word depends only on the seed, the choice index and every word before it, so a request
+    whose context is an earlier one's context plus the first k words it generated gets exactly
+    that request's words from k on: what mid-stream continuation relies on."""
+    state = _step(_GOLDEN * (index + 1) & _MASK64, str(seed))
+    for word in context:
+        state = _step(state, word)
+    out: list[str] = []
+    size = len(VOCAB)
+    for _ in range(max(n, 0)):
+        word = VOCAB[(state >> 33) % size]
+        out.append(word)
+        state = _step(state, word)
+    return out
 
 
-def token_deltas(words: Sequence[str]) -> list[str]:
-    """Stream deltas whose concatenation is ``join_tokens(words)``."""
-    return [w if i == 0 else " " + w for i, w in enumerate(words)]
+def completion_context(prompt: str) -> tuple[tuple[str, ...], bool]:
+    """The context words of a text prompt, and whether the first new word needs a space
+    before it (the prompt ends in a word: real tokenizers put the space in the next token)."""
+    return tuple(prompt.split()), bool(prompt) and not prompt[-1].isspace()
+
+
+def chat_context(
+    messages: Sequence[dict[str, Any]], continue_final: bool
+) -> tuple[tuple[str, ...], bool]:
+    """Context words of a conversation: a role marker and the words of each message, then the
+    assistant's marker (the generation prompt), unless the final message is continued
+    (``continue_final_message``: vLLM's and SGLang's way to extend a partial answer)."""
+    words: list[str] = []
+    for m in messages:
+        words.append(f"<|{m.get('role')}|>")
+        words.extend(_content_text(m.get("content")).split())
+    if not continue_final:
+        words.append("<|assistant|>")
+        return tuple(words), False
+    last = _content_text(messages[-1].get("content")) if messages else ""
+    return tuple(words), bool(last) and not last[-1].isspace()
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            p if isinstance(p, str) else str(p.get("text", "")) if isinstance(p, dict) else ""
+            for p in content
+        )
+    return ""
+
+
+def join_tokens(words: Sequence[str], lead: bool = False) -> str:
+    """The text of ``words``; ``lead``: with a space before the first (see completion_context)."""
+    text = " ".join(words)
+    return " " + text if lead and text else text
+
+
+def token_deltas(words: Sequence[str], lead: bool = False) -> list[str]:
+    """Stream deltas whose concatenation is ``join_tokens(words, lead)``."""
+    return [w if i == 0 and not lead else " " + w for i, w in enumerate(words)]

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from hanode.sim.shapes import bad_request, context_error, model_not_found
-from hanode.sim.textgen import chat_tokens, count_words
+from hanode.sim.textgen import chat_context, chat_tokens, completion_context, count_words
 
 DEFAULT_MAX_TOKENS = 16
 
@@ -26,6 +26,10 @@ class GenRequest:
     n: int
     seed: int | None
     deterministic: bool
+    # Per prompt: the words a deterministic generation continues, and whether its first word
+    # needs a leading space (see hanode.sim.textgen.next_words).
+    contexts: tuple[tuple[str, ...], ...] = ()
+    leads: tuple[bool, ...] = ()
 
 
 def _is_int(value: Any) -> bool:
@@ -73,10 +77,12 @@ def parse_generation(body: bytes, chat: bool, model: str, max_model_len: int) ->
         if "messages" not in data:
             raise bad_request("Field required: messages")
         prompts = [_chat_prompt(data["messages"])]
+        contexts = [_chat_continuation(data)]
     else:
         if "prompt" not in data:
             raise bad_request("Field required: prompt")
         prompts = _completion_prompts(data["prompt"])
+        contexts = _completion_contexts(data["prompt"])
 
     max_tokens = data.get("max_tokens")
     if max_tokens is None and chat:
@@ -132,4 +138,32 @@ def parse_generation(body: bytes, chat: bool, model: str, max_model_len: int) ->
         n=n,
         seed=seed,
         deterministic=seed is not None or temperature == 0,
+        contexts=tuple(c for c, _ in contexts),
+        leads=tuple(lead for _, lead in contexts),
     )
+
+
+def _completion_contexts(prompt: Any) -> list[tuple[tuple[str, ...], bool]]:
+    """Context words per prompt (already checked by _completion_prompts)."""
+    if isinstance(prompt, str):
+        return [completion_context(prompt)]
+    if all(isinstance(p, str) for p in prompt):
+        return [completion_context(p) for p in prompt]
+    if all(_is_int(t) for t in prompt):
+        return [(tuple(f"#{t}" for t in prompt), False)]
+    return [(tuple(f"#{t}" for t in p), False) for p in prompt]
+
+
+def _chat_continuation(data: dict[str, Any]) -> tuple[tuple[str, ...], bool]:
+    """vLLM's rule: ``continue_final_message`` extends a final assistant message and needs
+    ``add_generation_prompt: false`` (it defaults to true)."""
+    messages = data["messages"]
+    cont = data.get("continue_final_message") is True
+    if cont:
+        if data.get("add_generation_prompt", True) is not False:
+            raise bad_request(
+                "Cannot set both `continue_final_message` and `add_generation_prompt` to True."
+            )
+        if messages[-1].get("role") != "assistant":
+            raise bad_request("continue_final_message needs a final assistant message")
+    return chat_context(messages, cont)
