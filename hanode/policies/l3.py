@@ -3,13 +3,18 @@
 Out of range only lowers a replica to DEGRADED (and its weight); it never removes it. Every
 broken limit is named in the reason so that an operator sees all of them at once, not only the
 first. Unknown values (``None``, or NaN from a broken metric) pass: missing data must not take
-capacity away.
+capacity away. Time to first token and time per output token are judged against the model's
+pool with the weights' own rule (:mod:`hanode.policies.latency`); end-to-end latency is not
+judged (a long answer is not a slow replica). ``gpu_mem`` acts on the pressure figure
+(KV use inside the reservation for engines that reserve), ``gpu_growth`` on device memory grown
+past its learned baseline.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from hanode.policies.latency import LatencyTolerance, PoolLatency, allowance, too_slow
 from hanode.pool.replica import Observation
 
 
@@ -17,11 +22,12 @@ from hanode.pool.replica import Observation
 class L3Thresholds:
     """Upper limits; a value strictly above its limit is out of range."""
 
-    latency_ms: float = 2000.0
-    ttft_ms: float = 1000.0
+    ttft_ms: float = 1000.0  # an absolute ceiling too: a pool that is slow as a whole
     kv_usage: float = 0.90
     queue_depth: float = 32.0
     gpu_mem: float = 0.90
+    gpu_growth: float = 0.05
+    latency: LatencyTolerance = field(default_factory=LatencyTolerance)
 
 
 def _pair(value: float, limit: float, decimals: int) -> tuple[str, str]:
@@ -33,19 +39,31 @@ def _pair(value: float, limit: float, decimals: int) -> tuple[str, str]:
     return repr(value), repr(limit)
 
 
-def evaluate_l3(obs: Observation, t: L3Thresholds) -> tuple[bool, str]:
-    """Return ``(in_range, reason)``; reason is like ``"latency 2500ms > 2000ms; kv 0.95 > 0.90"``
-    and empty when every known value is in range."""
+def evaluate_l3(
+    obs: Observation, t: L3Thresholds, pool: PoolLatency | None = None
+) -> tuple[bool, str]:
+    """Return ``(in_range, reason)``; reason is like ``"tpot 15.0ms > pool 5.0ms + 2.0ms;
+    kv 0.95 > 0.90"`` and empty when every known value is in range."""
     broken: list[str] = []
     checks = (
-        ("latency", obs.latency_ms, t.latency_ms, 0, "ms"),
         ("ttft", obs.ttft_ms, t.ttft_ms, 0, "ms"),
         ("kv", obs.kv_usage, t.kv_usage, 2, ""),
         ("queue", obs.queue_depth, t.queue_depth, 0, ""),
         ("gpu_mem", obs.gpu_mem_frac, t.gpu_mem, 2, ""),
+        ("gpu_growth", obs.gpu_growth, t.gpu_growth, 2, ""),
     )
     for label, value, limit, decimals, unit in checks:
         if value is not None and value > limit:  # NaN compares False: unknown passes
             v, lim = _pair(value, limit, decimals)
             broken.append(f"{label} {v}{unit} > {lim}{unit}")
+    if pool is not None:
+        rel = t.latency.latency_tolerance
+        relative = (
+            ("ttft", obs.ttft_ms, pool.ttft_ms, t.latency.ttft_floor_ms),
+            ("tpot", obs.tpot_ms, pool.tpot_ms, t.latency.tpot_floor_ms),
+        )
+        for label, value, median, floor in relative:
+            if value is not None and median is not None and too_slow(value, median, rel, floor):
+                extra = allowance(median, rel, floor)
+                broken.append(f"{label} {value:.1f}ms > pool {median:.1f}ms + {extra:.1f}ms")
     return (not broken, "; ".join(broken))

@@ -7,18 +7,27 @@ memory is so full that one more request may OOM it). Any other replica keeps at 
 keeps getting enough requests for its latency to be measured again.
 
 Weights are a product of independent factors so that each signal can only pull a weight down and
-a single bad signal is enough to do so. Latency is judged against the median of the model's own
-eligible replicas rather than an absolute number, because what is "slow" depends on the model,
-the hardware and the prompt mix.
+a single bad signal is enough to do so. Time to first token and time per output token are
+judged against the median of the model's own eligible replicas, with a tolerance
+(:mod:`hanode.policies.latency`), rather than an absolute number, because what is "slow" depends
+on the model, the hardware and the prompt mix; end-to-end latency is not judged at all (a long
+answer is not a slow replica). ``gpu_mem_frac`` is the memory *pressure* figure
+(docs/health-signals.md): KV-cache use inside the reservation for engines that reserve memory.
 """
 
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from hanode.policies.latency import (
+    LatencyTolerance,
+    PoolLatency,
+    is_reference,
+    latency_factor,
+    pool_latency,
+)
 from hanode.pool.replica import AdminState, Observation, Role, may_serve
 
 # Factor values at the edges of the bands; part of the policy, not of configuration.
@@ -37,6 +46,7 @@ class WeightThresholds:
     kv_high: float = 0.85  # KV-cache usage above which weight falls (to 0.3 at 1.0)
     queue_high: float = 16.0  # waiting requests at which weight is halved
     min_weight: float = 0.05  # floor for a serving replica (L3 problems lower, never remove)
+    latency: LatencyTolerance = field(default_factory=LatencyTolerance)  # TTFT/TPOT vs pool
 
     def __post_init__(self) -> None:
         values = (
@@ -96,8 +106,8 @@ def _kv_factor(kv: float, t: WeightThresholds) -> float:
     return 1.0 - (1.0 - _KV_FULL_FACTOR) * (kv - t.kv_high) / (1.0 - t.kv_high)
 
 
-def replica_weight(obs: Observation, pool_latency_ms: float | None, t: WeightThresholds) -> float:
-    """Weight of one replica from its observation and its model's pool latency.
+def replica_weight(obs: Observation, pool: PoolLatency | None, t: WeightThresholds) -> float:
+    """Weight of one replica from its observation and its model's pool TTFT/TPOT medians.
 
     Role and admin state are not looked at here (see :func:`compute_weights`, which asks
     :func:`~hanode.pool.replica.may_serve` first); an observation that may not serve weighs 0.
@@ -106,37 +116,27 @@ def replica_weight(obs: Observation, pool_latency_ms: float | None, t: WeightThr
         return 0.0  # gpu_removed: past the remove mark and not yet below the recover mark
     weight = 1.0
 
+    # Memory pressure and KV use are two views of one resource (for an engine that reserves
+    # memory they are the same figure), so the weaker factor decides instead of their product.
+    memory = 1.0
     gpu = _known(obs.gpu_mem_frac)
     if gpu is not None:
         if gpu >= t.gpu_mem_remove:
             return 0.0
-        weight *= _gpu_factor(gpu, t)
+        memory = _gpu_factor(gpu, t)
 
     kv = _known(obs.kv_usage)
     if kv is not None:
-        weight *= _kv_factor(kv, t)
+        memory = min(memory, _kv_factor(kv, t))
+    weight *= memory
 
     queue = _known(obs.queue_depth)
     if queue is not None:
         weight *= 1.0 / (1.0 + queue / t.queue_high)  # inf queue -> 0 -> min_weight
 
-    latency = _known(obs.latency_ms)
-    pool = _known(pool_latency_ms)
-    if latency is not None and pool is not None and latency > pool:
-        weight *= pool / latency  # latency > pool >= 0, so finite and in [0, 1)
+    weight *= latency_factor(obs, pool, t.latency)
 
     return max(t.min_weight, weight)
-
-
-def _latency_reference(inp: WeightInput) -> bool:
-    """Its latency is a fair reference for its peers (serving, active, enabled). Not quite
-    :func:`may_serve`: a replica removed for GPU memory stays in the reference, as it always
-    has; whether it should (it gets no new traffic, so its latency goes stale) is open."""
-    return (
-        inp.observation.level.serving
-        and inp.role is Role.ACTIVE
-        and inp.admin is AdminState.ENABLED
-    )
 
 
 def compute_weights(
@@ -144,19 +144,14 @@ def compute_weights(
 ) -> dict[str, float]:
     """Weights for every replica in ``inputs`` (name -> weight in ``[0, 1]``).
 
-    Pool latency for a model is the median known, finite latency of its serving, active, enabled
-    replicas (including the one being weighed); drained and standby replicas carry no real
-    traffic, so their latency says little about what the model costs right now.
+    Pool TTFT/TPOT for a model are the medians of its serving, active, enabled replicas
+    (including the one being weighed; :func:`~hanode.policies.latency.is_reference`).
     """
-    latencies: dict[str, list[float]] = {}
+    by_model: dict[str, list[Observation]] = {}
     for inp in inputs.values():
-        if _latency_reference(inp):
-            latency = _known(inp.observation.latency_ms)
-            # An infinite latency would drag the median to infinity and so make its own
-            # replica look fine; leave it out, it still scores 0 -> min_weight against the rest.
-            if latency is not None and math.isfinite(latency):
-                latencies.setdefault(inp.model, []).append(latency)
-    pool = {model: statistics.median(values) for model, values in latencies.items()}
+        if is_reference(inp.role, inp.admin, inp.observation):
+            by_model.setdefault(inp.model, []).append(inp.observation)
+    pool = {model: pool_latency(observations) for model, observations in by_model.items()}
 
     weights: dict[str, float] = {}
     for name, inp in inputs.items():

@@ -54,23 +54,37 @@ class Observation:
     """What the health checker last saw of a replica. ``None`` means "not known"."""
 
     level: HealthLevel = HealthLevel.DOWN
-    gpu_mem_frac: float | None = None  # 0..1, from NVML or the engine
+    # GPU memory pressure 0..1, the figure the prepare/reduce/remove marks act on: KV-cache use
+    # inside the reservation for engines that reserve memory, NVML used/total for the others
+    # (docs/health-signals.md)
+    gpu_mem_frac: float | None = None
     kv_usage: float | None = None  # 0..1 KV-cache usage reported by the engine
     queue_depth: float | None = None  # requests waiting in the engine's queue
     running: float | None = None  # requests the engine is running now
-    latency_ms: float | None = None  # rolling end-to-end latency (p50-ish) of recent requests
-    ttft_ms: float | None = None  # rolling time to first token
+    latency_ms: float | None = None  # rolling end-to-end latency of recent requests (shown only)
+    ttft_ms: float | None = None  # time to first token: streamed answers, else the engine's
+    tpot_ms: float | None = None  # time per output token: answers' usage, else the engine's
+    gpu_growth: float | None = None  # device memory grown past its learned baseline, of total
     gpu_removed: bool = False  # GPU memory passed the remove mark and has not recovered yet
     reason: str = ""  # why the level is what it is, for people
 
 
-def may_serve(role: Role, admin: AdminState, obs: Observation, node_lost: bool = False) -> bool:
+def may_serve(
+    role: Role,
+    admin: AdminState,
+    obs: Observation,
+    node_lost: bool = False,
+    process_up: bool = True,
+) -> bool:
     """The one rule for "may this replica take traffic": active, not drained, healthy enough,
-    not removed for GPU memory, and on a node the cluster has not lost."""
+    not removed for GPU memory, on a node the cluster has not lost, and its process wanted
+    running and not known to be asleep, stopped or restarting (``process_up``; replicas
+    without an actuator are always up)."""
     return (
         role is Role.ACTIVE
         and admin is AdminState.ENABLED
         and obs.level >= HealthLevel.DEGRADED
         and not obs.gpu_removed
         and not node_lost
+        and process_up
     )

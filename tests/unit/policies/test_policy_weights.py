@@ -9,6 +9,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from hanode.policies.latency import PoolLatency
 from hanode.policies.weights import (
     WeightInput,
     WeightThresholds,
@@ -24,15 +25,21 @@ def serving(
     gpu_mem_frac: float | None = None,
     kv_usage: float | None = None,
     queue_depth: float | None = None,
-    latency_ms: float | None = None,
+    ttft_ms: float | None = None,
+    tpot_ms: float | None = None,
 ) -> Observation:
     return Observation(
         level=HealthLevel.HEALTHY,
         gpu_mem_frac=gpu_mem_frac,
         kv_usage=kv_usage,
         queue_depth=queue_depth,
-        latency_ms=latency_ms,
+        ttft_ms=ttft_ms,
+        tpot_ms=tpot_ms,
     )
+
+
+def ttft_pool(ms: float | None) -> PoolLatency:
+    return PoolLatency(ttft_ms=ms)
 
 
 def inp(
@@ -47,18 +54,7 @@ def inp(
 # ---------------------------------------------------------------- examples
 
 
-def test_seed_example_slow_full_replica_gets_about_a_quarter() -> None:
-    w = compute_weights(
-        {
-            "a": inp(serving(gpu_mem_frac=0.89, latency_ms=1200.0)),
-            "b": inp(serving(gpu_mem_frac=0.40, latency_ms=450.0)),
-            "c": inp(serving(gpu_mem_frac=0.35, latency_ms=380.0)),
-        }
-    )
-    assert w["b"] == pytest.approx(1.0)
-    assert w["c"] == pytest.approx(1.0)
-    for peer in ("b", "c"):
-        assert 0.2 <= w["a"] / w[peer] <= 0.3
+# The seed's table (pressure and TTFT as hanode now defines them): test_seed_table.py
 
 
 def test_all_unknown_serving_replica_gets_full_weight() -> None:
@@ -100,37 +96,71 @@ def test_queue_factor(queue: float, factor: float) -> None:
 
 
 @pytest.mark.parametrize(
-    ("latency", "pool", "factor"),
+    ("ttft", "pool", "factor"),
     [
-        (1000.0, 500.0, 0.5),
+        (1000.0, 500.0, 500.0 / 950.0),  # beyond the 10% allowance: pool / (value - allowance)
+        (550.0, 500.0, 1.0),  # within 10% of the pool: the same
+        (551.0, 500.0, 500.0 / 501.0),  # just past it: no jump
         (500.0, 500.0, 1.0),
         (100.0, 500.0, 1.0),  # faster than the pool is not rewarded above 1
+        (4.0, 3.0, 1.0),  # 1 ms more is under the 20 ms floor: no whole-millisecond effect
+        (30.0, 3.0, 3.0 / 10.0),  # 27 ms more is not
         (1000.0, None, 1.0),
         (None, 500.0, 1.0),
         (0.0, 0.0, 1.0),
     ],
 )
-def test_latency_factor(latency: float | None, pool: float | None, factor: float) -> None:
-    assert replica_weight(serving(latency_ms=latency), pool, T) == pytest.approx(factor)
+def test_ttft_factor(ttft: float | None, pool: float | None, factor: float) -> None:
+    assert replica_weight(serving(ttft_ms=ttft), ttft_pool(pool), T) == pytest.approx(factor)
 
 
-def test_factors_multiply() -> None:
-    obs = serving(gpu_mem_frac=0.85, kv_usage=0.925, queue_depth=16.0, latency_ms=1000.0)
-    assert replica_weight(obs, 500.0, T) == pytest.approx(0.85 * 0.65 * 0.5 * 0.5)
+@pytest.mark.parametrize(
+    ("tpot", "pool", "factor"),
+    [
+        (15.0, 5.0, 5.0 / 13.0),  # three times its peers' TPOT (allowance: the 2 ms floor)
+        (6.0, 5.0, 1.0),  # 1 ms more per token is under the floor
+        (5.0, 5.0, 1.0),
+    ],
+)
+def test_tpot_factor(tpot: float, pool: float, factor: float) -> None:
+    obs = serving(tpot_ms=tpot)
+    assert replica_weight(obs, PoolLatency(tpot_ms=pool), T) == pytest.approx(factor)
+
+
+def test_end_to_end_latency_is_not_judged() -> None:
+    """A long answer is not a slow replica: latency_ms is shown, never weighed."""
+    w = compute_weights(
+        {
+            "long": inp(replace(serving(ttft_ms=20.0, tpot_ms=5.0), latency_ms=20_000.0)),
+            "short": inp(replace(serving(ttft_ms=20.0, tpot_ms=5.0), latency_ms=100.0)),
+        }
+    )
+    assert w == {"long": 1.0, "short": 1.0}
+
+
+def test_factors_multiply_and_memory_takes_the_weaker_view() -> None:
+    obs = serving(gpu_mem_frac=0.85, kv_usage=0.925, queue_depth=16.0, ttft_ms=1000.0)
+    # memory: min(pressure 0.85, KV 0.65); queue 0.5; TTFT 500 / (1000 - 50)
+    assert replica_weight(obs, ttft_pool(500.0), T) == pytest.approx(0.65 * 0.5 * 500.0 / 950.0)
+
+
+def test_reserving_engine_pressure_is_kv_and_not_counted_twice() -> None:
+    """For vLLM/SGLang the pressure figure is the KV use: the reduce mark's 0.25, not less."""
+    assert replica_weight(serving(gpu_mem_frac=0.92, kv_usage=0.92), None, T) == 0.25
 
 
 def test_floor_keeps_a_bad_serving_replica_in_rotation() -> None:
-    obs = serving(gpu_mem_frac=0.92, kv_usage=1.0, queue_depth=1000.0, latency_ms=1e9)
-    assert replica_weight(obs, 100.0, T) == T.min_weight
-    assert replica_weight(obs, 100.0, WeightThresholds(min_weight=0.2)) == 0.2
+    obs = serving(gpu_mem_frac=0.92, kv_usage=1.0, queue_depth=1000.0, ttft_ms=1e9)
+    assert replica_weight(obs, ttft_pool(100.0), T) == T.min_weight
+    assert replica_weight(obs, ttft_pool(100.0), WeightThresholds(min_weight=0.2)) == 0.2
 
 
 @pytest.mark.parametrize("bad", [math.nan, -1.0, -math.inf])
 def test_nan_and_negative_inputs_count_as_unknown(bad: float) -> None:
-    for field in ("gpu_mem_frac", "kv_usage", "queue_depth", "latency_ms"):
+    for field in ("gpu_mem_frac", "kv_usage", "queue_depth", "ttft_ms", "tpot_ms"):
         obs = replace(serving(), **{field: bad})  # type: ignore[arg-type]
-        assert replica_weight(obs, 100.0, T) == 1.0, field
-    assert replica_weight(serving(latency_ms=1000.0), bad, T) == 1.0
+        assert replica_weight(obs, PoolLatency(100.0, 100.0), T) == 1.0, field
+    assert replica_weight(serving(ttft_ms=1000.0), ttft_pool(bad), T) == 1.0
 
 
 @pytest.mark.parametrize("level", [HealthLevel.DOWN, HealthLevel.UNREADY])
@@ -154,25 +184,25 @@ def test_drained_and_standby_get_zero() -> None:
 
 
 def test_pool_latency_ignores_drained_standby_and_down_peers() -> None:
-    # Only "a" and "b" are eligible: pool = median(400, 800) = 600 -> b gets 600/800.
+    # Only "a" and "b" are eligible: pool = median(400, 800) = 600 -> b gets 600/(800 - 60).
     w = compute_weights(
         {
-            "a": inp(serving(latency_ms=400.0)),
-            "b": inp(serving(latency_ms=800.0)),
-            "drained": inp(serving(latency_ms=10.0), admin=AdminState.DRAINED),
-            "standby": inp(serving(latency_ms=10.0), role=Role.STANDBY),
-            "down": inp(Observation(level=HealthLevel.DOWN, latency_ms=10.0)),
+            "a": inp(serving(ttft_ms=400.0)),
+            "b": inp(serving(ttft_ms=800.0)),
+            "drained": inp(serving(ttft_ms=10.0), admin=AdminState.DRAINED),
+            "standby": inp(serving(ttft_ms=10.0), role=Role.STANDBY),
+            "down": inp(Observation(level=HealthLevel.DOWN, ttft_ms=10.0)),
         }
     )
-    assert w["b"] == pytest.approx(0.75)
+    assert w["b"] == pytest.approx(600.0 / 740.0)
 
 
 def test_pool_latency_is_per_model() -> None:
     w = compute_weights(
         {
-            "small": inp(serving(latency_ms=100.0), model="small"),
-            "big1": inp(serving(latency_ms=3000.0), model="big"),
-            "big2": inp(serving(latency_ms=3000.0), model="big"),
+            "small": inp(serving(ttft_ms=100.0, tpot_ms=3.0), model="small"),
+            "big1": inp(serving(ttft_ms=3000.0, tpot_ms=80.0), model="big"),
+            "big2": inp(serving(ttft_ms=3000.0, tpot_ms=80.0), model="big"),
         }
     )
     assert w == {"small": 1.0, "big1": 1.0, "big2": 1.0}
@@ -181,13 +211,14 @@ def test_pool_latency_is_per_model() -> None:
 def test_infinite_latency_scores_floor_and_does_not_skew_pool() -> None:
     w = compute_weights(
         {
-            "a": inp(serving(latency_ms=math.inf)),
-            "b": inp(serving(latency_ms=400.0)),
-            "c": inp(serving(latency_ms=800.0)),
+            "a": inp(serving(tpot_ms=math.inf)),
+            "b": inp(serving(tpot_ms=400.0)),
+            "c": inp(serving(tpot_ms=800.0)),
         }
     )
     assert w["a"] == T.min_weight
-    assert w["c"] == pytest.approx(0.75)  # pool = median(400, 800), not median(400, 800, inf)
+    # pool = median(400, 800), not median(400, 800, inf)
+    assert w["c"] == pytest.approx(600.0 / 740.0)
 
 
 @pytest.mark.parametrize(
@@ -232,8 +263,9 @@ observations = st.builds(
     gpu_mem_frac=frac,
     kv_usage=frac,
     queue_depth=any_float,
-    latency_ms=latencies,
-    ttft_ms=any_float,
+    latency_ms=any_float,
+    ttft_ms=latencies,
+    tpot_ms=latencies,
 )
 inputs = st.builds(
     WeightInput,
@@ -270,7 +302,7 @@ def test_weights_bounded_and_zero_exactly_when_required(pool: dict[str, WeightIn
 
 @given(observations, any_float)
 def test_replica_weight_bounded(obs: Observation, pool_latency: float | None) -> None:
-    w = replica_weight(obs, pool_latency, T)
+    w = replica_weight(obs, PoolLatency(pool_latency, pool_latency), T)
     assert 0.0 <= w <= 1.0  # also false for NaN
 
 
@@ -285,11 +317,11 @@ def test_raising_latency_never_raises_weight(
 ) -> None:
     assume(name in pool)
     obs = pool[name].observation
-    lat = obs.latency_ms
+    lat = obs.ttft_ms
     if lat is None or math.isnan(lat) or lat < 0:
         lat = start
-    before = replace(pool[name], observation=replace(obs, latency_ms=lat))
-    after = replace(pool[name], observation=replace(obs, latency_ms=lat + delta))
+    before = replace(pool[name], observation=replace(obs, ttft_ms=lat))
+    after = replace(pool[name], observation=replace(obs, ttft_ms=lat + delta))
     w_before = compute_weights({**pool, name: before}, T)[name]
     w_after = compute_weights({**pool, name: after}, T)[name]
     assert w_after <= w_before
@@ -320,8 +352,9 @@ def test_replica_weight_never_rises_with_gpu_memory(
     obs: Observation, pool_latency: float | None, g1: float, g2: float
 ) -> None:
     lo, hi = sorted((g1, g2))
-    w_low = replica_weight(replace(obs, gpu_mem_frac=lo), pool_latency, T)
-    w_high = replica_weight(replace(obs, gpu_mem_frac=hi), pool_latency, T)
+    pool = PoolLatency(pool_latency, pool_latency)
+    w_low = replica_weight(replace(obs, gpu_mem_frac=lo), pool, T)
+    w_high = replica_weight(replace(obs, gpu_mem_frac=hi), pool, T)
     assert w_high <= w_low
 
 
@@ -333,9 +366,11 @@ def test_replica_weight_never_rises_with_latency(
     if len(known) < 2:
         return
     lo, hi = known
-    w_low = replica_weight(replace(obs, latency_ms=lo), pool_latency, T)
-    w_high = replica_weight(replace(obs, latency_ms=hi), pool_latency, T)
-    assert w_high <= w_low
+    pool = PoolLatency(pool_latency, pool_latency)
+    for field in ("ttft_ms", "tpot_ms"):
+        w_low = replica_weight(replace(obs, **{field: lo}), pool, T)  # type: ignore[arg-type]
+        w_high = replica_weight(replace(obs, **{field: hi}), pool, T)  # type: ignore[arg-type]
+        assert w_high <= w_low
 
 
 def test_gpu_removed_flag_zeroes_weight_even_below_remove_mark() -> None:
