@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import orjson
 
 from hanode.engines.base import EngineMetrics, classify_http_error
-from hanode.engines.prom_text import MetricsPage, parse
+from hanode.engines.prom_text import Buckets, MetricsPage, parse
 from hanode.policies.failure import FailureClass
 
 
@@ -22,6 +22,9 @@ class MetricNames:
     kv_usage: tuple[str, ...] = ()
     gpu_mem: tuple[str, ...] = ()
     ttft: str | None = None  # histogram base name, seconds
+    tpot: tuple[str, ...] = ()  # time-per-output-token histogram base names, seconds
+    # (info gauge, label) carrying the share of device memory the engine reserved
+    reservation: tuple[str, str] | None = None
 
 
 def metrics_from_text(text: str, names: MetricNames) -> EngineMetrics:
@@ -34,7 +37,33 @@ def metrics_from_text(text: str, names: MetricNames) -> EngineMetrics:
         kv_usage=_first_fraction(page, names.kv_usage),
         gpu_mem_frac=_first_fraction(page, names.gpu_mem),
         ttft_buckets=page.buckets(names.ttft) if names.ttft else None,
+        tpot_buckets=_first_buckets(page, names.tpot),
+        reserved_frac=_label_fraction(page, names.reservation),
     )
+
+
+def _first_buckets(page: MetricsPage, names: tuple[str, ...]) -> Buckets | None:
+    for name in names:
+        buckets = page.buckets(name)
+        if buckets:
+            return buckets
+    return None
+
+
+def _label_fraction(page: MetricsPage, where: tuple[str, str] | None) -> float | None:
+    """A fraction carried as a label value (vLLM's ``cache_config_info``); the largest wins."""
+    if where is None:
+        return None
+    name, label = where
+    found: list[float] = []
+    for sample in page.samples(name):
+        try:
+            value = float(sample.label(label) or "")
+        except ValueError:
+            continue
+        if math.isfinite(value) and 0.0 <= value <= 1.0:
+            found.append(value)
+    return max(found) if found else None
 
 
 def _count(value: float | None) -> float | None:
@@ -51,19 +80,32 @@ def _first_fraction(page: MetricsPage, names: tuple[str, ...]) -> float | None:
     return None
 
 
-def completions_request(model: str, prompt: str, max_tokens: int) -> tuple[str, bytes]:
+COMPLETIONS_PATH = "/v1/completions"
+CHAT_PATH = "/v1/chat/completions"
+
+
+def completions_request(
+    model: str, prompt: str, max_tokens: int, path: str = COMPLETIONS_PATH
+) -> tuple[str, bytes]:
     body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0}
-    return "/v1/completions", orjson.dumps(body)
+    return path, orjson.dumps(body)
 
 
-def chat_request(model: str, prompt: str, max_tokens: int) -> tuple[str, bytes]:
+def chat_request(
+    model: str, prompt: str, max_tokens: int, path: str = CHAT_PATH
+) -> tuple[str, bytes]:
     body = {
         "model": model,
         "messages": [{"role": "user", "content": prompt}],
         "max_tokens": max_tokens,
         "temperature": 0,
     }
-    return "/v1/chat/completions", orjson.dumps(body)
+    return path, orjson.dumps(body)
+
+
+def is_chat_path(path: str) -> bool:
+    """A configured L2 path speaks the chat API when it ends like OpenAI's chat endpoint."""
+    return path.rstrip("/").endswith("chat/completions")
 
 
 def completion_text(body: bytes) -> str | None:
@@ -94,6 +136,7 @@ class StandardAdapter:
     context_patterns: tuple[str, ...] = ()  # lower-case substrings of context-length errors
     server_statuses: frozenset[int] = frozenset()  # 4xx codes that mean "the engine failed"
     chat_l2: bool = False  # probe with /v1/chat/completions instead of /v1/completions
+    reserves_memory: bool = False  # takes its device memory at start (vLLM, SGLang, TGI)
 
     def parse_metrics(self, text: str) -> EngineMetrics:
         return metrics_from_text(text, self.metric_names)
@@ -101,9 +144,17 @@ class StandardAdapter:
     def classify_error(self, status: int, body: bytes) -> FailureClass:
         return classify_http_error(status, body, self.context_patterns, self.server_statuses)
 
-    def l2_request(self, model: str, prompt: str, max_tokens: int) -> tuple[str, bytes]:
-        build = chat_request if self.chat_l2 else completions_request
-        return build(model, prompt, max_tokens)
+    def l2_request(
+        self, model: str, prompt: str, max_tokens: int, path: str | None = None
+    ) -> tuple[str, bytes]:
+        """The test prompt; ``path`` ([[replicas]] ``l2_path``) replaces the engine's default,
+        with the chat body when it is a chat path."""
+        if path is not None:
+            build = chat_request if is_chat_path(path) else completions_request
+            return build(model, prompt, max_tokens, path)
+        if self.chat_l2:
+            return chat_request(model, prompt, max_tokens)
+        return completions_request(model, prompt, max_tokens)
 
     def l2_text(self, body: bytes) -> str | None:
         return completion_text(body)

@@ -22,20 +22,25 @@ class EngineMetrics:
     running: float | None = None
     waiting: float | None = None
     kv_usage: float | None = None  # 0..1
-    gpu_mem_frac: float | None = None  # 0..1
+    gpu_mem_frac: float | None = None  # 0..1 device memory used, when the engine reports it
     ttft_buckets: tuple[tuple[float, float], ...] | None = None  # (le seconds, cumulative count)
+    tpot_buckets: tuple[tuple[float, float], ...] | None = None  # time per output token, same
+    reserved_frac: float | None = None  # share of device memory the engine says it reserved
 
 
 class EngineAdapter(Protocol):
     name: str
     health_path: str
     metrics_path: str | None
+    reserves_memory: bool  # takes its device memory at start (pressure = KV use inside it)
 
     def parse_metrics(self, text: str) -> EngineMetrics: ...
 
     def classify_error(self, status: int, body: bytes) -> FailureClass: ...
 
-    def l2_request(self, model: str, prompt: str, max_tokens: int) -> tuple[str, bytes]: ...
+    def l2_request(
+        self, model: str, prompt: str, max_tokens: int, path: str | None = None
+    ) -> tuple[str, bytes]: ...
 
     def l2_text(self, body: bytes) -> str | None: ...
 

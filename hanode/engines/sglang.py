@@ -1,4 +1,8 @@
-"""SGLang. ``token_usage`` is the fraction of KV-cache token slots in use, i.e. KV usage."""
+"""SGLang. ``token_usage`` is the fraction of KV-cache token slots in use, i.e. KV usage.
+
+SGLang takes ``--mem-fraction-static`` of the device at start (it does not export the figure),
+so its memory pressure is ``token_usage``.
+"""
 
 from __future__ import annotations
 
@@ -16,5 +20,7 @@ class SglangAdapter(StandardAdapter):
         waiting="sglang:num_queue_reqs",
         kv_usage=("sglang:token_usage",),
         ttft="sglang:time_to_first_token_seconds",
+        tpot=("sglang:inter_token_latency_seconds", "sglang:time_per_output_token_seconds"),
     )
+    reserves_memory = True  # --mem-fraction-static
     context_patterns = CONTEXT_PATTERNS

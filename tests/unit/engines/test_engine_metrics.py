@@ -53,9 +53,49 @@ def test_sglang() -> None:
     assert histogram_quantile(None, m.ttft_buckets, 0.5) == pytest.approx(0.18)
 
 
-def test_tgi_has_no_kv_or_ttft() -> None:
+def test_tgi_has_no_kv_or_ttft_but_a_time_per_token() -> None:
     m = metrics("tgi", "tgi_metrics.txt")
-    assert m == EngineMetrics(running=16.0, waiting=6.0)
+    assert m == EngineMetrics(
+        running=16.0, waiting=6.0, tpot_buckets=((0.01, 10.0), (math.inf, 1840.0))
+    )
+
+
+def test_vllm_v1_reports_its_reservation() -> None:
+    """vllm_v1_metrics.txt's cache_config_info carries gpu_memory_utilization="0.9"."""
+    assert metrics("vllm", "vllm_v1_metrics.txt").reserved_frac == 0.9
+    assert metrics("vllm", "vllm_v0_metrics.txt").reserved_frac is None
+
+
+def test_vllm_tpot_histogram() -> None:
+    m = metrics("vllm", "vllm_v1_reserving_metrics.txt")
+    assert (m.kv_usage, m.reserved_frac, m.running) == (0.62, 0.9, 31.0)
+    assert m.tpot_buckets is not None
+    # 12,500th of 25,000 per-token observations: between 0.025 (9,000) and 0.05 (24,000)
+    p50 = histogram_quantile(None, m.tpot_buckets, 0.5)
+    assert p50 == pytest.approx(0.025 + 0.025 * (12500 - 9000) / (24000 - 9000))
+
+
+def test_sglang_public_docs_page() -> None:
+    """SGLang's own example page: token_usage is the pressure, TPOT and TTFT histograms."""
+    m = metrics("sglang", "sglang_docs_metrics.txt")
+    assert (m.running, m.waiting, m.kv_usage, m.reserved_frac) == (162.0, 2826.0, 0.28, None)
+    assert m.tpot_buckets is not None and m.ttft_buckets is not None
+    rank = 7.400757e06 / 2
+    expected = 0.075 + 0.025 * (rank - 433413.0) / (4.950195e06 - 433413.0)
+    assert histogram_quantile(None, m.tpot_buckets, 0.5) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("engine", "reserves"),
+    [("vllm", True), ("sglang", True), ("tgi", True), ("llamacpp", False), ("openai", False)],
+)
+def test_which_engines_reserve_memory(engine: str, reserves: bool) -> None:
+    assert get_adapter(engine).reserves_memory is reserves
+
+
+def test_reservation_label_that_is_not_a_fraction_is_ignored() -> None:
+    page = 'vllm:cache_config_info{gpu_memory_utilization="lots"} 1\n'
+    assert get_adapter("vllm").parse_metrics(page).reserved_frac is None
 
 
 def test_llamacpp_old_and_new_builds() -> None:

@@ -43,7 +43,7 @@ def test_paths(engine: str, health: str, metrics: str | None) -> None:
     assert (adapter.health_path, adapter.metrics_path) == (health, metrics)
 
 
-@pytest.mark.parametrize("engine", ["vllm", "sglang", "llamacpp", "openai"])
+@pytest.mark.parametrize("engine", ["vllm", "sglang", "llamacpp"])
 def test_l2_request_completions(engine: str) -> None:
     path, body = get_adapter(engine).l2_request("m/x", 'Say "ok"', 3)
     assert path == "/v1/completions"
@@ -55,8 +55,10 @@ def test_l2_request_completions(engine: str) -> None:
     }
 
 
-def test_l2_request_tgi_uses_messages_api() -> None:
-    path, body = get_adapter("tgi").l2_request("tgi", "2+2=", 2)
+@pytest.mark.parametrize("engine", ["tgi", "openai"])
+def test_l2_request_tgi_and_generic_openai_use_chat(engine: str) -> None:
+    """A chat-only OpenAI-compatible server (or gateway) has no /v1/completions."""
+    path, body = get_adapter(engine).l2_request("tgi", "2+2=", 2)
     assert path == "/v1/chat/completions"
     assert orjson.loads(body) == {
         "model": "tgi",
@@ -107,3 +109,19 @@ def test_l2_text_prefers_completion_text_and_keeps_empty() -> None:
 def test_l2_text_never_raises(body: bytes) -> None:
     result = get_adapter("sglang").l2_text(body)
     assert result is None or isinstance(result, str)
+
+
+@pytest.mark.parametrize(
+    ("path", "chat"),
+    [
+        ("/v1/chat/completions", True),
+        ("/openai/v1/chat/completions", True),
+        ("/v1/completions", False),
+        ("/gateway/generate", False),
+    ],
+)
+@pytest.mark.parametrize("engine", ["vllm", "tgi", "openai"])
+def test_configured_l2_path_wins_and_picks_the_body(engine: str, path: str, chat: bool) -> None:
+    got, body = get_adapter(engine).l2_request("m", "hi", 2, path)
+    assert got == path
+    assert ("messages" in orjson.loads(body)) is chat
