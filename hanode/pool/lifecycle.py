@@ -4,6 +4,7 @@ the replicated state and the planner: what is wanted of a replica, and what its 
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 
 
 class StandbyMode(enum.StrEnum):
@@ -46,3 +47,18 @@ def desired_for_standby(mode: StandbyMode) -> Desired:
         StandbyMode.SLEEP: Desired.SLEEP,
         StandbyMode.STOPPED: Desired.STOP,
     }[mode]
+
+
+ACTUATORS = ("none", "command", "systemd")
+
+
+@dataclass(frozen=True, slots=True)
+class ActuatorSpec:
+    """How this node acts on one of its own replicas ([[replicas]] actuator, command, unit,
+    standby). Local config only: it is never replicated, since ``command`` is run as is."""
+
+    name: str
+    actuator: str = "none"  # one of ACTUATORS; "none": hanode only routes
+    command: tuple[str, ...] = ()  # "command": the program and its arguments
+    unit: str = ""  # "systemd": the unit, e.g. "vllm@0.service"
+    standby: StandbyMode = StandbyMode.HOT  # how it waits while it is a standby
