@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -18,6 +18,8 @@ from hanode.metrics.hotpath import HotPathCollector, LabeledCounter, LabeledHist
 from hanode.pool.snapshot import PoolSnapshot
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
+# Time to recover: seconds (a hot standby, a sleeping one woken) to many minutes (a cold load).
+MTTR_BUCKETS = (0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 3600)
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 10)
 
 SUCCESS_KINDS = ("technical", "functional", "quality")
@@ -125,6 +127,25 @@ class NodeMetrics:
             ["model"],
             registry=r,
         )
+        self.stream_continuations = Counter(
+            "hanode_stream_continuations",
+            "Streams broken after their first byte and continued on another replica, by the "
+            "replica that broke and why (connection, stall, error_event)",
+            ["model", "replica", "reason"],
+            registry=r,
+        )
+        self.stream_continuation_refused = Counter(
+            "hanode_stream_continuation_refused",
+            "Broken streams ended with an error event because they could not be continued",
+            ["model", "reason"],
+            registry=r,
+        )
+        self.streams_continued = Counter(
+            "hanode_streams_continued",
+            "Streams that were continued at least once, by how they ended (complete, cut)",
+            ["model", "result"],
+            registry=r,
+        )
         self.upstream_failures = Counter(
             "hanode_upstream_failures",
             "Failed tries against a replica, by failure class",
@@ -141,6 +162,14 @@ class NodeMetrics:
             "hanode_health_transitions",
             "Health level changes of replicas",
             ["replica", "to_level"],
+            registry=r,
+        )
+        self.mttr = Histogram(
+            "hanode_incident_mttr_seconds",
+            "Time from an incident's detection (an active replica lost) to capacity restored, "
+            "per model (from the replicated incident timeline: every node exports the same)",
+            ["model"],
+            buckets=MTTR_BUCKETS,
             registry=r,
         )
         self.gpu_events = Counter(

@@ -26,6 +26,7 @@ from hanode.http.errors import send_error
 from hanode.http.responder import Responder
 from hanode.metrics.registry import NodeMetrics
 from hanode.policies.breaker import BreakerConfig, BreakerState, ReplicaBreaker, Transition
+from hanode.policies.affinity import ranking
 from hanode.policies.picker import pick
 from hanode.policies.retry import RetryBudget, RetryPolicy
 from hanode.pool.replica import may_serve
@@ -49,8 +50,16 @@ class TrafficObserver(Protocol):
     """Passive health: what real traffic says about a replica (fed to the health checker)."""
 
     def record(
-        self, replica: str, ok: bool, latency_s: float, ttft_s: float | None, now: float
-    ) -> None: ...
+        self,
+        replica: str,
+        ok: bool,
+        latency_s: float,
+        ttft_s: float | None,
+        now: float,
+        tpot_s: float | None = None,
+    ) -> None:
+        """``ttft_s`` only for streamed answers; ``tpot_s`` when the output's tokens are known.
+        ``ok=False`` also for a 2xx that was unusable (empty, cut, unparseable)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +73,10 @@ class RouterSettings:
     # real inter-token gap (tens of ms; seconds under preemption), far below the 300 s
     # deadline that used to be the only bound on a stalled stream.
     stream_idle_timeout_s: float = 30.0
+    # Mid-stream continuation (hanode.router.continuation): on by default, at most this many
+    # continuations per stream.
+    stream_continuation: bool = True
+    stream_continuation_limit: int = 2
     connect_timeout_s: float = 2.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     retry_budget_ratio: float = 0.2
@@ -107,15 +120,27 @@ class RouterCore:
         self._resource_log_at = -math.inf  # no such line before this time
 
     # -- choosing ------------------------------------------------------------------------------
-    def choose(self, model: str, now: float, exclude: str | None) -> str | None:
+    def choose(
+        self, model: str, now: float, exclude: str | None, session: str | None = None
+    ) -> str | None:
         """Pick a replica whose breaker lets a request through, avoiding ``exclude`` if possible.
 
         ``allow()`` is asked of one replica at a time and only until one says yes: in
-        HALF_OPEN a yes hands out the probe slot, which only the replica returned will use."""
+        HALF_OPEN a yes hands out the probe slot, which only the replica returned will use.
+        A ``session`` goes to its first replica in rendezvous order (policies/affinity.py)."""
         table = self.table
         registry = self.registry
         route = table.route(model, now)
         if route is None or not route.names:
+            return None
+        if session is not None:
+            order = ranking(route.names, route.weights, session)
+            if exclude in order and len(order) > 1:
+                order.remove(exclude)
+                order.append(exclude)  # the failed one only when nothing else lets us in
+            for pinned in order:
+                if registry.get(pinned).breaker.allow(now):
+                    return pinned
             return None
         inflight = self.inflight
         for _ in range(3):

@@ -23,6 +23,7 @@ from hanode.http.request import Request
 from hanode.http.responder import Responder
 from hanode.logs import new_request_id
 from hanode.metrics.registry import NodeMetrics
+from hanode.policies.affinity import session_key
 from hanode.policies.breaker import ReplicaBreaker
 from hanode.policies.retry import deadline_from_header
 from hanode.policies.seed import pin_seed
@@ -38,6 +39,7 @@ log = structlog.get_logger("hanode.router")
 # Client deadline headers: hanode's own, and the one the OpenAI SDKs send.
 _HANODE_TIMEOUT = b"x-hanode-timeout"
 _STAINLESS_TIMEOUT = b"x-stainless-timeout"
+_SESSION_HEADER = b"x-session-id"
 
 
 def with_seed(raw: bytes, body: dict[str, object], seed: int) -> bytes:
@@ -167,7 +169,9 @@ class FrontDoor:
         timeout = deadline_from_header(value, configured, configured)
         # A deadline the client shortened is the client's: its expiry blames no replica.
         by = header if timeout < configured else None
-        Relay(self.core, responder, parsed, path, body, request_id, extra, timeout, by).start()
+        relay = Relay(self.core, responder, parsed, path, body, request_id, extra, timeout, by)
+        # Session affinity: x-session-id, else the OpenAI "user" field (policies/affinity.py).
+        relay.start(session_key(request.headers.get(_SESSION_HEADER), parsed.body.get("user")))
 
     # -- what status and metrics read (the cluster talks to ``core`` directly) ----------------
     @property

@@ -20,6 +20,14 @@ no longer holds it), so the loop ends by itself; :data:`MAX_FREE_FAILOVERS` is o
 Passive statistics get each try's own latency: a dead try's time is charged to its replica,
 never to the one that served the retry.
 
+Continuation. A stream that breaks after its first byte (the connection lost, a stall, an error
+event from the engine) is continued on another replica when :mod:`hanode.router.continuation`
+allows it (``[router] stream_continuation``): the relay follows the events it relays
+(:class:`~hanode.router.continuation.StreamFollower`), sends the continuation request as a new
+try, and relays the rewritten rest into the same client stream. Continuations are bounded by
+``stream_continuation_limit``, not by the retry budget (each one regenerates only what is left).
+Where continuing could be wrong the stream ends with an error event, never with [DONE].
+
 Deadlines and stalls. One timer per relay bounds every wait. Before a 2xx head it is the try
 timer (``per_try_timeout_s``, or the request's deadline if sooner); it keeps running through an
 error head, so an error body that never comes is the replica's timeout. After a 2xx head it is
@@ -36,6 +44,7 @@ import structlog
 from hanode.http.errors import send_error
 from hanode.policies.breaker import BreakerState
 from hanode.policies.failure import FailureClass
+from hanode.router.continuation import StreamFollower
 from hanode.router.relay_outcomes import CLIENT_DEADLINE, RelayOutcomes
 from hanode.router.upstream import TryError
 from hanode.router.upstream_errors import error_message, retry_after_seconds
@@ -53,6 +62,8 @@ REPLICA_DEAD = "replica_dead"
 STREAM_STALL = "stream_stall"
 # The error code of a stream cut so.
 STREAM_STALLED = "stream_stalled"
+# The error code of a broken stream that could not be continued.
+NOT_CONTINUED = "stream_not_continued"
 
 _STATUS_FOR_FAILURE = {
     FailureClass.TIMEOUT: 504,
@@ -61,10 +72,16 @@ _STATUS_FOR_FAILURE = {
 
 
 class Relay(RelayOutcomes):
-    __slots__ = ()  # every field is declared by RelayOutcomes
+    # The rest is declared by RelayOutcomes. _follow: the stream's follower when it may be
+    # continued; _session: the session key that pins the request to a replica (affinity).
+    __slots__ = ("_follow", "_session")
 
     # -- trying ------------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, session: str | None = None) -> None:
+        self._session = session
+        self._follow: StreamFollower | None = None
+        if self.parsed.stream and self._core.settings.stream_continuation:
+            self._follow = StreamFollower(self.parsed.body, b"chat" in self._path)
         self._responder.on_abort(self._client_gone)
         self._core.budget.record_request(self._t0)
         self._try()
@@ -77,7 +94,9 @@ class Relay(RelayOutcomes):
         if now >= self._deadline:
             self._deadline_error("before a replica answered")
             return
-        name = core.choose(self.parsed.model, now, exclude=self._replica or None)
+        name = core.choose(
+            self.parsed.model, now, exclude=self._replica or None, session=self._session
+        )
         if name is None:
             if self._attempts == 0:
                 status = core.refuse(self._responder, self.parsed.model, now)
@@ -106,10 +125,12 @@ class Relay(RelayOutcomes):
         self._err_size = 0
         self._upstream_headers = {}
         pool = target.upstream(state.spec)
+        follow = self._follow
+        body = self._body if follow is None else follow.request(state.spec.engine)
         payload = (
             b"POST %s HTTP/1.1\r\nhost: %s:%d\r\ncontent-type: application/json\r\n"
             b"content-length: %d\r\n\r\n%s"
-            % (self._path, pool.host.encode(), pool.port, len(self._body), self._body)
+            % (self._path, pool.host.encode(), pool.port, len(body), body)
         )
         remaining = self._deadline - now
         self._timer = self._loop.call_later(
@@ -123,15 +144,34 @@ class Relay(RelayOutcomes):
         if 200 <= status < 300:
             self._cancel_timer()
             self._ok = True
-            self._first_byte = now = self._loop.time()
+            now = self._loop.time()
             settings = self._core.settings
             self._stall_at = max(
                 self._try_t0 + settings.retry.per_try_timeout_s,
                 now + settings.stream_idle_timeout_s,
             )
+            follow = self._follow
+            content_type = headers.get(b"content-type", b"application/json")
+            if follow is not None and not content_type.startswith(b"text/event-stream"):
+                follow = self._follow = None if follow.continued == 0 else follow
+            if follow is not None and follow.continued:
+                # A continuation: the client's stream is open already, its head long sent.
+                if self._handle is not None:
+                    self._responder.set_flow_control(*self._handle.flow_control())
+                if not content_type.startswith(b"text/event-stream"):
+                    self._cancel_timer()
+                    if self._handle is not None:
+                        self._handle.abandon()
+                        self._handle = None
+                    self._stream_broke(
+                        FailureClass.SERVER_ERROR,
+                        f"replica '{self._replica}' answered a continuation without a stream",
+                        "not_a_stream",
+                    )
+                return
+            self._first_byte = now
             responder = self._responder
             responder.cork()  # the head waits for the body bytes of this same read
-            content_type = headers.get(b"content-type", b"application/json")
             length = headers.get(b"content-length")
             extra = self._extra + b"x-hanode-replica: %s\r\n" % self._replica.encode()
             if chunked or length is None or not length.isdigit():
@@ -149,15 +189,28 @@ class Relay(RelayOutcomes):
 
     def on_body(self, data: bytes) -> None:
         if self._ok:
+            self._fed = True
+            if self._follow is not None:
+                data = self._follow.feed(data)
+                if not data:
+                    return
             self._responder.write(data)
             self._inspector.feed(data)
-            self._fed = True
         elif self._err_size < MAX_ERROR_BODY:
             self._err.append(data)
             self._err_size += len(data)
 
     def flush(self) -> None:
         self._responder.uncork()
+        follow = self._follow
+        if follow is not None and follow.broken and self._ok and not self._accounted:
+            self._cancel_timer()
+            if self._handle is not None:
+                self._handle.abandon()
+                self._handle = None
+            message = f"replica '{self._replica}' sent an error event: {follow.error}"
+            self._stream_broke(FailureClass.SERVER_ERROR, message[:300], "error_event")
+            return
         if self._ok and not self._accounted:
             if self._fed:  # progress: one clock read per upstream read, not per chunk
                 self._fed = False
@@ -171,6 +224,16 @@ class Relay(RelayOutcomes):
         self._cancel_timer()
         self._handle = None
         if self._ok:
+            follow = self._follow
+            if follow is not None and not follow.done:
+                if follow.broken or not follow.ended_in_full():
+                    # The answer ended without its end (or with an error event): broken.
+                    what = f"an error event: {follow.error}" if follow.broken else "no [DONE]"
+                    message = f"replica '{self._replica}' ended its stream with {what}"
+                    label = "error_event" if follow.broken else "connection"
+                    self._stream_broke(FailureClass.SERVER_ERROR, message[:300], label)
+                    return
+                self._responder.write(follow.closing())
             self._responder.end()
             self._finish_success()
             return
@@ -193,12 +256,8 @@ class Relay(RelayOutcomes):
             self._account(503, usable=False, complete=False, count_replica="-")
             return
         if self._ok:
-            # Bytes already reached the client: cut its stream so it sees the failure.
-            self._responder.abort()
-            self._release()
-            self._record_failure(FailureClass.CONNECTION, kind=kind)
-            self._core.metrics.upstream_failures.labels(self._replica, kind.value).inc()
-            self._account(self._status, usable=False, complete=False)
+            # Bytes already reached the client: continue on another replica, or cut.
+            self._stream_broke(FailureClass.CONNECTION, message, kind.value, kind=kind)
             return
         self._failed(FailureClass.CONNECTION, message, 502, kind=kind)
 
@@ -301,12 +360,6 @@ class Relay(RelayOutcomes):
         else:
             waited = round(now - (self._first_byte or self._try_t0), 3)
             message = f"replica '{replica}' sent no body for {waited:g}s after its response head"
-        self._log_try_failed(STREAM_STALL, self._status, message)
-        self._release()
-        self._record_failure(FailureClass.TIMEOUT)
-        core.metrics.upstream_failures.labels(replica, STREAM_STALL).inc()
-        self._cut(message, STREAM_STALLED)
-        self._account(self._status, usable=False, complete=False)
         log.warning(
             "stream_stalled",
             request_id=self._request_id.decode(errors="replace"),
@@ -314,6 +367,91 @@ class Relay(RelayOutcomes):
             replica=replica,
             detail=message,
         )
+        self._stream_broke(FailureClass.TIMEOUT, message, STREAM_STALL, code=STREAM_STALLED)
+
+    # -- a stream broken after its first byte --------------------------------------------------
+    def _stream_broke(
+        self,
+        failure: FailureClass,
+        message: str,
+        label: str,
+        *,
+        kind: TryError | None = None,
+        code: str = NOT_CONTINUED,
+    ) -> None:
+        """The try serving a started answer failed (its handle and timer are gone already):
+        the replica's failure; then continue the stream elsewhere, or cut it with an error
+        event saying why it was not continued."""
+        core = self._core
+        self._log_try_failed(label, self._status, message)
+        self._release()
+        self._record_failure(failure, kind=kind)
+        core.metrics.upstream_failures.labels(self._replica, label).inc()
+        follow = self._follow
+        if follow is None:
+            why = "stream continuation is off ([router].stream_continuation)" if self._sse else ""
+        else:
+            why = follow.refusal(core.settings.stream_continuation_limit) or ""
+        if follow is not None and not why:
+            if follow.ended_in_full():  # only the end was missing: no replica is needed
+                self._responder.write(follow.closing())
+                self._responder.end()
+                self._finish_continued(complete=True)
+                return
+            self._continue(follow, message, label)
+            return
+        if why and follow is not None:
+            core.metrics.stream_continuation_refused.labels(
+                self.parsed.model, _refusal_code(why)
+            ).inc()
+        self._cut(f"{message}; the stream was not continued: {why}" if why else message, code)
+        self._finish_continued(complete=False)
+        self._account(self._status, usable=False, complete=False)
+
+    def _continue(self, follow: StreamFollower, message: str, label: str) -> None:
+        """Ask another replica for the rest of the stream (a new try, at once)."""
+        core = self._core
+        reason = label if label in (STREAM_STALL, "error_event") else "connection"
+        core.metrics.stream_continuations.labels(self.parsed.model, self._replica, reason).inc()
+        follow.continued += 1
+        if core.events is not None:
+            core.events.add(
+                "stream",
+                self._replica,
+                f"stream continued elsewhere after {follow.tokens} tokens: {message[:200]}",
+                request_id=self._request_id.decode(errors="replace"),
+                model=self.parsed.model,
+                continuation=follow.continued,
+                reason=reason,
+            )
+        self._ok = False
+        self._status = 0
+        self._last_error = (502, message, FailureClass.CONNECTION.value)
+        self._loop.call_soon(self._try)
+
+    def _finish_continued(self, *, complete: bool) -> None:
+        follow = self._follow
+        if follow is not None and follow.continued:
+            result = "complete" if complete else "cut"
+            self._core.metrics.streams_continued.labels(self.parsed.model, result).inc()
+
+    def _continuing(self) -> bool:
+        """A continuation try is under way: the client's stream is open, no error answer can
+        be sent any more, only an error event."""
+        return self._follow is not None and self._follow.continued > 0 and self._responder.started
+
+    def _respond_last_error(self) -> None:
+        if not self._continuing():
+            super()._respond_last_error()
+            return
+        _, message, code = self._last_error or (503, "no replica could take the rest", None)
+        self._cut(f"the stream could not be continued: {message}", code or NOT_CONTINUED)
+        self._finish_continued(complete=False)
+        self._account(200, usable=False, complete=False)
+
+    def _finish_success(self) -> None:
+        self._finish_continued(complete=True)
+        super()._finish_success()
 
     def _client_gone(self) -> None:
         self._cancel_timer()
@@ -347,6 +485,16 @@ class Relay(RelayOutcomes):
         self._release()
         self._record_failure(failure, kind=kind, retry_after=retry_after)
         core.metrics.upstream_failures.labels(replica, label).inc()
+        if self._continuing() and failure in (
+            FailureClass.CONTEXT_LENGTH,
+            FailureClass.CLIENT_ERROR,
+        ):
+            # The continuation itself was refused (e.g. prompt plus output too long for the
+            # other replica's context): nothing to retry, the stream ends with the reason.
+            self._cut(f"the stream could not be continued: {message}", NOT_CONTINUED)
+            self._finish_continued(complete=False)
+            self._account(200, usable=False, complete=False, count_replica=replica)
+            return
         if failure is FailureClass.CONTEXT_LENGTH:
             param = "messages" if b"chat" in self._path else "prompt"
             send_error(self._responder, 400, message, param=param, code="context_length_exceeded")
@@ -396,3 +544,19 @@ class Relay(RelayOutcomes):
                 return
             core.metrics.retry_budget_exhausted.labels(self.parsed.model).inc()
         self._respond_last_error()
+
+
+def _refusal_code(why: str) -> str:
+    """A short label for a refusal message (the metric's reason)."""
+    for word, code in (
+        ("continued", "limit"),
+        ("more than one choice", "n"),
+        ("tool calls", "tool_calls"),
+        ("structured", "structured_output"),
+        ("echoed", "echo"),
+        ("engine", "engine"),
+        ("prompt", "prompt"),
+    ):
+        if word in why:
+            return code
+    return "other"

@@ -67,9 +67,20 @@ class RouterConfig:
         to=RouterSettings,
     )
     stream_idle_timeout_s: float = setting(
-        "silence allowed inside an answer that has begun before it is cut (a stream with an "
-        "error event); the first token may take [retry].per_try_timeout_s",
+        "the inter-token timeout: silence allowed inside an answer that has begun; a stream "
+        "silent longer is continued on another replica (stream_continuation) or cut with an "
+        "error event; the first token may take [retry].per_try_timeout_s",
         gt=0,
+        to=RouterSettings,
+    )
+    stream_continuation: bool = setting(
+        "a stream whose replica fails after the first byte (reset, stall, error event) is "
+        "continued on another replica in the same client stream (docs/streaming.md)",
+        to=RouterSettings,
+    )
+    stream_continuation_limit: int = setting(
+        "continuations of one stream at most; then it ends with an error event",
+        ge=0,
         to=RouterSettings,
     )
     connect_timeout_s: float = setting(

@@ -200,10 +200,15 @@ def test_error_head_then_stall_fails_over_before_the_first_byte() -> None:
 def test_stalled_stream_is_cut_with_a_terminal_error_event() -> None:
     """Three chunks, then silence: the stream used to be cut only at request_timeout_s (300 s)
     with no error event. Now after stream_idle_timeout_s, with a data: {"error": ...} event,
-    never a clean [DONE], and it is the replica's failure."""
+    never a clean [DONE], and it is the replica's failure. (Continuation off: with it on the
+    stream is continued, see test_continuation.py.)"""
 
     async def main() -> None:
-        async with rig(stream_idle_timeout_s=0.2, breaker=BreakerConfig(timeout_trip_count=1)) as r:
+        async with rig(
+            stream_idle_timeout_s=0.2,
+            breaker=BreakerConfig(timeout_trip_count=1),
+            stream_continuation=False,
+        ) as r:
             r.a.script.append(chunks_then_stall(3))
             t0 = r.door.loop.time()
             resp = await finished(r.send(stream=True))

@@ -55,9 +55,9 @@ def test_failover_before_the_first_byte() -> None:
     run(main)
 
 
-def test_no_retry_after_the_first_byte() -> None:
+def test_no_retry_after_the_first_byte_with_continuation_off() -> None:
     async def main() -> None:
-        async with rig() as r:
+        async with rig(stream_continuation=False) as r:
             r.a.script.append(stream_then_hold())
             resp = r.send(stream=True)
             await asyncio.wait_for(resp.first_body, WAIT)
@@ -65,6 +65,8 @@ def test_no_retry_after_the_first_byte() -> None:
             call.writer.transport.abort()  # the replica dies in the middle of the stream
             await finished(resp)
             assert resp.aborted and resp.status == 200
+            assert b'"error"' in resp.body and b"stream_continuation" in resp.body
+            assert b"[DONE]" not in resp.body
             assert r.b.seen == []
             assert (
                 r.metric("hanode_upstream_failures_total", replica="a", failure_class="connection")
