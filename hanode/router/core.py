@@ -25,8 +25,8 @@ from hanode.events import EventLog
 from hanode.http.errors import send_error
 from hanode.http.responder import Responder
 from hanode.metrics.registry import NodeMetrics
-from hanode.policies.breaker import BreakerConfig, BreakerState, ReplicaBreaker, Transition
 from hanode.policies.affinity import ranking
+from hanode.policies.breaker import BreakerConfig, BreakerState, ReplicaBreaker, Transition
 from hanode.policies.picker import pick
 from hanode.policies.retry import RetryBudget, RetryPolicy
 from hanode.pool.replica import may_serve
