@@ -78,6 +78,23 @@ class ControlBackend(Protocol):
 
     async def add_member(self, address: str) -> None: ...
 
+    def incidents(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest ``limit`` incidents, oldest first. Each: ``{"id", "model", "replica",
+        "open", "detected", "restored", "closed", "mttr_s", "duration_s", "timeline": [{"ts",
+        "what", "message"}]}`` (times: the leader's wall clock; None: not yet)."""
+        ...
+
+    async def restart(self, replica: str, force: bool = False) -> int:
+        """Restart a replica through its node (clears a crash loop); returns the request's
+        generation. Refused for the last serving replica of a model unless ``force``."""
+        ...
+
+    async def sleep(self, replica: str, force: bool = False) -> None:
+        """Put a replica to sleep (engine sleep mode); the last serving one needs ``force``."""
+        ...
+
+    async def wake(self, replica: str) -> None: ...
+
     async def remove_member(self, address: str) -> None: ...
 
     async def transfer_leader(self, target: str | None = None) -> str | None:

@@ -22,6 +22,8 @@ __all__ = [
     "breaker_to_proto",
     "event_from_proto",
     "event_to_proto",
+    "incident_from_proto",
+    "incident_to_proto",
     "member_from_proto",
     "member_to_proto",
     "pb",
@@ -335,4 +337,45 @@ def member_from_proto(msg: pb.Member) -> dict[str, Any]:
         "self": msg.is_self,
         "leader": msg.is_leader,
         "connected": msg.connected,
+    }
+
+
+# ------------------------------------------------------------------ incidents
+
+
+def incident_to_proto(inc: Mapping[str, Any]) -> pb.Incident:
+    msg = pb.Incident(
+        id=_str(inc.get("id")),
+        model=_str(inc.get("model")),
+        replica=_str(inc.get("replica")),
+        open=bool(inc.get("open")),
+        detected=_opt_float(inc.get("detected")) or 0.0,
+        timeline=[
+            pb.IncidentStep(
+                ts=_opt_float(s.get("ts")) or 0.0,
+                what=_str(s.get("what")),
+                message=_str(s.get("message")),
+            )
+            for s in inc.get("timeline") or ()
+        ],
+    )
+    for key in ("restored", "closed", "mttr_s", "duration_s"):
+        value = _opt_float(inc.get(key))
+        if value is not None:
+            setattr(msg, key, value)
+    return msg
+
+
+def incident_from_proto(msg: pb.Incident) -> dict[str, Any]:
+    return {
+        "id": msg.id,
+        "model": msg.model,
+        "replica": msg.replica,
+        "open": msg.open,
+        "detected": msg.detected,
+        "restored": _optional(msg, "restored"),
+        "closed": _optional(msg, "closed"),
+        "mttr_s": _optional(msg, "mttr_s"),
+        "duration_s": _optional(msg, "duration_s"),
+        "timeline": [{"ts": s.ts, "what": s.what, "message": s.message} for s in msg.timeline],
     }

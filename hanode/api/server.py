@@ -29,6 +29,7 @@ from hanode.api.control import ControlBackend, ControlError, ControlErrorCode
 from hanode.api.convert import (
     breaker_to_proto,
     event_to_proto,
+    incident_to_proto,
     member_to_proto,
     pb,
     status_to_proto,
@@ -56,6 +57,8 @@ MAX_CONCURRENT_RPCS = 256  # event followers included
 # Events asked of the backend per call when replaying history: more than any node holds, so
 # the answer is the same whether a backend's ``limit`` keeps the oldest or the newest events.
 EVENT_PAGE = 10_000
+DEFAULT_INCIDENTS = 50  # ListIncidents without `last`
+MAX_INCIDENTS_ANSWER = 1000
 FOLLOW_QUEUE = 1024  # new events buffered per follower before it falls back to replaying
 
 UNKNOWN_OUTCOME_MESSAGE = "outcome unknown: the command may still apply; it is safe to repeat"
@@ -239,6 +242,38 @@ class ControlService(control_pb2_grpc.ControlServicer):
 
     async def ResetBreaker(self, request: pb.ReplicaRequest, context: Any) -> pb.Ack:
         return await self._replica_op(request, context, "ResetBreaker", self._backend.reset_breaker)
+
+    async def Restart(self, request: pb.ReplicaActionRequest, context: Any) -> pb.RestartResponse:
+        async def call() -> pb.RestartResponse:
+            name = _name(request.replica, "replica")
+            gen = await self._backend.restart(name, force=request.force)
+            return pb.RestartResponse(generation=max(0, int(gen)))
+
+        return await self._run(context, "Restart", True, call)
+
+    async def Sleep(self, request: pb.ReplicaActionRequest, context: Any) -> pb.Ack:
+        async def call() -> pb.Ack:
+            await self._backend.sleep(_name(request.replica, "replica"), force=request.force)
+            return pb.Ack()
+
+        return await self._run(context, "Sleep", True, call)
+
+    async def Wake(self, request: pb.ReplicaActionRequest, context: Any) -> pb.Ack:
+        async def call() -> pb.Ack:
+            await self._backend.wake(_name(request.replica, "replica"))
+            return pb.Ack()
+
+        return await self._run(context, "Wake", True, call)
+
+    async def ListIncidents(
+        self, request: pb.ListIncidentsRequest, context: Any
+    ) -> pb.ListIncidentsResponse:
+        async def call() -> pb.ListIncidentsResponse:
+            last = int(request.last) if request.HasField("last") else DEFAULT_INCIDENTS
+            items = self._backend.incidents(min(last, MAX_INCIDENTS_ANSWER)) if last else []
+            return pb.ListIncidentsResponse(incidents=[incident_to_proto(i) for i in items])
+
+        return await self._run(context, "ListIncidents", False, call)
 
     async def AddMember(self, request: pb.MemberRequest, context: Any) -> pb.Ack:
         async def call() -> pb.Ack:

@@ -30,11 +30,18 @@ from hanode.addresses import split_hostport
 from hanode.api.convert import (
     breaker_from_proto,
     event_from_proto,
+    incident_from_proto,
     member_from_proto,
     pb,
     status_from_proto,
 )
-from hanode.cli.render import breakers_table, event_line, members_table, status_table
+from hanode.cli.render import (
+    breakers_table,
+    event_line,
+    incidents_table,
+    members_table,
+    status_table,
+)
 
 DEFAULT_ENDPOINT = "127.0.0.1:9200"
 DEFAULT_TIMEOUT = 5.0
@@ -247,6 +254,39 @@ def _cmd_reset_breaker(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_restart(client: Client, args: argparse.Namespace) -> int:
+    request = pb.ReplicaActionRequest(replica=args.replica, force=args.force)
+    answer = client.call("Restart", request, write=True)
+    print(f"restart of {args.replica} requested (request {answer.generation})")
+    return EXIT_OK
+
+
+def _cmd_sleep(client: Client, args: argparse.Namespace) -> int:
+    request = pb.ReplicaActionRequest(replica=args.replica, force=args.force)
+    client.call("Sleep", request, write=True)
+    print(f"{args.replica} goes to sleep")
+    return EXIT_OK
+
+
+def _cmd_wake(client: Client, args: argparse.Namespace) -> int:
+    client.call("Wake", pb.ReplicaActionRequest(replica=args.replica), write=True)
+    print(f"{args.replica} wakes up (traffic once L2 passes, ramping up)")
+    return EXIT_OK
+
+
+def _cmd_incidents(client: Client, args: argparse.Namespace) -> int:
+    request = pb.ListIncidentsRequest()
+    if args.last is not None:
+        request.last = args.last
+    answer = client.call("ListIncidents", request)
+    incidents = [incident_from_proto(i) for i in answer.incidents]
+    if args.json:
+        _print_json({"incidents": incidents})
+    else:
+        print(incidents_table(incidents))
+    return EXIT_OK
+
+
 def _cmd_events(client: Client, args: argparse.Namespace) -> int:
     request = pb.StreamEventsRequest(after_seq=args.after, follow=args.follow)
     if args.last is not None:
@@ -406,6 +446,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = command("reset-breaker", "close a replica's breaker now", _cmd_reset_breaker)
     p.add_argument("replica", metavar="REPLICA")
+
+    for name, func, verb in (
+        ("restart", _cmd_restart, "restart a replica through its node (clears a crash loop)"),
+        ("sleep", _cmd_sleep, "put a replica's engine to sleep (frees its GPU)"),
+    ):
+        p = command(name, verb, func)
+        p.add_argument("replica", metavar="REPLICA")
+        p.add_argument(
+            "--force",
+            action="store_true",
+            help="even the last serving replica of its model (it will answer 503)",
+        )
+    p = command("wake", "wake (or start) a replica; it serves once L2 passes", _cmd_wake)
+    p.add_argument("replica", metavar="REPLICA")
+    p = command("incidents", "lost replicas: timeline, MTTR, duration", _cmd_incidents)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--last", type=_count, metavar="N", help="only the newest N (default 50)")
 
     p = command("events", "cluster events (oldest first)", _cmd_events)
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new events")

@@ -175,3 +175,33 @@ def members_table(members: list[dict[str, Any]]) -> str:
 def event_line(event: dict[str, Any]) -> str:
     ts = _clock(event.get("ts"))
     return f"{ts}  #{event['seq']:<5} {event['kind']:<11} {event['subject']:<12} {event['message']}"
+
+
+def _secs(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}s"
+
+
+def incidents_table(incidents: list[dict[str, Any]]) -> str:
+    """One row per incident (MTTR: detected to capacity restored), then each timeline."""
+    if not incidents:
+        return "no incidents"
+    rows = [
+        (
+            i["id"],
+            i["model"],
+            "open" if i["open"] else "closed",
+            _clock(i["detected"]),
+            _secs(i.get("mttr_s")),
+            _secs(i.get("duration_s")),
+        )
+        for i in incidents
+    ]
+    out = table(("INCIDENT", "MODEL", "STATE", "DETECTED", "MTTR", "DURATION"), rows)
+    for inc in incidents:
+        out.append("")
+        out.append(f"{inc['id']}:")
+        start = float(inc["detected"])
+        for step in inc.get("timeline", []):
+            offset = float(step["ts"]) - start
+            out.append(f"  +{offset:6.2f}s  {step['what']:<16} {step['message']}".rstrip())
+    return "\n".join(out)

@@ -13,9 +13,12 @@ from typing import Any, TypeVar
 
 from hanode.addresses import split_hostport
 from hanode.api.control import ControlError, ControlErrorCode
+from hanode.cluster.document import RECOVERY_PROTOCOL
 from hanode.cluster.runtime import CONSENSUS_STALL_S, ClusterRuntime
 from hanode.cluster.store import ConsensusRejected, ConsensusTimeout
-from hanode.pool.replica import AdminState, Role, may_serve
+from hanode.cluster.view import IncidentRecord
+from hanode.pool.lifecycle import Desired
+from hanode.pool.replica import AdminState, Role
 from hanode.router.core import RouterCore
 from hanode.status import status_document
 
@@ -258,8 +261,7 @@ class ClusterControl:
         serving = {
             n
             for n, r in view.replicas.items()
-            if r.spec.model == model
-            and may_serve(r.role, r.admin, r.observation, r.spec.node in view.lost_nodes)
+            if r.spec.model == model and r.may_serve(view.lost_nodes)
         }
         return bool(serving) and serving <= leaving
 
@@ -273,9 +275,7 @@ class ClusterControl:
             others = [
                 r
                 for n, r in view.replicas.items()
-                if n != replica
-                and r.spec.model == rec.spec.model
-                and may_serve(r.role, r.admin, r.observation, r.spec.node in view.lost_nodes)
+                if n != replica and r.spec.model == rec.spec.model and r.may_serve(view.lost_nodes)
             ]
             if not others:  # unlike drain, also when the replica itself cannot serve now
                 raise ControlError(
@@ -304,6 +304,72 @@ class ClusterControl:
         self._replica(replica)
         self._quorum_or_fail()
         await self._write({"op": "reset_breaker", "replica": replica, "by": self.node_name})
+
+    # -- recovery ------------------------------------------------------------------------------
+    def incidents(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest ``limit`` incidents (0: all the state holds), oldest first."""
+        items = [incident_doc(i) for i in self.runtime.store.view.incidents]
+        return items[-limit:] if limit else items
+
+    def _actuated(self, name: str) -> Any:
+        rec = self._replica(name)
+        view = self.runtime.store.view
+        if min(view.cluster_version, self.runtime.store.protocol) < RECOVERY_PROTOCOL:
+            raise ControlError(
+                ControlErrorCode.FAILED_PRECONDITION,
+                f"the cluster runs protocol {view.cluster_version}; restart, sleep and wake "
+                f"need every member on protocol {RECOVERY_PROTOCOL}",
+            )
+        if not rec.actuated:
+            raise ControlError(
+                ControlErrorCode.FAILED_PRECONDITION,
+                f'\'{name}\' has no actuator (set actuator = "command" or "systemd" in its '
+                "[[replicas]] entry on its node); hanode only routes to it",
+            )
+        return rec
+
+    def _not_last(self, name: str, verb: str, force: bool) -> None:
+        rec = self._replica(name)
+        if not force and self._last_serving(rec.spec.model, {name}):
+            raise ControlError(
+                ControlErrorCode.FAILED_PRECONDITION,
+                f"{verb} {name} would leave {rec.spec.model} with no serving replica; wake or "
+                f"promote another one first (or {verb} --force)",
+            )
+
+    async def restart(self, replica: str, force: bool = False) -> int:
+        """Ask the replica's node to restart it (clears a crash loop). While a request is not
+        carried out yet, repeating it asks for the same restart (idempotent)."""
+        rec = self._actuated(replica)
+        self._not_last(replica, "restarting", force)
+        self._quorum_or_fail()
+        pending = rec.restart_gen > rec.restart_done
+        gen = rec.restart_gen if pending else rec.restart_gen + 1
+        command = {"op": "request_restart", "replica": replica, "gen": gen, "by": self.node_name}
+        return int(await self._write(command))
+
+    async def _set_desired(self, replica: str, desired: Desired) -> None:
+        self._quorum_or_fail()
+        await self._write(
+            {
+                "op": "set_desired",
+                "replica": replica,
+                "desired": desired.value,
+                "by": "operator",
+                "reason": f"via {self.node_name}",
+            }
+        )
+
+    async def sleep(self, replica: str, force: bool = False) -> None:
+        """Put the replica's engine to sleep (expected-down: no incident, no breaker)."""
+        self._actuated(replica)
+        self._not_last(replica, "sleeping", force)
+        await self._set_desired(replica, Desired.SLEEP)
+
+    async def wake(self, replica: str) -> None:
+        """Wake (or start) the replica; it serves once L2 passes, ramping up its weight."""
+        self._actuated(replica)
+        await self._set_desired(replica, Desired.RUN)
 
     async def _membership(self, call: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -380,3 +446,19 @@ class ClusterControl:
             split_hostport(address)
         except ValueError as exc:
             raise ControlError(ControlErrorCode.INVALID, f"expected HOST:PORT: {exc}") from None
+
+
+def incident_doc(inc: IncidentRecord) -> dict[str, Any]:
+    """One incident as the control API's dicts (and ``hanodectl incidents --json``)."""
+    return {
+        "id": inc.id,
+        "model": inc.model,
+        "replica": inc.replica,
+        "open": inc.open,
+        "detected": inc.detected,
+        "restored": inc.restored,
+        "closed": inc.closed,
+        "mttr_s": inc.mttr_s,
+        "duration_s": inc.duration_s,
+        "timeline": [{"ts": s.ts, "what": s.what, "message": s.message} for s in inc.timeline],
+    }

@@ -25,11 +25,17 @@ Doc = dict[str, Any]
 Command = dict[str, Any]
 
 SCHEMA = 2
-PROTOCOL = 2
+PROTOCOL = 3
 
 # The protocol each command needs. Protocol 1 is hanode before versioning (no "v" field, wall
 # clock breaker deadlines); 2 adds leader claims and fencing, node leases, and breaker opens as
-# durations. An op missing here is unknown to this code.
+# durations; 3 adds recovery: each replica's desired process state, restart requests, what
+# its node observed of its process, and incidents. An op missing here is unknown to this code.
+#
+# Protocol 3 needs no new SCHEMA: its keys (a replica's "desired", "desired_by",
+# "restart_gen", "proc"; the document's "incidents" and "incident_seq") appear only when a
+# protocol-3 command writes them, and a reader takes their absence for the defaults. So a
+# state written while the cluster still ran protocol 2 is the same on old and new nodes.
 COMMAND_PROTOCOL: dict[str, int] = {
     "register_node": 1,
     "register_replica": 1,
@@ -47,7 +53,14 @@ COMMAND_PROTOCOL: dict[str, int] = {
     "expire_breakers": 2,
     "checkpoint": 2,
     "checkpoint_report": 2,
+    "set_desired": 3,
+    "request_restart": 3,
+    "report_process": 3,
+    "open_incident": 3,
+    "note_incident": 3,
 }
+
+RECOVERY_PROTOCOL = 3  # desired state, restarts, process reports and incidents need this
 
 OBS_FIELDS = (
     "gpu_mem_frac",
@@ -56,9 +69,13 @@ OBS_FIELDS = (
     "running",
     "latency_ms",
     "ttft_ms",
+    "tpot_ms",
+    "gpu_growth",
 )
 
 MAX_EVENTS = 500
+MAX_INCIDENTS = 100  # kept in the state, newest last; older ones live on in the event log
+MAX_TIMELINE = 20  # entries of one incident's timeline
 
 
 def empty_doc() -> Doc:

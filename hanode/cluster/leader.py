@@ -18,7 +18,8 @@ from typing import Any
 
 import structlog
 
-from hanode.cluster.document import Command
+from hanode.cluster.document import RECOVERY_PROTOCOL, Command
+from hanode.cluster.incidents import plan_incidents
 from hanode.cluster.leases import plan_leases
 from hanode.cluster.planner import (
     ModelPolicy,
@@ -27,6 +28,7 @@ from hanode.cluster.planner import (
     plan_roles,
     plan_weights,
 )
+from hanode.cluster.process_plan import plan_process
 from hanode.cluster.store import ClusterStore, ConsensusRejected, ConsensusTimeout
 from hanode.cluster.view import ClusterView
 
@@ -112,11 +114,12 @@ class LeaderLoop:
             await self._write({"op": "claim_leader", "node": self.node, "term": self.term})
             return  # decide on the next round, from a view that holds the claim
         for command in self.decide(view, fenced):
-            if command.get("op") == "set_role":
+            if command.get("op") in ("set_role", "set_desired"):
                 log.info(
                     "planner_decision",
                     replica=command["replica"],
-                    role=command["role"],
+                    role=command.get("role"),
+                    desired=command.get("desired"),
                     reason=command["reason"],
                 )
             await self._write(command)
@@ -132,7 +135,14 @@ class LeaderLoop:
         weights = plan_weights(view, self.planner)
         if weights is not None:
             out.append(weights)
-        out += plan_roles(view, self.policies, self.planner, self.memory, now)
+        roles = plan_roles(view, self.policies, self.planner, self.memory, now)
+        out += roles
+        if fenced and min(view.cluster_version, self.store.protocol) >= RECOVERY_PROTOCOL:
+            process = plan_process(
+                view, self.policies, self.memory, now, self.planner.demote_hold_s
+            )
+            out += process
+            out += plan_incidents(view, roles + process)
         if fenced:
             expired = self._expired_breakers(view, now)
             if expired:

@@ -55,11 +55,21 @@ class PlannerMemory:
     """Leader-local memory: since when each model has been calm (for demotion hysteresis)."""
 
     calm_since: dict[str, float] = field(default_factory=dict)
+    rest_since: dict[str, float] = field(default_factory=dict)  # woken standbys not needed
 
 
-def _ready(rec: ReplicaRecord, lost: frozenset[str]) -> bool:
-    """Could serve if active: the one may-serve rule, whatever the replica's role."""
-    return may_serve(Role.ACTIVE, rec.admin, rec.observation, rec.spec.node in lost)
+def could_serve(rec: ReplicaRecord, lost: frozenset[str]) -> bool:
+    """Could serve if active: the one may-serve rule, whatever the replica's role (a standby
+    asleep or stopped is not ready: it must be woken first, see ``process_plan``)."""
+    return may_serve(Role.ACTIVE, rec.admin, rec.observation, rec.spec.node in lost, rec.process_up)
+
+
+_ready = could_serve
+
+
+def needed_active(policy: ModelPolicy) -> int:
+    """How many active replicas of the model must serve."""
+    return 1 if policy.redundancy is Redundancy.PRIMARY_STANDBY else policy.min_active
 
 
 def _gpu(rec: ReplicaRecord) -> float:
@@ -127,7 +137,7 @@ def _plan_model(
         key=lambda r: (_gpu(r), r.spec.name),
     )
     serving = [r for r in actives if _ready(r, lost)]
-    need = 1 if policy.redundancy is Redundancy.PRIMARY_STANDBY else policy.min_active
+    need = needed_active(policy)
     model = policy.name
     if any(r.observed_at <= 0.0 and r.spec.node not in lost for r in enabled):
         return None  # a replica has not reported yet (cluster starting): unknown is not lost
@@ -138,7 +148,7 @@ def _plan_model(
             return _promote(standbys[0], "active-active: every enabled replica serves")
         return None
 
-    gone = [r.spec.name for r in actives if not _ready(r, lost)]
+    gone = [r.spec.name for r in actives if not _ready(r, lost) and not r.expected_down]
     if len(serving) < need and standbys:
         memory.calm_since.pop(model, None)
         what = f"lost {', '.join(gone)}" if gone else "not enough active replicas"

@@ -7,7 +7,11 @@
   operator resets travel the same way;
 - this node's health checkers report through the agent (hysteresis, heartbeat);
 - the consensus thread is watched: if it dies or stalls, the node says so and stops;
-- the leader loop (``leader.py``) runs on every node and acts while its node leads.
+- the leader loop (``leader.py``) runs on every node and acts while its node leads;
+- with a supervisor (``attach_supervisor``), this node's replicas follow the replicated
+  desired state and restart requests, and their process state is reported (``reconcile``);
+- replicas back in service ramp up their weight (slow start), and each incident whose
+  capacity came back is handed to the incident listeners (the MTTR histogram).
 Every write is idempotent, so a timed-out write is simply retried later.
 """
 
@@ -30,19 +34,24 @@ from hanode.cluster.document import Command, spec_doc, stamp
 from hanode.cluster.leader import LeaderLoop, LeaderSettings
 from hanode.cluster.planner import ModelPolicy, PlannerSettings, Redundancy
 from hanode.cluster.pool import ClusterPool
+from hanode.cluster.reconcile import NodeActuation, Reconciler
 from hanode.cluster.store import ClusterStore, ConsensusRejected, ConsensusTimeout
-from hanode.cluster.view import ClusterView
+from hanode.cluster.view import ClusterView, IncidentRecord
 from hanode.config import Config
 from hanode.events import Event, EventLog
 from hanode.policies.breaker import ReplicaBreaker, Transition
 from hanode.policies.ejection import may_eject_for_peer
 from hanode.policies.failure import FailureClass
+from hanode.policies.slow_start import SlowStart
 from hanode.policies.weights import WeightThresholds
+from hanode.pool.lifecycle import ActuatorSpec
+from hanode.settings.schema import build
 
 log = structlog.get_logger("hanode.cluster")
 
 _LOCAL_ONLY_EVENTS = {"health"}  # the state machine records these itself
 CONSENSUS_STALL_S = 10.0  # a consensus thread silent this long is taken for dead
+RAMP_REFRESH_S = 0.5  # how often weights are recomputed while a replica ramps up
 MAX_RESYNCS = 3  # a node that diverges more often than this stops (see _check_state)
 
 
@@ -78,7 +87,11 @@ class ClusterRuntime:
         self.config = config
         self.node = config.node.name
         self.store = store
-        self.pool = ClusterPool(thresholds, {s.name: s for s in config.replicas})
+        self.pool = ClusterPool(
+            thresholds,
+            {s.name: s for s in config.replicas},
+            build(SlowStart, config.health),
+        )
         self.events = events
         self.on_fatal = on_fatal
         self.consensus_failure: str | None = None
@@ -119,6 +132,12 @@ class ClusterRuntime:
         self._resynced_at = ""  # the checkpoint that made us resync: not judged twice
         self.resyncing = False
         self.resyncs = 0
+        self.reconciler: Reconciler | None = None
+        self._actuated: Mapping[str, ActuatorSpec] = {}
+        self._incident_listeners: list[Callable[[IncidentRecord], None]] = []
+        self._restored_seen: set[str] = set()
+        self._started_wall = time.time()
+        self._ramp_timer: asyncio.TimerHandle | None = None
         store.subscribe(self._on_view)
         events.subscribe(self._forward_event)
 
@@ -128,6 +147,26 @@ class ClusterRuntime:
         door.listen_breaker_opens(self._local_breaker_opened)
         self._on_view(self.store.view)
 
+    def attach_supervisor(
+        self, actuation: NodeActuation, specs: Mapping[str, ActuatorSpec]
+    ) -> None:
+        """This node acts on its replicas (before ``start``): ``specs`` are their local
+        actuator settings, of which only "has an actuator" and the standby mode are
+        replicated, never the command."""
+        self._actuated = {n: s for n, s in specs.items() if s.actuator != "none"}
+        self.reconciler = Reconciler(
+            self.node,
+            actuation,
+            self._send_with_failure,
+            lambda view: min(view.cluster_version, self.store.protocol),
+        )
+        self.reconciler.on_view(self.store.view)
+
+    def listen_incidents(self, listener: Callable[[IncidentRecord], None]) -> None:
+        """Call ``listener`` once for each incident whose capacity came back (its MTTR)
+        after this node started."""
+        self._incident_listeners.append(listener)
+
     def start(self, addresses: Mapping[str, str]) -> None:
         self._addresses = dict(addresses)
         self._start_register()
@@ -135,6 +174,10 @@ class ClusterRuntime:
         self._tasks.append(self._loop.create_task(self._watch_consensus()))
 
     async def close(self) -> None:
+        if self._ramp_timer is not None:
+            self._ramp_timer.cancel()
+        if self.reconciler is not None:
+            self.reconciler.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -157,6 +200,9 @@ class ClusterRuntime:
                     on_failure()
 
         self._loop.create_task(go())
+
+    def _send_with_failure(self, command: Command, on_failure: Callable[[], None]) -> None:
+        self._spawn_write(command, on_failure=on_failure)
 
     def _send_observation(self, command: Command) -> None:
         replica = str(command["replica"])
@@ -181,7 +227,7 @@ class ClusterRuntime:
         commands += [
             {
                 "op": "register_replica",
-                "spec": spec_doc(replace(s, url=advertised_url(s.url, host))),
+                "spec": self._spec_doc(replace(s, url=advertised_url(s.url, host))),
             }
             for s in self.config.replicas
         ]
@@ -199,6 +245,15 @@ class ClusterRuntime:
             self.reporter.forget(spec.name)  # report current health right away
         log.info("cluster_registered", node=self.node, replicas=len(self.config.replicas))
 
+    def _spec_doc(self, spec: Any) -> dict[str, Any]:
+        """The replicated spec: with "can be acted on" and the standby mode, no command."""
+        doc = spec_doc(spec)
+        actuation = self._actuated.get(spec.name)
+        if actuation is not None:
+            doc["actuated"] = True
+            doc["standby"] = actuation.standby.value
+        return doc
+
     # -- the consensus thread ------------------------------------------------------------------
     async def _watch_consensus(self) -> None:
         while self.consensus_failure is None:
@@ -212,7 +267,11 @@ class ClusterRuntime:
 
     # -- applied states ------------------------------------------------------------------------
     def _on_view(self, view: ClusterView) -> None:
-        self.pool.update(view)
+        self.pool.update(view, self._loop.time())
+        self._schedule_ramp()
+        if self.reconciler is not None:
+            self.reconciler.on_view(view)
+        self._announce_incidents(view)
         self._resend_changed_observations(view)
         self._check_state(view)
         self._check_registered(view)
@@ -222,6 +281,30 @@ class ClusterRuntime:
         door.pool_changed()  # e.g. a lost node's replicas: their tries fail over at once
         self._apply_peer_breakers(door, view)
         self._apply_resets(door, view)
+
+    def _schedule_ramp(self) -> None:
+        """While a replica ramps up (slow start), rebuild the snapshot every RAMP_REFRESH_S."""
+        if self._ramp_timer is not None or not self.pool.ramp(self._loop.time()):
+            return
+
+        def tick() -> None:
+            self._ramp_timer = None
+            if self.pool.refresh(self._loop.time()):
+                self._schedule_ramp()
+
+        self._ramp_timer = self._loop.call_later(RAMP_REFRESH_S, tick)
+
+    def _announce_incidents(self, view: ClusterView) -> None:
+        """Each node exports the same MTTRs, from the replicated incidents; one restored before
+        this process started (a replayed log) is not counted again."""
+        for inc in view.incidents:
+            if inc.mttr_s is None or inc.id in self._restored_seen:
+                continue
+            self._restored_seen.add(inc.id)
+            if inc.restored is not None and inc.restored >= self._started_wall:
+                for listener in self._incident_listeners:
+                    listener(inc)
+        self._restored_seen &= {i.id for i in view.incidents}
 
     # -- is our state the cluster's? ------------------------------------------------------------
     def _check_state(self, view: ClusterView) -> None:

@@ -18,12 +18,15 @@ import orjson
 
 from hanode.cluster.document import (
     MAX_EVENTS,
+    MAX_INCIDENTS,
+    MAX_TIMELINE,
     OBS_FIELDS,
     PROTOCOL,
     Command,
     Doc,
     command_protocol,
 )
+from hanode.pool.lifecycle import Desired, Observed
 from hanode.pool.replica import AdminState, HealthLevel, Role
 
 
@@ -192,6 +195,10 @@ def _set_role(doc: Doc, cmd: Command) -> bool:
         return False
     rec["role"] = role
     rec["promoted"] = bool(cmd.get("planned", False)) and role == Role.ACTIVE.value
+    # A new role brings its own process state (active: run; standby: its standby mode). Only
+    # protocol-3 states hold these keys, so older nodes, which never have them, agree.
+    rec.pop("desired", None)
+    rec.pop("desired_by", None)
     _event(
         doc,
         float(cmd["ts"]),
@@ -370,6 +377,164 @@ def _checkpoint_report(doc: Doc, cmd: Command) -> bool:
     return True
 
 
+# -- recovery (protocol 3) ---------------------------------------------------------------------
+def _text(value: Any, limit: int = 200) -> str:
+    return str(value)[:limit]
+
+
+def _set_desired(doc: Doc, cmd: Command) -> bool:
+    """What a replica's process should be (run, sleep, stop). The planner's word never
+    overrides an operator's (``hanodectl sleep``/``wake``) until the replica's role changes,
+    whatever order the two commands reach the log in."""
+    _fence(doc, cmd, required=False)
+    name = str(cmd["replica"])
+    rec = _replica(doc, name)
+    desired = Desired(cmd["desired"]).value
+    by = _text(cmd.get("by", ""), 40)
+    if by == "planner" and rec.get("desired_by") == "operator":
+        return False
+    if rec.get("desired") == desired and rec.get("desired_by") == by:
+        return False
+    rec["desired"] = desired
+    rec["desired_by"] = by
+    _event(
+        doc,
+        float(cmd["ts"]),
+        "process",
+        name,
+        f"desired {desired} by {by or '?'}" + (f": {cmd['reason']}" if cmd.get("reason") else ""),
+        desired=desired,
+        by=by,
+    )
+    return True
+
+
+def _request_restart(doc: Doc, cmd: Command) -> int:
+    """Ask the replica's node to restart it (and clear a crash loop). ``gen`` is the number of
+    this request: repeating the same command changes nothing."""
+    name = str(cmd["replica"])
+    rec = _replica(doc, name)
+    gen = int(cmd["gen"])
+    if not 0 < gen < 2**31:
+        raise CommandError(f"restart gen must be in (0, 2**31), got {gen}")
+    current = int(rec.get("restart_gen", 0))
+    if gen <= current:
+        return current
+    rec["restart_gen"] = gen
+    _event(
+        doc,
+        float(cmd["ts"]),
+        "restart",
+        name,
+        f"restart requested by {cmd.get('by', '?')}",
+        gen=gen,
+    )
+    return gen
+
+
+def _report_process(doc: Doc, cmd: Command) -> bool:
+    """What a replica's own node last saw of its process, and the last restart request it
+    carried out."""
+    name = str(cmd["replica"])
+    rec = _replica(doc, name)
+    node = str(cmd["node"])
+    if node != str(rec["spec"].get("node", "")):
+        raise CommandError(f"{node!r} does not run replica {name!r}")
+    proc = {
+        "state": Observed(cmd["state"]).value,
+        "restart_done": int(cmd.get("restart_done", 0)),
+        "detail": _text(cmd.get("detail", "")),
+    }
+    if rec.get("proc") == proc:
+        return False
+    rec["proc"] = proc
+    return True
+
+
+def _open_incident(doc: Doc, cmd: Command) -> str:
+    """The leader saw an active replica lost: one open incident per replica at a time, so a
+    repeated command returns the incident already open."""
+    _fence(doc, cmd, required=True)
+    name = str(cmd["replica"])
+    _replica(doc, name)
+    incidents: list[dict[str, Any]] = doc.setdefault("incidents", [])
+    for inc in incidents:
+        if inc["replica"] == name and inc.get("closed") is None:
+            return str(inc["id"])
+    seq = int(doc.get("incident_seq", 0)) + 1
+    doc["incident_seq"] = seq
+    ts = float(cmd["ts"])
+    reason = _text(cmd.get("reason", ""))
+    inc = {
+        "id": f"{name}#{seq}",
+        "model": str(cmd["model"]),
+        "replica": name,
+        "want": int(cmd.get("want", 1)),
+        "detected": ts,
+        "restored": None,
+        "closed": None,
+        "mttr_s": None,
+        "duration_s": None,
+        "timeline": [{"ts": ts, "what": "detected", "message": reason, "key": "detected"}],
+    }
+    incidents.append(inc)
+    if len(incidents) > MAX_INCIDENTS:
+        del incidents[: len(incidents) - MAX_INCIDENTS]
+    _event(doc, ts, "incident", name, f"incident {inc['id']} opened: {reason}", id=inc["id"])
+    return str(inc["id"])
+
+
+def _note_incident(doc: Doc, cmd: Command) -> bool:
+    """One step of an incident's timeline (keyed: a repeated note changes nothing); it may
+    mark capacity restored (the MTTR ends) or the incident closed (the original is back)."""
+    _fence(doc, cmd, required=True)
+    wanted = str(cmd["id"])
+    inc = next((i for i in doc.get("incidents", []) if i["id"] == wanted), None)
+    if inc is None or inc.get("closed") is not None:
+        return False
+    key = _text(cmd["key"], 80)
+    timeline: list[dict[str, Any]] = inc["timeline"]
+    if any(step["key"] == key for step in timeline):
+        return False
+    ts = float(cmd["ts"])
+    restored = bool(cmd.get("restored")) or bool(cmd.get("closed"))
+    closed = bool(cmd.get("closed"))
+    if len(timeline) < MAX_TIMELINE or restored:
+        timeline.append(
+            {
+                "ts": ts,
+                "what": _text(cmd.get("what", "note"), 40),
+                "message": _text(cmd.get("message", "")),
+                "key": key,
+            }
+        )
+    if restored and inc.get("restored") is None:
+        inc["restored"] = ts
+        inc["mttr_s"] = round(max(0.0, ts - float(inc["detected"])), 3)
+        _event(
+            doc,
+            ts,
+            "incident",
+            str(inc["replica"]),
+            f"incident {inc['id']}: capacity restored after {inc['mttr_s']:g}s",
+            id=inc["id"],
+            mttr_s=inc["mttr_s"],
+        )
+    if closed:
+        inc["closed"] = ts
+        inc["duration_s"] = round(max(0.0, ts - float(inc["detected"])), 3)
+        _event(
+            doc,
+            ts,
+            "incident",
+            str(inc["replica"]),
+            f"incident {inc['id']} closed after {inc['duration_s']:g}s",
+            id=inc["id"],
+            duration_s=inc["duration_s"],
+        )
+    return True
+
+
 _HANDLERS = {
     "register_node": _register_node,
     "register_replica": _register_replica,
@@ -387,4 +552,9 @@ _HANDLERS = {
     "node_back": _node_back,
     "checkpoint": _checkpoint,
     "checkpoint_report": _checkpoint_report,
+    "set_desired": _set_desired,
+    "request_restart": _request_restart,
+    "report_process": _report_process,
+    "open_incident": _open_incident,
+    "note_incident": _note_incident,
 }

@@ -12,7 +12,8 @@ from types import MappingProxyType
 from typing import Any
 
 from hanode.cluster.document import OBS_FIELDS, PROTOCOL, Doc, digest
-from hanode.pool.replica import AdminState, HealthLevel, Observation, ReplicaSpec, Role
+from hanode.pool.lifecycle import Desired, Observed, StandbyMode, desired_for_standby
+from hanode.pool.replica import AdminState, HealthLevel, Observation, ReplicaSpec, Role, may_serve
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,36 @@ class ReplicaRecord:
     observation: Observation
     observed_at: float
     promoted: bool  # promoted by the planner (so the planner may demote it again)
+    # Recovery (protocol 3; defaults where the state holds nothing yet):
+    actuated: bool = False  # its node can start, stop, sleep and wake it
+    standby: StandbyMode = StandbyMode.HOT  # how it waits while a standby
+    desired: Desired = Desired.RUN  # what the leader (or an operator) wants of its process
+    desired_by: str = ""  # "planner", "operator", "" (the role's default)
+    process: Observed = Observed.UNKNOWN  # what its node last saw of the process
+    process_detail: str = ""
+    restart_gen: int = 0  # restart requests so far...
+    restart_done: int = 0  # ...and the last one its node carried out
+
+    @property
+    def process_up(self) -> bool:
+        """Its process is wanted running and not known to be asleep, stopped or restarting
+        (no actuator: always). A replica not up is down on purpose or on its way back."""
+        return self.desired is Desired.RUN and self.process in (
+            Observed.UNKNOWN,
+            Observed.RUNNING,
+            Observed.STARTING,
+        )
+
+    @property
+    def expected_down(self) -> bool:
+        """Down on purpose (asleep, stopped, or asked to be): no incident, not lost."""
+        return self.desired is not Desired.RUN or self.process.expected_down
+
+    def may_serve(self, lost: frozenset[str] = frozenset()) -> bool:
+        """The one may-serve rule (``pool.replica.may_serve``) applied to this record."""
+        return may_serve(
+            self.role, self.admin, self.observation, self.spec.node in lost, self.process_up
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +76,38 @@ class BreakerRecord:
     open_s: float
     node: str
     id: str
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentStep:
+    ts: float  # the leader's wall clock when it wrote the step
+    what: str  # detected | action | standby_serving | original_back | closed | ...
+    message: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentRecord:
+    """One loss of an active replica: its timeline, and how long capacity took to come back
+    (``mttr_s``: detected to capacity restored) and the whole incident (``duration_s``)."""
+
+    id: str
+    model: str
+    replica: str
+    want: int  # serving replicas of the model that mean "capacity restored"
+    detected: float
+    restored: float | None
+    closed: float | None
+    mttr_s: float | None
+    duration_s: float | None
+    timeline: tuple[IncidentStep, ...]
+
+    @property
+    def open(self) -> bool:
+        return self.closed is None
+
+    def has(self, key: str) -> bool:
+        return any(step.key == key for step in self.timeline)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +125,7 @@ class ClusterView:
     halted: str | None = None  # why this node stopped applying commands, if it did
     checkpoint_id: str = ""  # the leader's last checkpoint, and the digests nodes reported
     checkpoint_reports: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    incidents: tuple[IncidentRecord, ...] = ()  # oldest first
 
     @property
     def cluster_version(self) -> int:
@@ -108,18 +172,64 @@ def _node(name: str, raw: Mapping[str, Any]) -> NodeRecord:
     )
 
 
+def _enum(kind: Any, value: Any, default: Any) -> Any:
+    try:
+        return kind(value) if value is not None else default
+    except ValueError:
+        return default
+
+
+def _replica(rec: Mapping[str, Any]) -> ReplicaRecord:
+    raw_spec = rec["spec"]
+    role = Role(rec["role"])
+    actuated = bool(raw_spec.get("actuated", False))
+    standby = _enum(StandbyMode, raw_spec.get("standby"), StandbyMode.HOT)
+    # Without a written desired state a replica follows its role: an active runs, a standby
+    # waits in its standby mode (when its node can act on it at all).
+    default = desired_for_standby(standby) if actuated and role is Role.STANDBY else Desired.RUN
+    proc = rec.get("proc") or {}
+    return ReplicaRecord(
+        spec=_spec(raw_spec),
+        role=role,
+        admin=AdminState(rec["admin"]),
+        observation=_observation(rec["obs"]),
+        observed_at=float(rec.get("obs_ts", 0.0)),
+        promoted=bool(rec.get("promoted", False)),
+        actuated=actuated,
+        standby=standby,
+        desired=_enum(Desired, rec.get("desired"), default) if actuated else Desired.RUN,
+        desired_by=str(rec.get("desired_by", "")),
+        process=_enum(Observed, proc.get("state"), Observed.UNKNOWN),
+        process_detail=str(proc.get("detail", "")),
+        restart_gen=int(rec.get("restart_gen", 0)),
+        restart_done=int(proc.get("restart_done", 0)),
+    )
+
+
+def _incident(raw: Mapping[str, Any]) -> IncidentRecord:
+    def opt(key: str) -> float | None:
+        value = raw.get(key)
+        return float(value) if value is not None else None
+
+    return IncidentRecord(
+        id=str(raw["id"]),
+        model=str(raw["model"]),
+        replica=str(raw["replica"]),
+        want=int(raw.get("want", 1)),
+        detected=float(raw["detected"]),
+        restored=opt("restored"),
+        closed=opt("closed"),
+        mttr_s=opt("mttr_s"),
+        duration_s=opt("duration_s"),
+        timeline=tuple(
+            IncidentStep(float(s["ts"]), str(s["what"]), str(s["message"]), str(s["key"]))
+            for s in raw.get("timeline", [])
+        ),
+    )
+
+
 def freeze(doc: Doc, index: int, halted: str | None = None) -> ClusterView:
-    replicas = {
-        name: ReplicaRecord(
-            spec=_spec(rec["spec"]),
-            role=Role(rec["role"]),
-            admin=AdminState(rec["admin"]),
-            observation=_observation(rec["obs"]),
-            observed_at=float(rec.get("obs_ts", 0.0)),
-            promoted=bool(rec.get("promoted", False)),
-        )
-        for name, rec in doc["replicas"].items()
-    }
+    replicas = {name: _replica(rec) for name, rec in doc["replicas"].items()}
     breakers = {
         name: BreakerRecord(
             name, str(b["failure_class"]), float(b["open_s"]), str(b["node"]), str(b["id"])
@@ -142,4 +252,5 @@ def freeze(doc: Doc, index: int, halted: str | None = None) -> ClusterView:
         halted=halted,
         checkpoint_id=str(checkpoint.get("id", "")),
         checkpoint_reports=MappingProxyType(dict(checkpoint.get("reports", {}))),
+        incidents=tuple(_incident(i) for i in doc.get("incidents", [])),
     )

@@ -9,6 +9,7 @@ from hanode.health.checker import GpuMarks, HealthSettings
 from hanode.policies.breaker import BreakerConfig
 from hanode.policies.l3 import L3Thresholds
 from hanode.policies.retry import RetryPolicy
+from hanode.policies.slow_start import SlowStart
 from hanode.policies.weights import WeightThresholds
 from hanode.router.frontdoor import RouterSettings
 from hanode.settings.reader import Table, fmt_num
@@ -40,6 +41,13 @@ class HealthConfig:
         default=30.0,
         gt=0,
         check=period,
+    )
+    slow_start_s: float = setting(
+        "a started, restarted or woken replica ramps from 10% to its full weight over this "
+        "long once it passes L2 (Envoy's slow start); 0 = at once",
+        default=30.0,
+        ge=0,
+        to=bind(SlowStart, "window_s"),
     )
 
 

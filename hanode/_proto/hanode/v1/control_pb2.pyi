@@ -254,3 +254,63 @@ class TransferLeaderResponse(_message.Message):
     NEW_LEADER_FIELD_NUMBER: _ClassVar[int]
     new_leader: str
     def __init__(self, new_leader: _Optional[str] = ...) -> None: ...
+
+class ReplicaActionRequest(_message.Message):
+    __slots__ = ("replica", "force")
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    replica: str
+    force: bool
+    def __init__(self, replica: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class RestartResponse(_message.Message):
+    __slots__ = ("generation",)
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    generation: int
+    def __init__(self, generation: _Optional[int] = ...) -> None: ...
+
+class ListIncidentsRequest(_message.Message):
+    __slots__ = ("last",)
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    last: int
+    def __init__(self, last: _Optional[int] = ...) -> None: ...
+
+class IncidentStep(_message.Message):
+    __slots__ = ("ts", "what", "message")
+    TS_FIELD_NUMBER: _ClassVar[int]
+    WHAT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ts: float
+    what: str
+    message: str
+    def __init__(self, ts: _Optional[float] = ..., what: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class Incident(_message.Message):
+    __slots__ = ("id", "model", "replica", "open", "detected", "restored", "closed", "mttr_s", "duration_s", "timeline")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    OPEN_FIELD_NUMBER: _ClassVar[int]
+    DETECTED_FIELD_NUMBER: _ClassVar[int]
+    RESTORED_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_FIELD_NUMBER: _ClassVar[int]
+    MTTR_S_FIELD_NUMBER: _ClassVar[int]
+    DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    TIMELINE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    model: str
+    replica: str
+    open: bool
+    detected: float
+    restored: float
+    closed: float
+    mttr_s: float
+    duration_s: float
+    timeline: _containers.RepeatedCompositeFieldContainer[IncidentStep]
+    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., replica: _Optional[str] = ..., open: _Optional[bool] = ..., detected: _Optional[float] = ..., restored: _Optional[float] = ..., closed: _Optional[float] = ..., mttr_s: _Optional[float] = ..., duration_s: _Optional[float] = ..., timeline: _Optional[_Iterable[_Union[IncidentStep, _Mapping]]] = ...) -> None: ...
+
+class ListIncidentsResponse(_message.Message):
+    __slots__ = ("incidents",)
+    INCIDENTS_FIELD_NUMBER: _ClassVar[int]
+    incidents: _containers.RepeatedCompositeFieldContainer[Incident]
+    def __init__(self, incidents: _Optional[_Iterable[_Union[Incident, _Mapping]]] = ...) -> None: ...

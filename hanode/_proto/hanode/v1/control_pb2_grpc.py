@@ -94,6 +94,26 @@ class ControlStub:
                 request_serializer=hanode_dot_v1_dot_control__pb2.TransferLeaderRequest.SerializeToString,
                 response_deserializer=hanode_dot_v1_dot_control__pb2.TransferLeaderResponse.FromString,
                 _registered_method=True)
+        self.Restart = channel.unary_unary(
+                '/hanode.v1.Control/Restart',
+                request_serializer=hanode_dot_v1_dot_control__pb2.ReplicaActionRequest.SerializeToString,
+                response_deserializer=hanode_dot_v1_dot_control__pb2.RestartResponse.FromString,
+                _registered_method=True)
+        self.Sleep = channel.unary_unary(
+                '/hanode.v1.Control/Sleep',
+                request_serializer=hanode_dot_v1_dot_control__pb2.ReplicaActionRequest.SerializeToString,
+                response_deserializer=hanode_dot_v1_dot_control__pb2.Ack.FromString,
+                _registered_method=True)
+        self.Wake = channel.unary_unary(
+                '/hanode.v1.Control/Wake',
+                request_serializer=hanode_dot_v1_dot_control__pb2.ReplicaActionRequest.SerializeToString,
+                response_deserializer=hanode_dot_v1_dot_control__pb2.Ack.FromString,
+                _registered_method=True)
+        self.ListIncidents = channel.unary_unary(
+                '/hanode.v1.Control/ListIncidents',
+                request_serializer=hanode_dot_v1_dot_control__pb2.ListIncidentsRequest.SerializeToString,
+                response_deserializer=hanode_dot_v1_dot_control__pb2.ListIncidentsResponse.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -176,6 +196,36 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Restart(self, request, context):
+        """Recovery. Restart a replica through its node (clears a crash loop; repeating a request
+        that is not carried out yet asks for the same restart), put its engine to sleep, or wake
+        (start) it. FAILED_PRECONDITION for a replica without an actuator, while a member speaks
+        an older protocol, and (restart, sleep) for the last serving replica of a model without
+        `force`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Sleep(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Wake(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListIncidents(self, request, context):
+        """Incidents (each loss of an active replica) with their timelines, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -238,6 +288,26 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.TransferLeader,
                     request_deserializer=hanode_dot_v1_dot_control__pb2.TransferLeaderRequest.FromString,
                     response_serializer=hanode_dot_v1_dot_control__pb2.TransferLeaderResponse.SerializeToString,
+            ),
+            'Restart': grpc.unary_unary_rpc_method_handler(
+                    servicer.Restart,
+                    request_deserializer=hanode_dot_v1_dot_control__pb2.ReplicaActionRequest.FromString,
+                    response_serializer=hanode_dot_v1_dot_control__pb2.RestartResponse.SerializeToString,
+            ),
+            'Sleep': grpc.unary_unary_rpc_method_handler(
+                    servicer.Sleep,
+                    request_deserializer=hanode_dot_v1_dot_control__pb2.ReplicaActionRequest.FromString,
+                    response_serializer=hanode_dot_v1_dot_control__pb2.Ack.SerializeToString,
+            ),
+            'Wake': grpc.unary_unary_rpc_method_handler(
+                    servicer.Wake,
+                    request_deserializer=hanode_dot_v1_dot_control__pb2.ReplicaActionRequest.FromString,
+                    response_serializer=hanode_dot_v1_dot_control__pb2.Ack.SerializeToString,
+            ),
+            'ListIncidents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListIncidents,
+                    request_deserializer=hanode_dot_v1_dot_control__pb2.ListIncidentsRequest.FromString,
+                    response_serializer=hanode_dot_v1_dot_control__pb2.ListIncidentsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -564,6 +634,114 @@ class Control:
             '/hanode.v1.Control/TransferLeader',
             hanode_dot_v1_dot_control__pb2.TransferLeaderRequest.SerializeToString,
             hanode_dot_v1_dot_control__pb2.TransferLeaderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Restart(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hanode.v1.Control/Restart',
+            hanode_dot_v1_dot_control__pb2.ReplicaActionRequest.SerializeToString,
+            hanode_dot_v1_dot_control__pb2.RestartResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Sleep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hanode.v1.Control/Sleep',
+            hanode_dot_v1_dot_control__pb2.ReplicaActionRequest.SerializeToString,
+            hanode_dot_v1_dot_control__pb2.Ack.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Wake(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hanode.v1.Control/Wake',
+            hanode_dot_v1_dot_control__pb2.ReplicaActionRequest.SerializeToString,
+            hanode_dot_v1_dot_control__pb2.Ack.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListIncidents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hanode.v1.Control/ListIncidents',
+            hanode_dot_v1_dot_control__pb2.ListIncidentsRequest.SerializeToString,
+            hanode_dot_v1_dot_control__pb2.ListIncidentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

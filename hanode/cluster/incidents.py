@@ -1,0 +1,152 @@
+"""Incidents: each loss of an active replica, with its timeline (pure).
+
+The leader runs :func:`plan_incidents` each round after its other decisions. An incident opens
+when an active, enabled replica that should run stops being able to serve (a replica asleep,
+stopped or drained on purpose is expected-down: no incident). Its timeline records what was
+done (the node restarting it, the planner waking or promoting a standby), when capacity was
+restored (the model has as many serving replicas as before the loss: the MTTR ends) and when
+the original was back (the incident closes). Each step is a fenced, keyed command, so a
+repeated one changes nothing, and its time is the leader's wall clock when it wrote it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hanode.cluster.document import Command
+from hanode.cluster.view import ClusterView, IncidentRecord, ReplicaRecord
+from hanode.pool.lifecycle import Desired, Observed
+from hanode.pool.replica import AdminState, Role
+
+
+def _note(
+    inc: IncidentRecord,
+    key: str,
+    what: str,
+    message: str,
+    *,
+    restored: bool = False,
+    closed: bool = False,
+) -> Command:
+    cmd: Command = {"op": "note_incident", "id": inc.id, "key": key, "what": what}
+    cmd["message"] = message
+    if restored:
+        cmd["restored"] = True
+    if closed:
+        cmd["closed"] = True
+    return cmd
+
+
+def _lost(rec: ReplicaRecord, lost_nodes: frozenset[str]) -> bool:
+    """Counted capacity gone by accident."""
+    return (
+        rec.role is Role.ACTIVE
+        and rec.admin is AdminState.ENABLED
+        and not rec.expected_down
+        and not rec.may_serve(lost_nodes)
+        and (rec.observed_at > 0.0 or rec.spec.node in lost_nodes)
+    )
+
+
+def plan_incidents(view: ClusterView, planned: Sequence[Command] = ()) -> list[Command]:
+    """This round's incident commands; ``planned`` are the leader's other decisions of the
+    round (wakes and promotions become steps of the model's open incidents)."""
+    lost_nodes = view.lost_nodes
+    open_by_replica = {i.replica: i for i in view.incidents if i.open}
+    serving: dict[str, list[str]] = {}
+    for name, rec in sorted(view.replicas.items()):
+        if rec.role is Role.ACTIVE and rec.may_serve(lost_nodes):
+            serving.setdefault(rec.spec.model, []).append(name)
+    out: list[Command] = []
+    newly: dict[str, list[ReplicaRecord]] = {}
+    for name, rec in sorted(view.replicas.items()):
+        if name not in open_by_replica and _lost(rec, lost_nodes):
+            newly.setdefault(rec.spec.model, []).append(rec)
+    for model, recs in newly.items():
+        still = sum(1 for i in open_by_replica.values() if i.model == model)
+        want = len(serving.get(model, ())) + still + len(recs)
+        for rec in recs:
+            out.append(
+                {
+                    "op": "open_incident",
+                    "replica": rec.spec.name,
+                    "model": model,
+                    "want": want,
+                    "reason": _why(rec, lost_nodes),
+                }
+            )
+    for inc in open_by_replica.values():
+        out += _follow(inc, view, serving.get(inc.model, []), planned)
+    return out
+
+
+def _why(rec: ReplicaRecord, lost_nodes: frozenset[str]) -> str:
+    if rec.spec.node in lost_nodes:
+        return f"{rec.spec.name} lost with node {rec.spec.node}"
+    obs = rec.observation
+    what = f"{rec.spec.name} {obs.level.name}" + (f": {obs.reason}" if obs.reason else "")
+    if rec.process not in (Observed.UNKNOWN, Observed.RUNNING):
+        what += f" (process {rec.process.value})"
+    return what
+
+
+def _follow(
+    inc: IncidentRecord, view: ClusterView, serving: list[str], planned: Sequence[Command]
+) -> list[Command]:
+    rec = view.replicas.get(inc.replica)
+    if rec is None:
+        return [_note(inc, "removed", "closed", f"{inc.replica} left the cluster", closed=True)]
+    if rec.admin is not AdminState.ENABLED or rec.role is Role.STANDBY or rec.expected_down:
+        why = (
+            "drained"
+            if rec.admin is not AdminState.ENABLED
+            else "demoted"
+            if rec.role is Role.STANDBY
+            else f"desired {rec.desired.value}"
+        )
+        return [
+            _note(inc, "on-purpose", "closed", f"{inc.replica} {why} by an operator", closed=True)
+        ]
+    out: list[Command] = []
+    for cmd in planned:
+        target = view.replicas.get(str(cmd.get("replica")))
+        if target is None or target.spec.model != inc.model or target.spec.name == inc.replica:
+            continue
+        if cmd.get("op") == "set_desired" and cmd.get("desired") == Desired.RUN.value:
+            verb = "woke" if target.desired is Desired.SLEEP else "started"
+            out.append(
+                _note(
+                    inc, f"wake:{target.spec.name}", "action", f"{verb} standby {target.spec.name}"
+                )
+            )
+        elif cmd.get("op") == "set_role" and cmd.get("role") == Role.ACTIVE.value:
+            out.append(
+                _note(inc, f"promote:{target.spec.name}", "action", f"promoted {target.spec.name}")
+            )
+    if rec.process in (Observed.BACKOFF, Observed.STARTING) and not inc.has("restart"):
+        out.append(_note(inc, "restart", "action", f"node {rec.spec.node} restarts it"))
+    if rec.process is Observed.CRASH_LOOP and not inc.has("crash_loop"):
+        out.append(
+            _note(
+                inc,
+                "crash_loop",
+                "action",
+                "crash loop: restarts stopped until `hanodectl restart " + inc.replica + "`",
+            )
+        )
+    back = inc.replica in serving
+    if back:
+        out.append(
+            _note(inc, "original_back", "original_back", f"{inc.replica} serves again", closed=True)
+        )
+    elif inc.restored is None and len(serving) >= inc.want:
+        out.append(
+            _note(
+                inc,
+                "restored",
+                "standby_serving",
+                f"{', '.join(serving)} serving ({len(serving)}/{inc.want})",
+                restored=True,
+            )
+        )
+    return out
