@@ -30,6 +30,23 @@ log = structlog.get_logger("hanode.relay")
 CLIENT_DEADLINE = "client_deadline_exceeded"
 
 
+def _token_times(
+    inspector: StreamInspector, stream: bool, t0: float, now: float
+) -> tuple[float | None, float | None]:
+    """(TTFT, TPOT) of one answered try. TTFT only for streams: a whole answer's first byte is
+    its last. TPOT from usage.completion_tokens (or the events counted): for a stream the time
+    after the first token per further token; for a whole answer its time per token (prefill
+    included, which a long answer makes small)."""
+    tokens = inspector.output_tokens(stream)
+    if not stream:
+        return None, ((now - t0) / tokens if tokens else None)
+    first = inspector.first_output_at
+    if first is None:
+        return None, None
+    tpot = (now - first) / (tokens - 1) if tokens is not None and tokens > 1 else None
+    return first - t0, tpot
+
+
 class RelayOutcomes:
     __slots__ = (
         "_accounted",
@@ -108,7 +125,7 @@ class RelayOutcomes:
         self._ok = False
         self._status = 0
         self._first_byte: float | None = None
-        self._inspector = StreamInspector()
+        self._inspector = StreamInspector(self._loop.time)
         self._err: list[bytes] = []
         self._err_size = 0
         self._upstream_headers: dict[bytes, bytes] = {}
@@ -211,13 +228,17 @@ class RelayOutcomes:
         transitions = self._target.breaker.on_success(now)
         if transitions:
             core.breaker_changed(self._replica, transitions)
-        usable = self._inspector.has_output
-        complete = self._inspector.done if self.parsed.stream else True
+        inspector = self._inspector
+        stream = self.parsed.stream
+        usable = inspector.has_output
+        complete = inspector.done if stream else True
         if core.observer is not None:
             # This try's own times: an earlier dead try is not the serving replica's latency.
-            first = self._first_byte
-            ttft = (first - self._try_t0) if first is not None else None
-            core.observer.record(self._replica, True, now - self._try_t0, ttft, now)
+            # An unusable 2xx (empty, cut, unparseable) is a functional failure: it brings the
+            # replica's next L2 prompt forward instead of passing for a useful answer.
+            ttft, tpot = _token_times(inspector, stream, self._try_t0, now)
+            ok = usable and complete
+            core.observer.record(self._replica, ok, now - self._try_t0, ttft, now, tpot)
         self._account(self._status, usable=usable, complete=complete)
 
     def _release(self) -> None:

@@ -163,6 +163,7 @@ class Sample:
     ok: bool
     latency_s: float
     ttft_s: float | None
+    tpot_s: float | None = None
 
 
 @dataclass
@@ -170,9 +171,15 @@ class FakeObserver:
     samples: list[Sample] = field(default_factory=list)
 
     def record(
-        self, replica: str, ok: bool, latency_s: float, ttft_s: float | None, now: float
+        self,
+        replica: str,
+        ok: bool,
+        latency_s: float,
+        ttft_s: float | None,
+        now: float,
+        tpot_s: float | None = None,
     ) -> None:
-        self.samples.append(Sample(replica, ok, latency_s, ttft_s))
+        self.samples.append(Sample(replica, ok, latency_s, ttft_s, tpot_s))
 
     def of(self, replica: str, ok: bool) -> list[Sample]:
         return [s for s in self.samples if s.replica == replica and s.ok is ok]

@@ -294,7 +294,7 @@ def test_latency_of_a_dead_try_is_charged_to_the_dead_replica() -> None:
             (served,) = r.observer.of("b", ok=True)
             assert dead.latency_s >= 0.5
             assert served.latency_s < dead.latency_s - 0.3
-            assert served.ttft_s is not None and served.ttft_s <= served.latency_s
+            assert served.ttft_s is None  # a whole answer has no time to first token
             assert r.observer.of("b", ok=False) == [] and r.observer.of("a", ok=True) == []
 
     run(main)
