@@ -241,7 +241,12 @@ class SimProcess(ChildProcess):
         self.port = port if port is not None else free_port()
         self.args = [str(a) for a in args]
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "hanode.sim", "--port", str(self.port), *self.args]
+        # No cold start unless asked (--load-s defaults to a realistic 20 s): tests and the
+        # demo start many simulators; ``args`` may give --load-s (or the phases) again.
+        cmd = [
+            sys.executable, "-m", "hanode.sim", "--port", str(self.port), "--load-s", "0",
+            *self.args,
+        ]  # fmt: skip
         super().__init__(cmd, env=env, log_path=log_path)
         try:
             if wait == "ready":

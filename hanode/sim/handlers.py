@@ -31,7 +31,8 @@ from hanode.sim.shapes import (
     rate_limit_error,
     unauthorized,
 )
-from hanode.sim.validate import parse_generation
+from hanode.sim.sleep_mode import SLEEP_GPU_MEM, Phase, SleepMode
+from hanode.sim.validate import GenRequest, parse_generation
 
 HANG_LIMIT_S = 600.0  # a hung request is cut after this, so nothing waits forever
 CRASH_DELAY_S = 0.02  # /admin/crash: let the reply leave before the process dies
@@ -58,6 +59,7 @@ class SimApp:
         self.timing = Timing(options.ttft_ms, options.tpot_ms, options.slow_factor)
         self.retry_after_s = options.retry_after_s
         self.gen = Generator(loop, self.model, self.engine, self.metrics, self.timing)
+        self.sleep_mode = SleepMode(loop, options.sleep_s, options.wake_s)
         self._auth = b"Bearer " + options.api_key.encode() if options.api_key else None
         self.requests_total = 0
         self.per_endpoint: dict[str, int] = {}
@@ -74,6 +76,10 @@ class SimApp:
             b"/admin/gpu": {b"POST": self._admin_gpu},
             b"/admin/crash": {b"POST": self._admin_crash},
             b"/admin/config": {b"POST": self._admin_config},
+            # vLLM's sleep mode (dev-mode endpoints: VLLM_SERVER_DEV_MODE=1)
+            b"/sleep": {b"POST": self._sleep},
+            b"/wake_up": {b"POST": self._wake_up},
+            b"/is_sleeping": {b"GET": self._is_sleeping},
         }
 
     # -- entry point -------------------------------------------------------------------------
@@ -107,6 +113,7 @@ class SimApp:
 
     def shutdown(self) -> None:
         self.gen.shutdown()
+        self.sleep_mode.shutdown()
         for timer in self._hangs:
             timer.cancel()
         self._hangs.clear()
@@ -152,6 +159,12 @@ class SimApp:
     def _generate(self, request: Request, responder: Responder, chat: bool) -> None:
         self._check_v1(request)
         req = parse_generation(request.body, chat, self.model, self.options.max_model_len)
+        if self.sleep_mode.holds_requests:
+            self._hold(req, responder)
+            return
+        self._generate_now(req, responder)
+
+    def _generate_now(self, req: GenRequest, responder: Responder) -> None:
         fault = self.faults.decide()
         if fault.any:
             self._count_faults(
@@ -199,8 +212,50 @@ class SimApp:
 
     def _metrics(self, request: Request, responder: Responder) -> None:
         e = self.engine
-        body = render(self.model, self.metrics, e.running, e.waiting, e.kv_usage, e.gpu_mem)
-        responder.send(200, body, b"text/plain; version=0.0.4; charset=utf-8")
+        body = render(self.model, self.metrics, e.running, e.waiting, e.kv_usage, self.gpu_mem)
+        responder.send(200, body + self._sleep_gauge(), b"text/plain; version=0.0.4; charset=utf-8")
+
+    # -- sleep mode (see hanode.sim.sleep_mode) ----------------------------------------------
+    @property
+    def gpu_mem(self) -> float:
+        return SLEEP_GPU_MEM if self.sleep_mode.gpu_freed else self.engine.gpu_mem
+
+    def _sleep_gauge(self) -> bytes:
+        level = self.sleep_mode.level if self.sleep_mode.is_sleeping else 0
+        lbl = f'model_name="{self.model}",engine="0"'
+        lines = ["# TYPE vllm:engine_sleep_state gauge"]
+        for state, value in (("awake", level == 0), ("weights_offloaded", level == 1),
+                             ("discard_all", level == 2)):  # fmt: skip
+            lines.append(f'vllm:engine_sleep_state{{{lbl},sleep_state="{state}"}} {int(value)}')
+        return ("\n".join(lines) + "\n").encode()
+
+    def _hold(self, req: GenRequest, responder: Responder) -> None:
+        def resume() -> None:
+            if responder.done:
+                return
+            try:
+                self._generate_now(req, responder)
+            except ApiError as err:
+                responder.send(err.status, err.body, extra_headers=err.extra_headers)
+
+        responder.on_abort(self.sleep_mode.hold(resume))
+
+    def _sleep(self, request: Request, responder: Responder) -> None:
+        query = request.path.partition(b"?")[2].decode("latin-1")
+        params = dict(p.partition("=")[::2] for p in query.split("&") if p)
+        level = params.get("level", "1")
+        if level not in ("0", "1", "2"):
+            raise bad_request(f"level must be 0, 1 or 2, got {level!r}")
+        if self.sleep_mode.phase is Phase.AWAKE and int(level) > 0:
+            for job in list(self.gen.jobs):  # vLLM's mode=abort: requests in flight end
+                job.responder.abort()
+        self.sleep_mode.sleep(int(level), lambda: responder.send(200, b"", b"text/plain"))
+
+    def _wake_up(self, request: Request, responder: Responder) -> None:
+        self.sleep_mode.wake(lambda: responder.send(200, b"", b"text/plain"))
+
+    def _is_sleeping(self, request: Request, responder: Responder) -> None:
+        responder.send(200, orjson.dumps({"is_sleeping": self.sleep_mode.is_sleeping}))
 
     # -- admin routes ------------------------------------------------------------------------
     def _json_object(self, request: Request) -> dict[str, Any]:
@@ -217,13 +272,14 @@ class SimApp:
         return {
             "model": self.model,
             "loading": self.loading,
+            "sleeping": self.sleep_mode.is_sleeping,
             "faults": self.faults.as_dict(),
             "faults_injected": dict(self.faults_injected),
             "running": e.running,
             "waiting": e.waiting,
             "capacity": e.capacity,
             "kv": e.kv_usage,
-            "gpu_mem": e.gpu_mem,
+            "gpu_mem": self.gpu_mem,
             "gpu_mem_override": e.gpu_mem_override,
             "ttft_ms": t.ttft_s * 1000.0,
             "tpot_ms": t.tpot_s * 1000.0,

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from hanode.sim.faults import FAULT_KINDS
 
+DEFAULT_LOAD_S = 20.0  # a cold start of a small model on a real GPU host, roughly
+
 
 def parse_fault(text: str) -> tuple[str, float]:
     """``KIND=RATE`` -> (kind, rate); argparse turns ValueError into a usage error."""
@@ -57,6 +59,8 @@ class SimOptions:
     capacity: int = 16
     refuse_s: float = 0.0
     loading_s: float = 0.0
+    sleep_s: float = 0.5  # POST /sleep takes this long (vLLM offloading the weights)
+    wake_s: float = 1.0  # POST /wake_up takes this long
     gpu_mem_base: float = 0.45
     api_key: str | None = None
     retry_after_s: float = 2.0
@@ -76,10 +80,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--capacity", type=_positive_int, default=16, help="sequences generated at once"
     )
     parser.add_argument(
-        "--refuse-s", type=_non_negative, default=0.0, help="refuse connections this long"
+        "--load-s",
+        type=_non_negative,
+        default=DEFAULT_LOAD_S,
+        help="a cold start this long: refuses connections for the first 3/4, then answers "
+        "503 (model loading) for the rest; --refuse-s/--loading-s set the two phases instead",
     )
     parser.add_argument(
-        "--loading-s", type=_non_negative, default=0.0, help="then answer 503 this long"
+        "--refuse-s", type=_non_negative, default=None, help="refuse connections this long"
+    )
+    parser.add_argument(
+        "--loading-s", type=_non_negative, default=None, help="then answer 503 this long"
+    )
+    parser.add_argument(
+        "--sleep-s", type=_non_negative, default=0.5, help="POST /sleep takes this long"
+    )
+    parser.add_argument(
+        "--wake-s", type=_non_negative, default=1.0, help="POST /wake_up takes this long"
     )
     parser.add_argument("--gpu-mem-base", type=_fraction, default=0.45)
     parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY'")
@@ -102,7 +119,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def load_phases(
+    load_s: float, refuse_s: float | None, loading_s: float | None
+) -> tuple[float, float]:
+    """(refuse, 503) seconds of a cold start: the two phases when either is given, else
+    ``load_s`` split 3:1 (weights loading before the HTTP server is up, then warm-up)."""
+    if refuse_s is None and loading_s is None:
+        return load_s * 0.75, load_s * 0.25
+    return refuse_s or 0.0, loading_s or 0.0
+
+
 def from_namespace(args: argparse.Namespace) -> SimOptions:
+    refuse_s, loading_s = load_phases(args.load_s, args.refuse_s, args.loading_s)
     faults: dict[str, float] = {}
     for kind, rate in args.fault or []:
         faults[kind] = rate
@@ -114,8 +142,10 @@ def from_namespace(args: argparse.Namespace) -> SimOptions:
         ttft_ms=args.ttft_ms,
         tpot_ms=args.tpot_ms,
         capacity=args.capacity,
-        refuse_s=args.refuse_s,
-        loading_s=args.loading_s,
+        refuse_s=refuse_s,
+        loading_s=loading_s,
+        sleep_s=args.sleep_s,
+        wake_s=args.wake_s,
         gpu_mem_base=args.gpu_mem_base,
         api_key=args.api_key,
         retry_after_s=args.retry_after_s,
