@@ -397,3 +397,75 @@ async def rig(*, a_port: int | None = None, **settings: Any) -> AsyncIterator[Ri
         door.close()
         await a.close()
         await b.close()
+
+
+# -- event streams (mid-stream continuation) -----------------------------------------------------
+def chat_chunk(
+    rid: str,
+    content: str | None = None,
+    *,
+    role: bool = False,
+    finish: str | None = None,
+    index: int = 0,
+    tool_call: bool = False,
+) -> bytes:
+    """One chat.completion.chunk event as vLLM writes it."""
+    delta: dict[str, Any] = {}
+    if role:
+        delta = {"role": "assistant", "content": ""}
+    if content is not None:
+        delta["content"] = content
+    if tool_call:
+        delta["tool_calls"] = [
+            {"index": 0, "id": "call_1", "type": "function", "function": {"name": "f"}}
+        ]
+    choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+    doc = {"id": rid, "object": "chat.completion.chunk", "created": 7, "model": MODEL}
+    return b"data: %s\n\n" % orjson.dumps({**doc, "choices": [choice]})
+
+
+def text_chunk(rid: str, text: str, finish: str | None = None) -> bytes:
+    """One /v1/completions stream event."""
+    choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+    doc = {"id": rid, "object": "text_completion", "created": 7, "model": MODEL}
+    return b"data: %s\n\n" % orjson.dumps({**doc, "choices": [choice]})
+
+
+def usage_chunk(rid: str, prompt: int, completion: int, chat: bool = True) -> bytes:
+    obj = "chat.completion.chunk" if chat else "text_completion"
+    usage = {"prompt_tokens": prompt, "completion_tokens": completion,
+             "total_tokens": prompt + completion}  # fmt: skip
+    doc = {"id": rid, "object": obj, "created": 7, "model": MODEL, "choices": [], "usage": usage}
+    return b"data: %s\n\n" % orjson.dumps(doc)
+
+
+def sse(events: list[bytes], then: str = "end", split: int = 0) -> Behaviour:
+    """A chunked event stream of ``events``, each in its own write; ``then``: "end" (the
+    chunked body ends), "reset" (the connection is reset), "stall" (silence until the router
+    hangs up). ``split``: the last event is cut after that many bytes before ``then``."""
+
+    async def go(call: Call) -> bool:
+        w = call.writer
+        w.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            b"transfer-encoding: chunked\r\n\r\n"
+        )
+        pieces = list(events)
+        if split and pieces:
+            pieces[-1] = pieces[-1][:split]
+        for piece in pieces:
+            w.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            await w.drain()
+            await asyncio.sleep(0)
+        if then == "reset":
+            await asyncio.sleep(0.01)
+            w.transport.abort()
+            return False
+        if then == "stall":
+            await call.gone
+            return False
+        w.write(b"0\r\n\r\n")
+        await w.drain()
+        return True
+
+    return go
