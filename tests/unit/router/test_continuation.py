@@ -3,6 +3,7 @@ continuation request per engine, and the rewrite of the continuation's events.""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import orjson
@@ -46,7 +47,7 @@ def test_output_is_the_same_however_the_bytes_are_split(cuts: list[int]) -> None
     bounds = sorted({0, len(data), *cuts})
     follow = StreamFollower({"messages": []}, chat=True)
     follow.request("vllm")
-    out = b"".join(follow.feed(data[a:b]) for a, b in zip(bounds, bounds[1:], strict=False))
+    out = b"".join(follow.feed(data[a:b]) for a, b in itertools.pairwise(bounds))
     assert out == data
     assert follow.done and follow.finished and follow.tokens == 3
     assert "".join(follow.text) == "one two three" and follow.id == "A"

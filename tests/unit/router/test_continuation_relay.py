@@ -68,8 +68,14 @@ def first_part(rid: str = "A") -> list[bytes]:
 
 
 def rest_part(rid: str = "B", prompt: int = 9, completion: int = 2) -> list[bytes]:
-    return [chat_chunk(rid, role=True), chat_chunk(rid, " w3"), chat_chunk(rid, " w4"),
-            chat_chunk(rid, "", finish="length"), usage_chunk(rid, prompt, completion), DONE]  # fmt: skip
+    return [
+        chat_chunk(rid, role=True),
+        chat_chunk(rid, " w3"),
+        chat_chunk(rid, " w4"),
+        chat_chunk(rid, "", finish="length"),
+        usage_chunk(rid, prompt, completion),
+        DONE,
+    ]
 
 
 def test_reset_after_the_first_byte_is_continued_on_the_other_replica() -> None:
