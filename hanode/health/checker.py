@@ -5,14 +5,20 @@
 - L2 (model completes a test prompt) only when needed: at start and while not ready, after real
   traffic failed, and after a quiet period with no useful real traffic. Test prompts cost GPU.
 - L3 (performance) from the engine's metrics page, NVML and the router's passive statistics;
-  it lowers weight, never removes (GPU memory past the remove mark is the one exception).
-Rise/fall counts keep one blip from flapping a replica.
+  it lowers weight, never removes (GPU memory pressure past the remove mark is the one
+  exception). TTFT and TPOT are judged against the model's pool (``peers``); the engine's own
+  TTFT/TPOT histograms fill in where traffic has not said (an idle replica, whole answers).
+- GPU memory: pressure (KV use inside the reservation for engines that reserve, device used
+  otherwise) drives the prepare/reduce/remove gate; device memory grown past the baseline
+  learned once the replica serves is a separate signal with its own event (``gpu_growth``).
+Rise/fall counts keep one blip from flapping a replica. docs/health-signals.md has the details.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Protocol
@@ -20,6 +26,7 @@ from typing import Protocol
 import structlog
 
 from hanode.engines.base import EngineAdapter, EngineMetrics
+from hanode.engines.prom_text import Buckets, histogram_quantile
 from hanode.events import EventLog
 from hanode.gpu.nvml import GpuMemoryReader
 from hanode.health.passive import PassiveStats
@@ -27,11 +34,25 @@ from hanode.health.probes import probe_l1, probe_l2, scrape_metrics
 from hanode.metrics.registry import NodeMetrics
 from hanode.policies.gpu_gate import GpuLevel, GpuMemoryGate
 from hanode.policies.l3 import L3Thresholds, evaluate_l3
+from hanode.policies.latency import PoolLatency, is_reference, pool_latency
 from hanode.policies.level import combine_level
+from hanode.policies.memory import (
+    GrowthChange,
+    GrowthWatch,
+    PressureSource,
+    memory_pressure,
+    reserving,
+)
 from hanode.policies.rise_fall import RiseFall
 from hanode.pool.replica import HealthLevel, Observation, ReplicaSpec
+from hanode.pool.snapshot import PoolView
 
 log = structlog.get_logger("hanode.health")
+
+_SOURCE = {
+    PressureSource.KV: "KV cache in the reservation",
+    PressureSource.DEVICE: "device memory used",
+}
 
 
 class ObservationSink(Protocol):
@@ -68,6 +89,26 @@ def _round(value: float | None, digits: int) -> float | None:
     return round(value, digits)
 
 
+class EngineLatency:
+    """The engine's own TTFT/TPOT (ms) from its histograms: the observations made since the
+    last scrape, or all of them since it started when there were none (an idle replica)."""
+
+    __slots__ = ("_prev",)
+
+    def __init__(self) -> None:
+        self._prev: Buckets | None = None
+
+    def median_ms(self, buckets: Buckets | None) -> float | None:
+        if buckets is None:
+            return None
+        recent = histogram_quantile(self._prev, buckets, 0.5)
+        self._prev = buckets
+        value = recent if recent is not None else histogram_quantile(None, buckets, 0.5)
+        if value is None or not math.isfinite(value):
+            return None  # all observations in the +Inf bucket, or none at all
+        return value * 1000.0
+
+
 class ReplicaChecker:
     def __init__(
         self,
@@ -81,7 +122,13 @@ class ReplicaChecker:
         gpu_reader: GpuMemoryReader,
         events: EventLog,
         metrics: NodeMetrics,
+        peers: PoolView | None = None,
+        growth: GrowthWatch | None = None,
+        l2_path: str | None = None,
     ) -> None:
+        """``peers``: the pool whose medians TTFT/TPOT are judged against; ``growth``: the
+        device's growth watch, shared by every replica on the same GPU (one of its own when
+        not given); ``l2_path``: [[replicas]] ``l2_path``, else the engine's default."""
         self.spec = spec
         self.adapter = adapter
         self.settings = settings
@@ -97,6 +144,13 @@ class ReplicaChecker:
         self.gate = GpuMemoryGate(
             gpu_marks.prepare, gpu_marks.reduce, gpu_marks.remove, gpu_marks.recover
         )
+        self.peers = peers
+        self.growth = (
+            growth if growth is not None else GrowthWatch(l3.gpu_growth, frozenset({spec.name}))
+        )
+        self.l2_path = l2_path
+        self._engine_ttft = EngineLatency()
+        self._engine_tpot = EngineLatency()
         self.level = HealthLevel.DOWN
         self._checks = 0
         self._last_l2 = -math.inf
@@ -121,6 +175,26 @@ class ReplicaChecker:
         last_useful = max(self._last_l2, self.passive.last_success(name) or -math.inf)
         return now - last_useful >= self.settings.l2_interval_s
 
+    def relearn_memory_baseline(self) -> None:
+        """The replica's process reloaded or woke: learn its device's memory baseline again
+        (for the sleep/wake work; stopping to serve relearns by itself)."""
+        self.growth.relearn()
+
+    def _pool_latency(self, own: Observation) -> PoolLatency | None:
+        """Medians of the model's reference replicas, this one counted with its new figures."""
+        if self.peers is None:
+            return None
+        spec = self.spec
+        mine = [own] if own.level.serving else []
+        others = [
+            r.observation
+            for name, r in self.peers.snapshot.replicas.items()
+            if name != spec.name
+            and r.spec.model == spec.model
+            and is_reference(r.role, r.admin, r.observation)
+        ]
+        return pool_latency(mine + others)
+
     async def check_once(self) -> Observation:
         s = self.settings
         spec = self.spec
@@ -142,32 +216,53 @@ class ReplicaChecker:
                     s.l2_prompt,
                     s.l2_max_tokens,
                     s.l2_timeout_s,
+                    path=self.l2_path,
                 )
                 self._last_l2 = loop.time()
                 self.l2.record(r2.ok)
                 self._l2_detail = r2.detail
             engine = await scrape_metrics(spec.url, self.adapter, s.timeout_s)
         now = loop.time()
-        gpu = None
+        device = None
         if spec.gpu is not None:  # NVML calls block: keep them off the event loop
-            gpu = await loop.run_in_executor(None, self.gpu_reader.read, spec.gpu)
-        if gpu is None and engine is not None:
-            gpu = engine.gpu_mem_frac
-        latency_ms, ttft_ms = self.passive.latency_ms(spec.name, now)
-        gpu_level, previous = self.gate.update(gpu)
+            device = await loop.run_in_executor(None, self.gpu_reader.read, spec.gpu)
+        if device is None and engine is not None:
+            device = engine.gpu_mem_frac
+        reserves = reserving(
+            self.adapter.reserves_memory, engine.reserved_frac if engine is not None else None
+        )
+        pressure, source = memory_pressure(
+            reserves, engine.kv_usage if engine is not None else None, device
+        )
+        growth, growth_change = self.growth.update(spec.name, device, l1_up and self.l2.up)
+        if growth_change is not None:
+            self._growth_event(growth_change)
+        traffic = self.passive.latency_ms(spec.name, now)
+        ttft = traffic.ttft_ms
+        tpot = traffic.tpot_ms
+        if engine is not None:  # read every scrape, so "since the last one" stays true
+            engine_ttft = self._engine_ttft.median_ms(engine.ttft_buckets)
+            engine_tpot = self._engine_tpot.median_ms(engine.tpot_buckets)
+            ttft = ttft if ttft is not None else engine_ttft
+            tpot = tpot if tpot is not None else engine_tpot
+        gpu_level, previous = self.gate.update(pressure)
         if previous is not None:
-            self._gpu_event(gpu_level, previous, gpu)
+            self._gpu_event(gpu_level, previous, pressure, source)
         measured = Observation(
-            level=HealthLevel.HEALTHY,
-            gpu_mem_frac=_round(gpu, 3),
+            level=HealthLevel.HEALTHY if l1_up and self.l2.up else HealthLevel.DOWN,
+            gpu_mem_frac=_round(pressure, 3),
             kv_usage=_round(engine.kv_usage, 3) if engine else None,
             queue_depth=engine.waiting if engine else None,
             running=engine.running if engine else None,
-            latency_ms=_round(latency_ms, 0),
-            ttft_ms=_round(ttft_ms, 0),
+            latency_ms=_round(traffic.latency_ms, 2),
+            ttft_ms=_round(ttft, 2),
+            tpot_ms=_round(tpot, 3),
+            gpu_growth=_round(growth, 3),
             gpu_removed=gpu_level is GpuLevel.REMOVE,
         )
-        l3_in_range, l3_reason = evaluate_l3(measured, self.l3_thresholds)
+        l3_in_range, l3_reason = evaluate_l3(
+            measured, self.l3_thresholds, self._pool_latency(measured)
+        )
         l3_ok = self.l3.record(l3_in_range)
         level = combine_level(l1_up, self.l2.up, l3_ok)
         if level is HealthLevel.DOWN:
@@ -178,19 +273,11 @@ class ReplicaChecker:
             reason = f"L3: {l3_reason or 'recovering'}"
         else:
             reason = ""
-        if gpu_level is GpuLevel.REMOVE:
-            reason = (reason + "; " if reason else "") + f"GPU memory {gpu:.0%}: removed"
-        obs = Observation(
-            level=level,
-            gpu_mem_frac=measured.gpu_mem_frac,
-            kv_usage=measured.kv_usage,
-            queue_depth=measured.queue_depth,
-            running=measured.running,
-            latency_ms=measured.latency_ms,
-            ttft_ms=measured.ttft_ms,
-            gpu_removed=measured.gpu_removed,
-            reason=reason,
-        )
+        if gpu_level is GpuLevel.REMOVE and pressure is not None:
+            reason = (reason + "; " if reason else "") + (
+                f"GPU memory pressure {pressure:.0%} ({_SOURCE[source]}): removed"
+            )
+        obs = dataclasses.replace(measured, level=level, reason=reason)
         self._checks += 1
         if level is HealthLevel.DOWN and r1.ok and self._checks < self.settings.rise:
             # Still proving itself after our own start: say nothing rather than "down", so a
@@ -210,7 +297,27 @@ class ReplicaChecker:
         self.pool.observe(spec.name, obs)
         return obs
 
-    def _gpu_event(self, level: GpuLevel, previous: GpuLevel, frac: float | None) -> None:
+    def _growth_event(self, change: GrowthChange) -> None:
+        if change.raised:
+            message = (
+                f"device memory grew {change.growth:.1%} of the GPU past its baseline "
+                f"({change.baseline:.0%}): beyond the engine's reservation, OOM risk"
+            )
+        else:
+            message = "device memory back within its baseline"
+        self.events.add(
+            "gpu_growth",
+            self.spec.name,
+            message,
+            raised=change.raised,
+            growth=round(change.growth, 4),
+            baseline=round(change.baseline, 4),
+            gpu=self.spec.gpu,
+        )
+
+    def _gpu_event(
+        self, level: GpuLevel, previous: GpuLevel, frac: float | None, source: PressureSource
+    ) -> None:
         what = {
             GpuLevel.NORMAL: "back to normal",
             GpuLevel.PREPARE: "prepare capacity",
@@ -221,8 +328,9 @@ class ReplicaChecker:
         self.events.add(
             "gpu_memory",
             self.spec.name,
-            f"GPU memory {pct}: {what}",
+            f"GPU memory pressure {pct} ({_SOURCE[source]}): {what}",
             level=level.value,
             previous=previous.value,
+            source=source.value,
         )
         self.metrics.gpu_events.labels(self.spec.name, level.value).inc()

@@ -38,14 +38,16 @@ async def probe_l2(
     max_tokens: int,
     timeout_s: float,
     headers: dict[str, str] | None = None,
+    path: str | None = None,
 ) -> ProbeResult:
-    path, body = adapter.l2_request(model, prompt, max_tokens)
+    """``path``: the replica's configured L2 path, else the engine's own."""
+    path, body = adapter.l2_request(model, prompt, max_tokens, path)
     try:
         resp = await request("POST", base_url + path, body=body, headers=headers, timeout=timeout_s)
     except HttpClientError as exc:
         return ProbeResult(False, f"test prompt failed: {exc}")
     if resp.status != 200:
-        return ProbeResult(False, f"test prompt answered HTTP {resp.status}")
+        return ProbeResult(False, f"test prompt to {path} answered HTTP {resp.status}")
     text = adapter.l2_text(resp.body)
     if not text or not text.strip():
         return ProbeResult(False, "test prompt returned no text")

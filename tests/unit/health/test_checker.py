@@ -20,7 +20,9 @@ from hanode.http.responder import Responder
 from hanode.http.server import HttpServer
 from hanode.metrics.registry import NodeMetrics
 from hanode.policies.l3 import L3Thresholds
-from hanode.pool.replica import HealthLevel, Observation, ReplicaSpec
+from hanode.policies.memory import GrowthWatch
+from hanode.pool.replica import AdminState, HealthLevel, Observation, ReplicaSpec, Role
+from hanode.pool.snapshot import PoolSnapshot, PoolView, ReplicaState
 
 NAME = "r0"
 SETTINGS = HealthSettings(
@@ -44,11 +46,14 @@ class Replica:
         self.text = "OK"
         self.l2_calls = 0
         self.kv = 0.1
+        self.reserve: float | None = None  # vLLM's cache_config_info gpu_memory_utilization
+        self.extra = ""  # more metric lines (histograms)
+        self.l2_path = b"/v1/completions"
 
     def handle(self, request: Request, responder: Responder) -> None:
-        if request.path == b"/health":
+        if request.path in (b"/health", b"/v1/models"):
             responder.send(self.health_status, b"")
-        elif request.path == b"/v1/completions":
+        elif request.path == self.l2_path:
             self.l2_calls += 1
             body = {"choices": [{"text": self.text, "index": 0}]}
             responder.send(200, orjson.dumps(body))
@@ -57,6 +62,9 @@ class Replica:
                 f"vllm:num_requests_running 1\nvllm:num_requests_waiting 0\n"
                 f"vllm:gpu_cache_usage_perc {self.kv}\n"
             )
+            if self.reserve is not None:
+                page += f'vllm:cache_config_info{{gpu_memory_utilization="{self.reserve}"}} 1\n'
+            page += self.extra
             responder.send(200, page.encode(), b"text/plain")
         else:
             responder.send(404, b"")
@@ -118,15 +126,27 @@ class Rig:
 
 
 @asynccontextmanager
-async def rig(settings: HealthSettings = SETTINGS, gpu: int | None = None) -> AsyncIterator[Rig]:
+async def rig(
+    settings: HealthSettings = SETTINGS,
+    gpu: int | None = None,
+    reserve: float | None = 0.0,
+    peers: PoolView | None = None,
+    l2_path: str | None = None,
+    engine: str = "vllm",
+) -> AsyncIterator[Rig]:
+    """``reserve``: what the fake vLLM says it reserved (0: grows with load, like the
+    simulator's --reserve-gpu 0; None: says nothing, so vLLM's default of reserving holds)."""
     replica = Replica()
+    replica.reserve = reserve
+    if l2_path is not None:
+        replica.l2_path = l2_path.encode()
     server = HttpServer(replica.handle)
     _, port = await server.listen("127.0.0.1", 0)
-    spec = ReplicaSpec(NAME, "m", f"http://127.0.0.1:{port}", engine="vllm", gpu=gpu)
+    spec = ReplicaSpec(NAME, "m", f"http://127.0.0.1:{port}", engine=engine, gpu=gpu)
     sink, passive, events, reader = Sink(), PassiveStats(30.0), EventLog(), Gpu()
     checker = ReplicaChecker(
         spec,
-        get_adapter("vllm"),
+        get_adapter(engine),
         settings,
         L3Thresholds(),
         MARKS,
@@ -135,6 +155,8 @@ async def rig(settings: HealthSettings = SETTINGS, gpu: int | None = None) -> As
         reader,  # type: ignore[arg-type]
         events,
         NodeMetrics(),
+        peers=peers,
+        l2_path=l2_path,
     )
     try:
         yield Rig(replica, checker, sink, passive, events, reader, server)
@@ -256,6 +278,9 @@ def test_gpu_memory_gate_events_and_removal() -> None:
             assert not (await r.check()).gpu_removed
             levels = [e.fields["level"] for e in r.events.recent() if e.kind == "gpu_memory"]
             assert levels == ["prepare", "remove", "normal"]
+            assert all(
+                e.fields["source"] == "device" for e in r.events.recent() if e.kind == "gpu_memory"
+            )
 
     run(main)
 
@@ -280,5 +305,173 @@ def test_run_loop_checks_until_stopped_and_survives_a_failing_check() -> None:
             stop.set()
             await asyncio.wait_for(task, 5.0)
             assert r.sink.seen[-1].level is HealthLevel.HEALTHY
+
+    run(main)
+
+
+def gpu_levels(r: Rig) -> list[str]:
+    return [e.fields["level"] for e in r.events.recent() if e.kind == "gpu_memory"]
+
+
+def test_reserving_engine_at_ninety_percent_idle_is_healthy_and_quiet() -> None:
+    """vLLM at --gpu-memory-utilization 0.9: NVML reads 0.9 at idle; that is no pressure."""
+
+    async def main() -> None:
+        async with rig(gpu=0, reserve=0.9) as r:
+            r.gpu.frac = 0.905
+            r.replica.kv = 0.0
+            await healthy(r)
+            for _ in range(3):
+                obs = await r.check()
+                assert obs.level is HealthLevel.HEALTHY and obs.reason == ""
+                assert (obs.gpu_mem_frac, obs.gpu_growth, obs.gpu_removed) == (0.0, 0.0, False)
+            assert gpu_levels(r) == []
+            assert [e for e in r.events.recent() if e.kind == "gpu_growth"] == []
+
+    run(main)
+
+
+def test_reserving_engine_kv_marks_prepare_reduce_remove() -> None:
+    async def main() -> None:
+        async with rig(gpu=0, reserve=None) as r:  # vLLM that does not say: it reserves
+            r.gpu.frac = 0.91
+            await healthy(r)
+            r.replica.kv = 0.85
+            assert (await r.check()).gpu_mem_frac == 0.85
+            r.replica.kv = 0.92
+            obs = await r.check()
+            assert not obs.gpu_removed
+            r.replica.kv = 0.96
+            obs = await r.check()
+            assert obs.gpu_removed and "KV cache in the reservation" in obs.reason
+            assert gpu_levels(r) == ["prepare", "reduce", "remove"]
+            assert {e.fields["source"] for e in r.events.recent() if e.kind == "gpu_memory"} == {
+                "kv"
+            }
+
+    run(main)
+
+
+def test_growth_past_the_reservation_raises_its_own_event_and_relearns_on_wake() -> None:
+    async def main() -> None:
+        async with rig(gpu=0, reserve=0.9) as r:
+            r.gpu.frac = 0.90
+            r.replica.kv = 0.0
+            await healthy(r)
+            r.gpu.frac = 0.97  # a leak after sleep/wake, or another process on the GPU
+            obs = await r.check()
+            assert obs.gpu_growth == 0.07 and obs.gpu_mem_frac == 0.0
+            grown = [e for e in r.events.recent() if e.kind == "gpu_growth"]
+            assert [e.fields["raised"] for e in grown] == [True]
+            assert gpu_levels(r) == []  # its own signal, not the pressure gate's
+            assert (await r.check()).level is HealthLevel.DEGRADED  # L3 names it
+            r.checker.relearn_memory_baseline()  # woke: 0.97 is its new normal
+            obs = await r.check()
+            assert obs.gpu_growth == 0.0
+            grown = [e for e in r.events.recent() if e.kind == "gpu_growth"]
+            assert [e.fields["raised"] for e in grown] == [True, False]
+
+    run(main)
+
+
+def test_shared_gpu_growth_watch_is_given_by_the_caller() -> None:
+    async def main() -> None:
+        async with rig(gpu=0, reserve=0.9) as r:
+            watch = GrowthWatch(0.05, frozenset({NAME, "sibling"}))
+            r.checker.growth = watch
+            r.gpu.frac = 0.5
+            await healthy(r)
+            assert (await r.check()).gpu_growth is None  # the sibling is not serving yet
+            watch.update("sibling", 0.9, True)
+            r.gpu.frac = 0.9
+            assert (await r.check()).gpu_growth == 0.0  # baseline with both reservations
+
+    run(main)
+
+
+TTFT_PAGE = (
+    'vllm:time_to_first_token_seconds_bucket{le="0.02"} 0\n'
+    'vllm:time_to_first_token_seconds_bucket{le="0.04"} 10\n'
+    'vllm:time_to_first_token_seconds_bucket{le="+Inf"} 10\n'
+    'vllm:time_per_output_token_seconds_bucket{le="0.01"} 0\n'
+    'vllm:time_per_output_token_seconds_bucket{le="0.02"} 100\n'
+    'vllm:time_per_output_token_seconds_bucket{le="+Inf"} 100\n'
+)
+
+
+def test_idle_replica_gets_the_engines_ttft_and_tpot() -> None:
+    async def main() -> None:
+        async with rig() as r:
+            r.replica.extra = TTFT_PAGE
+            await healthy(r)
+            for _ in range(2):  # the second scrape has no new observations: still shown
+                obs = await r.check()
+                assert obs.ttft_ms == 30.0 and obs.tpot_ms == 15.0
+
+    run(main)
+
+
+def test_traffic_figures_win_over_the_engines() -> None:
+    async def main() -> None:
+        async with rig() as r:
+            r.replica.extra = TTFT_PAGE
+            await healthy(r)
+            now = asyncio.get_running_loop().time()
+            r.passive.record(NAME, True, 1.0, 0.1, now, tpot_s=0.004)
+            obs = await r.check()
+            assert obs.ttft_ms == 100.0 and obs.tpot_ms == 4.0
+
+    run(main)
+
+
+class Peers:
+    def __init__(self, *observations: Observation) -> None:
+        states = {
+            f"p{i}": ReplicaState(
+                ReplicaSpec(f"p{i}", "m", "http://127.0.0.1:1"),
+                Role.ACTIVE,
+                AdminState.ENABLED,
+                obs,
+                1.0,
+            )
+            for i, obs in enumerate(observations)
+        }
+        self.snapshot = PoolSnapshot.build(1, states)
+
+
+def test_tpot_three_times_its_peers_is_degraded() -> None:
+    peer = Observation(level=HealthLevel.HEALTHY, tpot_ms=5.0)
+
+    async def main() -> None:
+        async with rig(peers=Peers(peer, peer)) as r:
+            await healthy(r)
+            now = asyncio.get_running_loop().time()
+            r.passive.record(NAME, True, 3.0, None, now, tpot_s=0.015)
+            await r.check()
+            obs = await r.check()  # rise 2: two rounds out of range
+            assert obs.level is HealthLevel.DEGRADED
+            assert "tpot 15.0ms > pool 5.0ms + 2.0ms" in obs.reason
+
+    run(main)
+
+
+def test_tpot_like_its_peers_is_healthy_however_long_the_answers() -> None:
+    peer = Observation(level=HealthLevel.HEALTHY, tpot_ms=5.0, latency_ms=100.0)
+
+    async def main() -> None:
+        async with rig(peers=Peers(peer, peer)) as r:
+            await healthy(r)
+            now = asyncio.get_running_loop().time()
+            r.passive.record(NAME, True, 30.0, None, now, tpot_s=0.0052)  # 30 s answers
+            for _ in range(3):
+                assert (await r.check()).level is HealthLevel.HEALTHY
+
+    run(main)
+
+
+def test_configured_l2_path_is_where_the_test_prompt_goes() -> None:
+    async def main() -> None:
+        async with rig(l2_path="/gateway/v1/chat/completions", engine="openai") as r:
+            await healthy(r)  # the fake answers only there
 
     run(main)
