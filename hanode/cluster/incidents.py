@@ -66,6 +66,10 @@ def plan_incidents(view: ClusterView, planned: Sequence[Command] = ()) -> list[C
         still = sum(1 for i in open_by_replica.values() if i.model == model)
         want = len(serving.get(model, ())) + still + len(recs)
         for rec in recs:
+            steps = [
+                {"key": key, "what": "action", "message": message}
+                for key, message in _actions(model, rec.spec.name, view, planned)
+            ]
             out.append(
                 {
                     "op": "open_incident",
@@ -73,6 +77,7 @@ def plan_incidents(view: ClusterView, planned: Sequence[Command] = ()) -> list[C
                     "model": model,
                     "want": want,
                     "reason": _why(rec, lost_nodes),
+                    "steps": steps,
                 }
             )
     for inc in open_by_replica.values():
@@ -88,6 +93,24 @@ def _why(rec: ReplicaRecord, lost_nodes: frozenset[str]) -> str:
     if rec.process not in (Observed.UNKNOWN, Observed.RUNNING):
         what += f" (process {rec.process.value})"
     return what
+
+
+def _actions(
+    model: str, replica: str, view: ClusterView, planned: Sequence[Command]
+) -> list[tuple[str, str]]:
+    """(key, message) of this round's wakes and promotions that cover ``replica``'s loss."""
+    out: list[tuple[str, str]] = []
+    for cmd in planned:
+        target = view.replicas.get(str(cmd.get("replica")))
+        if target is None or target.spec.model != model or target.spec.name == replica:
+            continue
+        name = target.spec.name
+        if cmd.get("op") == "set_desired" and cmd.get("desired") == Desired.RUN.value:
+            verb = "woke" if target.desired is Desired.SLEEP else "started"
+            out.append((f"wake:{name}", f"{verb} standby {name}"))
+        elif cmd.get("op") == "set_role" and cmd.get("role") == Role.ACTIVE.value:
+            out.append((f"promote:{name}", f"promoted {name}"))
+    return out
 
 
 def _follow(
@@ -107,22 +130,10 @@ def _follow(
         return [
             _note(inc, "on-purpose", "closed", f"{inc.replica} {why} by an operator", closed=True)
         ]
-    out: list[Command] = []
-    for cmd in planned:
-        target = view.replicas.get(str(cmd.get("replica")))
-        if target is None or target.spec.model != inc.model or target.spec.name == inc.replica:
-            continue
-        if cmd.get("op") == "set_desired" and cmd.get("desired") == Desired.RUN.value:
-            verb = "woke" if target.desired is Desired.SLEEP else "started"
-            out.append(
-                _note(
-                    inc, f"wake:{target.spec.name}", "action", f"{verb} standby {target.spec.name}"
-                )
-            )
-        elif cmd.get("op") == "set_role" and cmd.get("role") == Role.ACTIVE.value:
-            out.append(
-                _note(inc, f"promote:{target.spec.name}", "action", f"promoted {target.spec.name}")
-            )
+    out = [
+        _note(inc, key, "action", message)
+        for key, message in _actions(inc.model, inc.replica, view, planned)
+    ]
     if rec.process in (Observed.BACKOFF, Observed.STARTING) and not inc.has("restart"):
         out.append(_note(inc, "restart", "action", f"node {rec.spec.node} restarts it"))
     if rec.process is Observed.CRASH_LOOP and not inc.has("crash_loop"):
@@ -134,19 +145,19 @@ def _follow(
                 "crash loop: restarts stopped until `hanodectl restart " + inc.replica + "`",
             )
         )
-    back = inc.replica in serving
-    if back:
-        out.append(
-            _note(inc, "original_back", "original_back", f"{inc.replica} serves again", closed=True)
-        )
-    elif inc.restored is None and len(serving) >= inc.want:
+    others = [n for n in serving if n != inc.replica]
+    if inc.restored is None and len(others) >= inc.want:
         out.append(
             _note(
                 inc,
                 "restored",
                 "standby_serving",
-                f"{', '.join(serving)} serving ({len(serving)}/{inc.want})",
+                f"{', '.join(others)} serving ({len(others)}/{inc.want})",
                 restored=True,
             )
+        )
+    if inc.replica in serving:
+        out.append(
+            _note(inc, "original_back", "original_back", f"{inc.replica} serves again", closed=True)
         )
     return out

@@ -92,8 +92,10 @@ def _plan_model(
     serving = [r for r in enabled if r.role is Role.ACTIVE and r.may_serve(lost)]
     standbys = [r for r in enabled if r.role is Role.STANDBY]
     ready = [r for r in standbys if could_serve(r, lost)]
-    pending = [
-        r for r in standbys if _woken(r) and r not in ready and r.process is not Observed.CRASH_LOOP
+    pending = [  # woken and on their way (not failing: then the next one is woken too)
+        r
+        for r in standbys
+        if _woken(r) and r not in ready and r.process not in (Observed.BACKOFF, Observed.CRASH_LOOP)
     ]
     short = need - len(serving) - len(ready) - len(pending)
     if short > 0:

@@ -477,6 +477,15 @@ def _open_incident(doc: Doc, cmd: Command) -> str:
         "duration_s": None,
         "timeline": [{"ts": ts, "what": "detected", "message": reason, "key": "detected"}],
     }
+    for step in list(cmd.get("steps", []))[: MAX_TIMELINE - 1]:  # what was done at once
+        inc["timeline"].append(
+            {
+                "ts": ts,
+                "what": _text(step.get("what", "action"), 40),
+                "message": _text(step.get("message", "")),
+                "key": _text(step["key"], 80),
+            }
+        )
     incidents.append(inc)
     if len(incidents) > MAX_INCIDENTS:
         del incidents[: len(incidents) - MAX_INCIDENTS]
