@@ -33,6 +33,8 @@ from hanode.metrics.endpoint import OpsEndpoint
 from hanode.metrics.registry import NodeMetrics
 from hanode.policies.breaker import BreakerConfig
 from hanode.policies.l3 import L3Thresholds
+from hanode.policies.latency import LatencyTolerance
+from hanode.policies.memory import GrowthWatch
 from hanode.policies.retry import RetryPolicy
 from hanode.policies.weights import WeightThresholds
 from hanode.pool.snapshot import PoolView
@@ -72,7 +74,29 @@ class StartupError(Exception):
 
 
 def _weight_thresholds(config: Config) -> WeightThresholds:
-    return build(WeightThresholds, config.thresholds)
+    latency = build(LatencyTolerance, config.thresholds)
+    return build(WeightThresholds, config.thresholds, latency=latency)
+
+
+def _l3_thresholds(config: Config) -> L3Thresholds:
+    latency = build(LatencyTolerance, config.thresholds)
+    return build(L3Thresholds, config.thresholds, latency=latency)
+
+
+def growth_watches(config: Config, mark: float) -> dict[str, GrowthWatch]:
+    """Replica name -> its device's growth watch: one per GPU index, shared by the replicas on
+    it (their reservations all belong to its baseline); one of its own without an index."""
+    on_gpu: dict[int, list[str]] = {}
+    for spec in config.replicas:
+        if spec.gpu is not None:
+            on_gpu.setdefault(spec.gpu, []).append(spec.name)
+    shared = {gpu: GrowthWatch(mark, frozenset(names)) for gpu, names in on_gpu.items()}
+    return {
+        spec.name: shared[spec.gpu]
+        if spec.gpu is not None
+        else GrowthWatch(mark, frozenset({spec.name}))
+        for spec in config.replicas
+    }
 
 
 def _raft_password(config: Config, insecure_dev: bool) -> str | None:
@@ -170,6 +194,7 @@ class Node:
         self.metrics = NodeMetrics()
         self.events = EventLog()
         self.passive = PassiveStats(config.health.passive_window_s)
+        self.checkers: dict[str, ReplicaChecker] = {}
         self.local_pool: LocalPool | None = None
         self.cluster: ClusterRuntime | None = None
         self.control: ClusterControl | None = None
@@ -296,8 +321,9 @@ class Node:
                 }
             )
         settings = build(HealthSettings, config.health)
-        l3 = build(L3Thresholds, config.thresholds)
+        l3 = _l3_thresholds(config)
         marks = build(GpuMarks, config.thresholds)
+        watches = growth_watches(config, l3.gpu_growth)
         for spec in config.replicas:
             checker = ReplicaChecker(
                 spec,
@@ -310,7 +336,11 @@ class Node:
                 self.gpu,
                 self.events,
                 self.metrics,
+                peers=self.pool_view,
+                growth=watches[spec.name],
+                l2_path=spec.l2_path,
             )
+            self.checkers[spec.name] = checker  # relearn_memory_baseline() after a wake
             self._tasks.append(asyncio.create_task(checker.run(self.stop)))
         log.info(
             "node_started",

@@ -47,6 +47,7 @@ class ReplicaSpec:
     role: Role = Role.ACTIVE
     gpu: int | None = None
     node: str = ""
+    l2_path: str | None = None  # where this node's L2 prompt goes; local, never replicated
 
 
 @dataclass(frozen=True, slots=True)

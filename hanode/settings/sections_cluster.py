@@ -11,7 +11,7 @@ from hanode.addresses import HostPort, normalize_url
 from hanode.pool.replica import ENGINES, ReplicaSpec, Role
 from hanode.settings.reader import Table
 from hanode.settings.schema import required, setting, settings
-from hanode.settings.value_checks import NAME_RE, period
+from hanode.settings.value_checks import NAME_RE, l2_path, period
 
 REDUNDANCY_MODES = ("n_plus_1", "primary_standby", "active_active")
 
@@ -116,6 +116,13 @@ class ReplicaSettings:
     )
     gpu: int | None = setting(
         "GPU index, for GPU-memory readings via NVML", ge=0, to=ReplicaSpec, example=0
+    )
+    l2_path: str | None = setting(
+        "where the L2 test prompt goes (default: the engine's); a path ending in "
+        "chat/completions gets a chat body, any other a completions body",
+        check=l2_path,
+        to=ReplicaSpec,
+        example="/v1/chat/completions",
     )
 
 

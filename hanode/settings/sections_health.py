@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from hanode.health.checker import GpuMarks, HealthSettings
 from hanode.policies.breaker import BreakerConfig
 from hanode.policies.l3 import L3Thresholds
+from hanode.policies.latency import LatencyTolerance
 from hanode.policies.retry import RetryPolicy
 from hanode.policies.slow_start import SlowStart
 from hanode.policies.weights import WeightThresholds
@@ -54,14 +55,30 @@ class HealthConfig:
 @dataclass(frozen=True, slots=True)
 @settings
 class ThresholdsConfig:
-    latency_ms: float = setting("end-to-end latency considered slow", gt=0, to=L3Thresholds)
-    ttft_ms: float = setting("time to first token considered slow", gt=0, to=L3Thresholds)
+    ttft_ms: float = setting(
+        "time to first token considered slow whatever the peers (L3; peers are compared too)",
+        gt=0,
+        to=L3Thresholds,
+    )
+    latency_tolerance: float = setting(
+        "TTFT and TPOT count as slow only this far (relative) above the model's median...",
+        ge=0,
+        le=10,
+        to=LatencyTolerance,
+    )
+    ttft_floor_ms: float = setting(
+        "...and at least this many ms of TTFT above it", ge=0, to=LatencyTolerance
+    )
+    tpot_floor_ms: float = setting(
+        "...or this many ms of time per output token", ge=0, to=LatencyTolerance
+    )
     kv_usage: float = setting(
         "KV-cache usage (0..1) considered saturated", gt=0, le=1, to=L3Thresholds
     )
     queue_depth: float = setting("engine queue length considered backed up", gt=0, to=L3Thresholds)
     gpu_mem_prepare: float = setting(
-        "GPU memory fraction: early warning, capacity event, weight ramps down (must be < reduce)",
+        "GPU memory pressure (KV use inside the reservation for vLLM, SGLang, TGI; used/total "
+        "otherwise): early warning, capacity event, weight ramps down (must be < reduce)",
         gt=0,
         le=1,
         to=(WeightThresholds, bind(GpuMarks, "prepare")),
@@ -84,6 +101,13 @@ class ThresholdsConfig:
         gt=0,
         le=1,
         to=bind(GpuMarks, "recover"),
+    )
+    gpu_growth: float = setting(
+        "device memory grown past its baseline (learned once serving), as a share of the GPU: "
+        "gpu_growth event, L3 out of range",
+        gt=0,
+        le=1,
+        to=L3Thresholds,
     )
     kv_high: float = setting(
         "weight falls above this KV-cache usage (to 0.3 at 100%)",
