@@ -134,7 +134,7 @@ def test_a_restart_request_runs_once_and_is_reported_done() -> None:
 
 def test_before_every_member_speaks_protocol_3_nothing_is_written_or_restarted() -> None:
     async def go() -> None:
-        store, sup, _, sent = setup(protocol=2)
+        _store, sup, _, sent = setup(protocol=2)
         assert sent == []
         sup.set("a-0", Observed.RUNNING)
         assert sent == []
