@@ -136,6 +136,15 @@ class Table:
             self.error(key, f"must be >= {fmt_num(ge)}, got {value}")
         return value
 
+    def get_bool(self, key: str, default: bool | None = None) -> bool:
+        value = self._raw(key, default)
+        if key not in self.data:
+            return bool(default)
+        if not isinstance(value, bool):
+            self.error(key, f"expected true or false, got {kind(value)} ({show(value)})")
+            return bool(default)
+        return value
+
     def get_float(
         self,
         key: str,

@@ -266,6 +266,8 @@ def _read(t: Table, s: Setting) -> Any:
         if text in values:
             return hint(text)
         return next(iter(hint)) if default is None else default
+    if hint is bool:
+        return t.get_bool(key, default)
     if hint is int:
         return t.get_int(key, default, ge=s.ge)
     if hint is float:

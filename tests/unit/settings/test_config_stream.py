@@ -1,0 +1,26 @@
+"""[router] stream_continuation and stream_continuation_limit: parsed, defaulted, refused when
+malformed, and carried into the router's settings."""
+
+from __future__ import annotations
+
+from hanode.config import parse_config
+from hanode.daemon import router_settings
+from tests.unit.settings.config_cases import SRC, minimal, one_error, with_
+
+
+def test_stream_continuation_is_on_by_default_with_a_limit_of_two() -> None:
+    settings = router_settings(parse_config(minimal(), SRC))
+    assert settings.stream_continuation is True and settings.stream_continuation_limit == 2
+
+
+def test_stream_continuation_keys_reach_the_router() -> None:
+    data = with_("router", stream_continuation=False, stream_continuation_limit=5)
+    settings = router_settings(parse_config(data, SRC))
+    assert settings.stream_continuation is False and settings.stream_continuation_limit == 5
+
+
+def test_malformed_values_name_the_key() -> None:
+    line = one_error(with_("router", stream_continuation=1))
+    assert "[router].stream_continuation" in line and "true or false" in line
+    line = one_error(with_("router", stream_continuation_limit=-1))
+    assert "stream_continuation_limit" in line
