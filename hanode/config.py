@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hanode.addresses import HostPort, is_loopback_host, is_wildcard_host, url_host
+from hanode.pool.lifecycle import ActuatorSpec
 from hanode.pool.replica import ReplicaSpec
 from hanode.settings.reader import ConfigError, Table, suggest
 from hanode.settings.schema import build
@@ -33,6 +34,7 @@ from hanode.settings.sections import (
     MetricsConfig,
     ModelConfig,
     NodeConfig,
+    RecoveryConfig,
     RetryConfig,
     RouterConfig,
     SloConfig,
@@ -77,6 +79,9 @@ class Config:
     cluster: ClusterConfig | None = None  # None: a standalone node without consensus
     api: ApiConfig | None = None
     models: tuple[ModelConfig, ...] = ()
+    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
+    # Per replica, in the order of `replicas`: how this node acts on it. Local only.
+    actuators: tuple[ActuatorSpec, ...] = ()
 
 
 def parse_config(data: Mapping[str, Any], source: str) -> Config:
@@ -85,6 +90,7 @@ def parse_config(data: Mapping[str, Any], source: str) -> Config:
     doc = Table(data, "", source, errors)
     values = {section.name: section.read(doc) for section in SECTIONS}
     node: NodeConfig = values["node"]
+    values["actuators"] = tuple(build(ActuatorSpec, r, name=r.name) for r in values["replicas"])
     values["replicas"] = tuple(build(ReplicaSpec, r, node=node.name) for r in values["replicas"])
     cfg = Config(source=source, **values)
     if cfg.api is not None and cfg.cluster is None:

@@ -15,6 +15,8 @@ from typing import Any
 import orjson
 import structlog
 
+from hanode.actuators.assembly import HealthTee, build_supervisor
+from hanode.actuators.supervisor import Supervisor, SupervisorSettings
 from hanode.addresses import HostPort, is_loopback_host, is_wildcard_host
 from hanode.api.forward import forward_transfer
 from hanode.api.server import start_api_server
@@ -35,6 +37,7 @@ from hanode.policies.breaker import BreakerConfig
 from hanode.policies.l3 import L3Thresholds
 from hanode.policies.latency import LatencyTolerance
 from hanode.policies.memory import GrowthWatch
+from hanode.policies.restart import RestartPolicy
 from hanode.policies.retry import RetryPolicy
 from hanode.policies.weights import WeightThresholds
 from hanode.pool.snapshot import PoolView
@@ -207,8 +210,24 @@ class Node:
         self._grpc: Any = None
         self._store: RaftStore | None = None
         self.door: FrontDoor | None = None
+        # Starts, restarts, sleeps and wakes the replicas with an actuator (docs/recovery.md);
+        # None when no replica has one. The cluster side calls its set_desired/restart.
+        self.supervisor: Supervisor | None = None
 
     def status(self) -> dict[str, Any]:
+        return self._with_processes(self._status())
+
+    def _with_processes(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """What the supervisor sees of this node's replica processes, under "process"."""
+        if self.supervisor is not None:
+            reports = self.supervisor.observed()
+            for replica in doc.get("replicas", []):
+                report = reports.get(replica.get("name", ""))
+                if report is not None:
+                    replica["process"] = report.as_dict()
+        return doc
+
+    def _status(self) -> dict[str, Any]:
         if self.control is not None:
             return self.control.status()
         door = self.door
@@ -268,6 +287,9 @@ class Node:
         if conflicts:
             raise StartupError(conflicts[0])
         sink = self._make_pool()
+        self.supervisor = self._make_supervisor()
+        if self.supervisor is not None:
+            sink = HealthTee(sink, self.supervisor)
         self.door = FrontDoor(
             self.pool_view, router_settings(config), self.metrics, self.passive, self.events
         )
@@ -312,6 +334,14 @@ class Node:
                     ),
                 )
             assert config.cluster is not None
+            if self.supervisor is not None:  # replicated desired states and restart requests
+                self.cluster.attach_supervisor(
+                    self.supervisor, {a.name: a for a in config.actuators}
+                )
+            mttr = self.metrics.mttr
+            self.cluster.listen_incidents(
+                lambda inc: mttr.labels(inc.model).observe(inc.mttr_s or 0.0)
+            )
             self.cluster.start(
                 {
                     "raft": str(config.cluster.raft_listen),
@@ -342,6 +372,8 @@ class Node:
             )
             self.checkers[spec.name] = checker  # relearn_memory_baseline() after a wake
             self._tasks.append(asyncio.create_task(checker.run(self.stop)))
+        if self.supervisor is not None:
+            self.supervisor.start()
         log.info(
             "node_started",
             node=config.node.name,
@@ -358,8 +390,27 @@ class Node:
         sys.stdout.write(orjson.dumps(line).decode() + "\n")
         sys.stdout.flush()
 
+    def _make_supervisor(self) -> Supervisor | None:
+        config, health = self.config, self.config.health
+        # The checker may report what it saw of a replica's previous process for up to
+        # `fall` checks (and the one in flight) after it died; a restarted replica's health
+        # counts only after that.
+        settle_s = (health.fall + 1) * (health.interval_s + health.timeout_s)
+        return build_supervisor(
+            config.replicas,
+            config.actuators,
+            config.node.data_dir,
+            self.events,
+            build(SupervisorSettings, config.recovery, health_settle_s=settle_s),
+            build(RestartPolicy, config.recovery),
+            health.l2_prompt,
+            health.l2_max_tokens,
+        )
+
     async def close(self) -> None:
         self.stop.set()
+        if self.supervisor is not None:  # the replicas keep running; the next daemon adopts
+            await self.supervisor.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -30,6 +30,7 @@ from hanode.settings.sections_health import (
     check_thresholds,
 )
 from hanode.settings.sections_node import ApiConfig, MetricsConfig, NodeConfig, RouterConfig
+from hanode.settings.sections_recovery import RecoveryConfig, check_recovery
 from hanode.settings.value_checks import MIN_PERIOD_S, NAME_RE
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "MetricsConfig",
     "ModelConfig",
     "NodeConfig",
+    "RecoveryConfig",
     "ReplicaSettings",
     "RetryConfig",
     "RouterConfig",
@@ -73,6 +75,12 @@ SECTIONS: tuple[Section, ...] = (
     Section("slo", SloConfig, '"quality success" of a request, for metrics'),
     Section("retry", RetryConfig, "failover before the first byte reaches the client"),
     Section("breaker", BreakerSettings, "per replica, behaving per failure class"),
+    Section(
+        "recovery",
+        RecoveryConfig,
+        "restarts of the replicas this node runs (actuator in [[replicas]]; docs/recovery.md)",
+        check=check_recovery,
+    ),
     Section(
         "cluster",
         ClusterConfig,
@@ -110,6 +118,10 @@ SECTIONS: tuple[Section, ...] = (
                 "engine": "sglang",
                 "role": "standby",
                 "gpu": 1,
+                "actuator": "systemd",
+                "command": (),
+                "unit": "sglang@1.service",
+                "standby": "sleep",
             },
         ),
     ),

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hanode.addresses import HostPort, normalize_url
+from hanode.pool.lifecycle import ACTUATORS, ActuatorSpec, StandbyMode
 from hanode.pool.replica import ENGINES, ReplicaSpec, Role
 from hanode.settings.reader import Table
 from hanode.settings.schema import required, setting, settings
+from hanode.settings.sections_recovery import check_actuation
 from hanode.settings.value_checks import NAME_RE, l2_path, period
 
 REDUNDANCY_MODES = ("n_plus_1", "primary_standby", "active_active")
@@ -124,6 +126,24 @@ class ReplicaSettings:
         to=ReplicaSpec,
         example="/v1/chat/completions",
     )
+    # How this node acts on the replica (docs/recovery.md); local only, never replicated.
+    actuator: str = setting(
+        'how hanode acts on it: "none" only routes; "command" runs `command` itself; '
+        '"systemd" starts and stops `unit`',
+        choices=ACTUATORS,
+        to=ActuatorSpec,
+        example="command",
+    )
+    command: tuple[str, ...] = setting(
+        'actuator = "command": program and arguments (no shell)',
+        to=ActuatorSpec,
+        example=("vllm", "serve", "meta-llama/Llama-3.1-8B-Instruct", "--port", "8001"),
+    )
+    unit: str = setting('actuator = "systemd": the unit', to=ActuatorSpec)
+    standby: StandbyMode = setting(
+        "how it waits while a standby: loaded and hot, in the engine's sleep mode, or stopped",
+        to=ActuatorSpec,
+    )
 
 
 def check_replicas(
@@ -134,3 +154,4 @@ def check_replicas(
     first = next((i for i, e in earlier if e.name == r.name), None)
     if first is not None:
         t.error("name", f"{r.name!r} is already used by [[replicas]][{first}]")
+    check_actuation(t, r.actuator, r.command, r.unit, r.standby, r.engine)

@@ -19,6 +19,7 @@ from hanode.policies.breaker import BreakerConfig
 from hanode.policies.l3 import L3Thresholds
 from hanode.policies.retry import RetryPolicy
 from hanode.policies.weights import WeightThresholds
+from hanode.pool.lifecycle import ActuatorSpec
 from hanode.pool.replica import ReplicaSpec
 from hanode.router.frontdoor import RouterSettings
 from hanode.settings.schema import SchemaError, Setting, bind, build, setting, settings, specs
@@ -101,6 +102,8 @@ def _changed(s: Setting) -> Any:
         return value / 2 if s.le is not None else value + 1.5
     if hint == int | None:
         return 3
+    if hint == str | None:
+        return "/changed"
     raise AssertionError(f"no changed value for {s.key}: {hint}")
 
 
@@ -122,6 +125,8 @@ def test_every_bound_value_reaches_its_target(cls: type[Any]) -> None:
     for s in specs(cls):
         for b in s.binds:
             extra = {"node": "n1"} if b.target is ReplicaSpec else {}
+            if b.target is ActuatorSpec:
+                extra = {"name": "r1"}  # given by the config loader from the entry's name
             built = build(b.target, source, **extra)
             assert getattr(built, b.field) == pytest.approx(b.to_target(getattr(source, s.key)))
             assert getattr(built, b.field) != _field_default(b.target, b.field) or s.required
@@ -164,7 +169,8 @@ def test_section_fields_are_all_declared() -> None:
     for section in SECTIONS:
         hints = typing.get_type_hints(section.cls)
         assert [s.key for s in specs(section.cls)] == list(hints)
-    assert {s.name for s in SECTIONS} | {"source"} == {
+    # "actuators" is built from [[replicas]] (its actuator keys), not a section of its own.
+    assert {s.name for s in SECTIONS} | {"source", "actuators"} == {
         f.name for f in dataclasses.fields(__import__("hanode.config").config.Config)
     }
 
