@@ -205,7 +205,7 @@ class DemoCluster:
                 ],
                 sections={
                     "health": {"interval_s": 0.3, "rise": 2, "fall": 2, "passive_window_s": 4.0},
-                    "thresholds": {"latency_ms": 400.0, "ttft_ms": 300.0},
+                    "thresholds": {"ttft_ms": 300.0},
                     "cluster": {
                         "raft_listen": raft[node],
                         "peers": [raft[n] for n in NODES if n != node],

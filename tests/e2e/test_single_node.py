@@ -66,10 +66,10 @@ def error_of(status: int, headers: dict[str, str], body: bytes, want: int) -> di
 
 # -- 1. weights --------------------------------------------------------------------------------
 def test_slow_replica_gets_less_traffic_but_stays_in_pool(e2e_procs: E2EProcs) -> None:
-    # r2 answers ~6x slower than its peers; the L3 latency limit sits between the two.
+    # r2 answers ~6x slower than its peers: its TTFT (the engine's figure: these answers are
+    # not streamed) and time per token are judged against theirs.
     c = e2e_procs.cluster(
         [["--ttft-ms", "20", "--tpot-ms", "0"]] * 2 + [["--ttft-ms", "120", "--tpot-ms", "0"]],
-        sections={"thresholds": {"latency_ms": 70}},
     )
     fast, slow = c.names[:2], c.names[2]
     client = c.openai()
@@ -84,7 +84,7 @@ def test_slow_replica_gets_less_traffic_but_stays_in_pool(e2e_procs: E2EProcs) -
     reps = wait_until(weighed, timeout=10, message=lambda: f"slow replica weighed: {c.replicas()}")
     assert 0.0 < reps[slow]["weight"] < 0.5
     assert reps[slow]["latency_ms"] > max(reps[f]["latency_ms"] for f in fast)
-    assert "latency" in reps[slow]["reason"]
+    assert "> pool" in reps[slow]["reason"]
 
     served = spread(client, 80)
     assert sum(served.values()) == 80

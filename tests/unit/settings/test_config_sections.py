@@ -109,8 +109,11 @@ def test_full_config_with_every_key_set() -> None:
         passive_window_s=10,
     )
     data["thresholds"] = dict(
-        latency_ms=1500,
         ttft_ms=500.5,
+        latency_tolerance=0.25,
+        ttft_floor_ms=5,
+        tpot_floor_ms=0.5,
+        gpu_growth=0.1,
         kv_usage=1,
         queue_depth=8,
         gpu_mem_prepare=0.5,
@@ -121,7 +124,13 @@ def test_full_config_with_every_key_set() -> None:
     data["slo"] = {"latency_ms": 5000, "ttft_ms": 700}
     data["replicas"] = [
         {"name": "a", "model": "m", "url": "http://h:1/", "engine": "tgi", "role": "standby"},
-        {"name": "b.c-d_e", "model": "m", "url": "http://[::1]:65535", "gpu": 0},
+        {
+            "name": "b.c-d_e",
+            "model": "m",
+            "url": "http://[::1]:65535",
+            "gpu": 0,
+            "l2_path": "/v1/chat/completions",
+        },
     ]
     cfg = parse_config(data, SRC)
     assert cfg.router.api_keys == ("key-1-0123456789", "key-2-0123456789")
@@ -131,11 +140,14 @@ def test_full_config_with_every_key_set() -> None:
     assert cfg.health.l2_prompt == "Hi"
     assert cfg.thresholds.kv_usage == 1.0
     assert cfg.thresholds.gpu_mem_recover == 0.65
+    assert (cfg.thresholds.latency_tolerance, cfg.thresholds.gpu_growth) == (0.25, 0.1)
+    assert (cfg.thresholds.ttft_floor_ms, cfg.thresholds.tpot_floor_ms) == (5.0, 0.5)
     assert cfg.slo.ttft_ms == 700.0
     a, b = cfg.replicas
     assert a == ReplicaSpec("a", "m", "http://h:1", "tgi", Role.STANDBY, None, "n1")
     assert b.url == "http://[::1]:65535"
     assert b.gpu == 0
+    assert (a.l2_path, b.l2_path) == (None, "/v1/chat/completions")
 
 
 def test_config_objects_are_frozen() -> None:

@@ -170,7 +170,6 @@ def test_integer_keys(section: str, key: str) -> None:
         ("health", "l2_interval_s"),
         ("health", "l2_timeout_s"),
         ("health", "passive_window_s"),
-        ("thresholds", "latency_ms"),
         ("thresholds", "ttft_ms"),
         ("thresholds", "queue_depth"),
         ("slo", "latency_ms"),
