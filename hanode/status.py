@@ -42,6 +42,8 @@ def status_document(
                 "queue_depth": obs.queue_depth,
                 "latency_ms": obs.latency_ms,
                 "ttft_ms": obs.ttft_ms,
+                "tpot_ms": obs.tpot_ms,
+                "gpu_growth": obs.gpu_growth,
                 "reason": obs.reason,
                 "breaker": breaker.snapshot(now) if breaker is not None else {"state": "closed"},
                 "inflight": inflight.get(name, 0),

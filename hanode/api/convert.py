@@ -190,7 +190,15 @@ def _replica_to_proto(r: Mapping[str, Any]) -> pb.Replica:
         breaker_failure_class=_str(breaker.get("last_failure_class")),
         inflight=_uint(r.get("inflight")),
     )
-    for field in ("gpu_mem", "kv_usage", "queue_depth", "latency_ms", "ttft_ms"):
+    for field in (
+        "gpu_mem",
+        "kv_usage",
+        "queue_depth",
+        "latency_ms",
+        "ttft_ms",
+        "tpot_ms",
+        "gpu_growth",
+    ):
         value = _opt_float(r.get(field))
         if value is not None:
             setattr(msg, field, value)
@@ -250,6 +258,8 @@ def _replica_from_proto(r: pb.Replica) -> dict[str, Any]:
         "queue_depth": _optional(r, "queue_depth"),
         "latency_ms": _optional(r, "latency_ms"),
         "ttft_ms": _optional(r, "ttft_ms"),
+        "tpot_ms": _optional(r, "tpot_ms"),
+        "gpu_growth": _optional(r, "gpu_growth"),
         "reason": r.reason,
         "breaker": {
             "state": r.breaker_state or "closed",

@@ -19,6 +19,10 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}ms"
 
 
+def _ms1(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}ms"
+
+
 def _clock(ts: float | None) -> str:
     return "-" if ts is None else time.strftime("%H:%M:%S", time.localtime(ts))
 
@@ -111,6 +115,8 @@ def status_table(doc: dict[str, Any]) -> str:
         "KV",
         "QUEUE",
         "LAT",
+        "TTFT",
+        "TPOT",
         "INFL",
         "REASON",
     )
@@ -131,6 +137,8 @@ def status_table(doc: dict[str, Any]) -> str:
                 _pct(r.get("kv_usage")),
                 "-" if queue is None else f"{queue:g}",
                 _ms(r.get("latency_ms")),
+                _ms(r.get("ttft_ms")),
+                _ms1(r.get("tpot_ms")),
                 str(r.get("inflight", 0)),
                 (r.get("reason") or "")[:60],
             )

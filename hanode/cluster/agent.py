@@ -53,6 +53,8 @@ def should_report(
         or _moved(last.queue_depth, new.queue_depth, h.queue, h.queue_rel)
         or _moved(last.latency_ms, new.latency_ms, 0.0, h.latency_rel)
         or _moved(last.ttft_ms, new.ttft_ms, 0.0, h.latency_rel)
+        or _moved(last.tpot_ms, new.tpot_ms, 0.0, h.latency_rel)
+        or _moved(last.gpu_growth, new.gpu_growth, h.gpu)
     )
 
 
