@@ -1,4 +1,10 @@
-"""Running/waiting/KV/GPU-memory accounting of the simulated engine (pure, no I/O)."""
+"""Running/waiting/KV/GPU-memory accounting of the simulated engine (pure, no I/O).
+
+Device memory follows vLLM by default: ``reserve`` (``--reserve-gpu``, 0.9 like
+``--gpu-memory-utilization``) is taken at start and stays whatever the load, while KV use moves
+with it. ``reserve = 0`` is an engine that allocates as it goes (device memory grows with KV
+use). ``leaked`` is memory grown past the reservation (the leak fault, a known vLLM issue after
+sleep/wake with multimodal models); ``kv_override`` drives KV use from a drill."""
 
 from __future__ import annotations
 
@@ -17,9 +23,18 @@ class EngineState(Generic[T]):
     now; ``release`` frees a slot and hands back the waiting items that start in its place.
     """
 
-    __slots__ = ("_waiting", "capacity", "gpu_mem_base", "gpu_mem_override", "running")
+    __slots__ = (
+        "_waiting",
+        "capacity",
+        "gpu_mem_base",
+        "gpu_mem_override",
+        "kv_override",
+        "leaked",
+        "reserve",
+        "running",
+    )
 
-    def __init__(self, capacity: int, gpu_mem_base: float = 0.45) -> None:
+    def __init__(self, capacity: int, gpu_mem_base: float = 0.45, reserve: float = 0.0) -> None:
         if capacity < 1:
             raise ValueError("capacity must be >= 1")
         self.capacity = capacity
@@ -27,6 +42,9 @@ class EngineState(Generic[T]):
         self._waiting: deque[T] = deque()
         self.gpu_mem_base = gpu_mem_base
         self.gpu_mem_override: float | None = None
+        self.reserve = reserve
+        self.kv_override: float | None = None
+        self.leaked = 0.0
 
     @property
     def waiting(self) -> int:
@@ -73,10 +91,14 @@ class EngineState(Generic[T]):
 
     @property
     def kv_usage(self) -> float:
+        if self.kv_override is not None:
+            return self.kv_override
         return min(1.0, self.running / self.capacity)
 
     @property
     def gpu_mem(self) -> float:
         if self.gpu_mem_override is not None:
             return self.gpu_mem_override
-        return min(1.0, self.gpu_mem_base + GPU_MEM_KV_SPAN * self.kv_usage)
+        if self.reserve > 0.0:
+            return min(1.0, self.reserve + self.leaked)
+        return min(1.0, self.gpu_mem_base + GPU_MEM_KV_SPAN * self.kv_usage + self.leaked)

@@ -17,7 +17,10 @@ FAULT_KINDS: Final = (
     "stream-stall",
     "empty",
     "slow",
+    "leak",  # the request leaks LEAK_STEP of device memory past the reservation
 )
+
+LEAK_STEP: Final = 0.01  # of the device, per leaking request
 
 # Faults that replace the answer, strongest first: when several are drawn, the first one wins.
 TERMINAL_FAULTS: Final = ("crash", "hang", "oom", "context", "ratelimit", "busy")
@@ -32,6 +35,7 @@ class FaultDecision:
     stream_stall: bool = False  # the stream goes silent (connection open) where death would cut it
     empty: bool = False
     slow: bool = False
+    leak: bool = False
 
     @property
     def any(self) -> bool:
@@ -41,6 +45,7 @@ class FaultDecision:
             or self.stream_stall
             or self.empty
             or self.slow
+            or self.leak
         )
 
 
@@ -101,4 +106,5 @@ class FaultRates:
             stream_stall="stream-stall" in drawn,
             empty="empty" in drawn,
             slow="slow" in drawn,
+            leak="leak" in drawn,
         )

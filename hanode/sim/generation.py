@@ -79,11 +79,13 @@ class Generator:
             tpot_s *= timing.slow_factor
         words = self.texts(req, fault.empty)
         now = self.loop.time()
-        cut = fault.stream_death or fault.stream_stall
+        # A stall is a stream's fault only (an engine that hangs mid-stream); death cuts any.
+        cut = fault.stream_death or (fault.stream_stall and req.stream)
         if ttft_s == 0.0 and tpot_s == 0.0 and not cut and self.engine.has_room:
             self._answer_now(req, responder, words, now)
             return
-        job = Job(self, req, responder, words, now, ttft_s, tpot_s, cut, fault.stream_stall)
+        stall = fault.stream_stall and req.stream and not fault.stream_death
+        job = Job(self, req, responder, words, now, ttft_s, tpot_s, cut, stall)
         self.jobs.add(job)
         responder.on_abort(job.client_gone)
         if req.stream:
@@ -122,6 +124,8 @@ class Generator:
         m = self.metrics
         m.request_done(prompt, generated, reason)
         m.ttft.observe(0.0)
+        if generated > 1:
+            m.tpot.observe(0.0)
         m.e2e.observe(self.loop.time() - now)
 
     def finished(self, job: Job) -> None:
@@ -233,6 +237,9 @@ class Job:
         m = gen.metrics
         m.request_done(sum(self.req.prompt_tokens), generated, reason)
         m.ttft.observe(self.first_at - self.arrival)
+        if generated > 1:  # vLLM: the mean gap between a request's tokens after the first
+            tokens = max(len(w) for w in self.words)
+            m.tpot.observe(max(0.0, gen.loop.time() - self.first_at) / max(1, tokens - 1))
         m.e2e.observe(gen.loop.time() - self.arrival)
         gen.finished(self)
 

@@ -15,7 +15,7 @@ import orjson
 from hanode.http.request import Request
 from hanode.http.responder import Responder
 from hanode.sim.engine_state import EngineState
-from hanode.sim.faults import FAULT_KINDS, FaultRates
+from hanode.sim.faults import FAULT_KINDS, LEAK_STEP, FaultRates
 from hanode.sim.generation import Generator, Job, Timing
 from hanode.sim.metrics_page import SimMetrics, render
 from hanode.sim.options import SimOptions
@@ -54,7 +54,9 @@ class SimApp:
         self.ready_at = loop.time() + options.loading_s if options.loading_s > 0 else 0.0
         self.created = int(time.time())
         self.faults = FaultRates(random.Random(options.seed), options.faults)
-        self.engine: EngineState[Job] = EngineState(options.capacity, options.gpu_mem_base)
+        self.engine: EngineState[Job] = EngineState(
+            options.capacity, options.gpu_mem_base, options.reserve_gpu
+        )
         self.metrics = SimMetrics()
         self.timing = Timing(options.ttft_ms, options.tpot_ms, options.slow_factor)
         self.retry_after_s = options.retry_after_s
@@ -168,8 +170,15 @@ class SimApp:
         fault = self.faults.decide()
         if fault.any:
             self._count_faults(
-                fault.terminal, fault.stream_death, fault.stream_stall, fault.empty, fault.slow
+                fault.terminal,
+                fault.stream_death,
+                fault.stream_stall,
+                fault.empty,
+                fault.slow,
+                fault.leak,
             )
+            if fault.leak:
+                self.engine.leaked = min(1.0, self.engine.leaked + LEAK_STEP)
             terminal = fault.terminal
             if terminal is not None:
                 self._terminal_fault(terminal, req.prompt_tokens[0], req.max_tokens, responder)
@@ -178,7 +187,7 @@ class SimApp:
 
     def _count_faults(self, terminal: str | None, *flags: bool) -> None:
         names = [terminal] if terminal is not None else []
-        kinds = ("stream-death", "stream-stall", "empty", "slow")
+        kinds = ("stream-death", "stream-stall", "empty", "slow", "leak")
         names += [k for k, f in zip(kinds, flags, strict=True) if f]
         for name in names:
             self.faults_injected[name] = self.faults_injected.get(name, 0) + 1
@@ -212,7 +221,15 @@ class SimApp:
 
     def _metrics(self, request: Request, responder: Responder) -> None:
         e = self.engine
-        body = render(self.model, self.metrics, e.running, e.waiting, e.kv_usage, self.gpu_mem)
+        body = render(
+            self.model,
+            self.metrics,
+            e.running,
+            e.waiting,
+            e.kv_usage,
+            self.gpu_mem,
+            reserve=e.reserve,
+        )
         responder.send(200, body + self._sleep_gauge(), b"text/plain; version=0.0.4; charset=utf-8")
 
     # -- sleep mode (see hanode.sim.sleep_mode) ----------------------------------------------
@@ -281,6 +298,9 @@ class SimApp:
             "kv": e.kv_usage,
             "gpu_mem": self.gpu_mem,
             "gpu_mem_override": e.gpu_mem_override,
+            "reserve_gpu": e.reserve,
+            "kv_override": e.kv_override,
+            "leak": e.leaked,
             "ttft_ms": t.ttft_s * 1000.0,
             "tpot_ms": t.tpot_s * 1000.0,
             "slow_factor": t.slow_factor,
@@ -316,16 +336,28 @@ class SimApp:
         responder.send(200, orjson.dumps({"faults": self.faults.as_dict()}))
 
     def _admin_gpu(self, request: Request, responder: Responder) -> None:
+        """Drive memory: ``gpu_mem`` (device used, null: back to the model), ``kv`` (KV use,
+        null: back to the load), ``leak`` (device memory grown past the reservation)."""
         data = self._json_object(request)
-        if set(data) != {"gpu_mem"}:
-            raise bad_request('expected {"gpu_mem": fraction 0..1 or null}')
-        value = data["gpu_mem"]
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1
-        ):
-            raise bad_request("gpu_mem must be within 0..1 or null")
-        self.engine.gpu_mem_override = None if value is None else float(value)
-        responder.send(200, orjson.dumps({"gpu_mem": self.engine.gpu_mem}))
+        if not data or not set(data) <= {"gpu_mem", "kv", "leak"}:
+            raise bad_request(
+                'expected some of {"gpu_mem": 0..1 or null, "kv": 0..1 or null, "leak": 0..1}'
+            )
+        for key, value in data.items():
+            if (value is None and key != "leak") or (
+                not isinstance(value, bool) and isinstance(value, int | float) and 0 <= value <= 1
+            ):
+                continue
+            raise bad_request(f"{key} must be within 0..1" + (" or null" if key != "leak" else ""))
+        e = self.engine
+        if "gpu_mem" in data:
+            e.gpu_mem_override = None if data["gpu_mem"] is None else float(data["gpu_mem"])
+        if "kv" in data:
+            e.kv_override = None if data["kv"] is None else float(data["kv"])
+        if "leak" in data:
+            e.leaked = float(data["leak"])
+        answer = {"gpu_mem": self.gpu_mem, "kv": e.kv_usage, "leak": e.leaked}
+        responder.send(200, orjson.dumps(answer))
 
     def _admin_crash(self, request: Request, responder: Responder) -> None:
         responder.send(200, b'{"crashing":true}')

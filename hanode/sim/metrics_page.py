@@ -11,6 +11,11 @@ TTFT_BUCKETS: Final = (
     0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
     10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
 )  # fmt: skip
+# vLLM's request_time_per_output_token_seconds buckets (vllm/v1/metrics/loggers.py).
+TPOT_BUCKETS: Final = (
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    20.0, 40.0, 80.0,
+)  # fmt: skip
 E2E_BUCKETS: Final = (
     0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0,
     240.0, 480.0, 960.0, 1920.0, 7680.0,
@@ -46,10 +51,11 @@ class Histogram:
 class SimMetrics:
     """Counters and histograms kept by the server; gauges come from the engine state."""
 
-    __slots__ = ("e2e", "generation_tokens", "prompt_tokens", "success", "ttft")
+    __slots__ = ("e2e", "generation_tokens", "prompt_tokens", "success", "tpot", "ttft")
 
     def __init__(self) -> None:
         self.ttft = Histogram(TTFT_BUCKETS)
+        self.tpot = Histogram(TPOT_BUCKETS)  # one mean per request, like vLLM v1
         self.e2e = Histogram(E2E_BUCKETS)
         self.prompt_tokens = 0
         self.generation_tokens = 0
@@ -76,7 +82,10 @@ def render(
     waiting: int,
     kv_usage: float,
     gpu_mem: float,
+    reserve: float = 0.0,
 ) -> bytes:
+    """``reserve``: the device share taken at start, shown as vLLM shows its
+    --gpu-memory-utilization (``vllm:cache_config_info``; 0 here: the simulator grows instead)."""
     lbl = f'model_name="{_label(model)}"'
     lines: list[str] = []
 
@@ -118,6 +127,15 @@ def render(
             f'{name}{{{lbl},finished_reason="{reason}"}} {_fmt(metrics.success.get(reason, 0))}'
         )
     histogram("vllm:time_to_first_token_seconds", "Histogram of time to first token.", metrics.ttft)
+    histogram(
+        "vllm:request_time_per_output_token_seconds",
+        "Histogram of time_per_output_token_seconds per request.",
+        metrics.tpot,
+    )
+    name = "vllm:cache_config_info"
+    lines.append(f"# HELP {name} Information of the LLMEngine CacheConfig")
+    lines.append(f"# TYPE {name} gauge")
+    lines.append(f'{name}{{block_size="16",engine="0",gpu_memory_utilization="{reserve:g}"}} 1.0')
     histogram(
         "vllm:e2e_request_latency_seconds", "Histogram of end-to-end request latency.", metrics.e2e
     )

@@ -62,6 +62,9 @@ class SimOptions:
     sleep_s: float = 0.5  # POST /sleep takes this long (vLLM offloading the weights)
     wake_s: float = 1.0  # POST /wake_up takes this long
     gpu_mem_base: float = 0.45
+    # Device memory taken at start, like vLLM's --gpu-memory-utilization (0.9); 0: it grows
+    # with KV use from gpu_mem_base instead (an engine that allocates as it goes).
+    reserve_gpu: float = 0.9
     api_key: str | None = None
     retry_after_s: float = 2.0
     slow_factor: float = 10.0
@@ -98,7 +101,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--wake-s", type=_non_negative, default=1.0, help="POST /wake_up takes this long"
     )
-    parser.add_argument("--gpu-mem-base", type=_fraction, default=0.45)
+    parser.add_argument(
+        "--gpu-mem-base",
+        type=_fraction,
+        default=0.45,
+        help="device memory at idle when not reserving (--reserve-gpu 0)",
+    )
+    parser.add_argument(
+        "--reserve-gpu",
+        type=_fraction,
+        default=0.9,
+        help="device memory taken at start, like vLLM's --gpu-memory-utilization (0: grow "
+        "with KV use from --gpu-mem-base)",
+    )
     parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY'")
     parser.add_argument("--retry-after-s", type=_non_negative, default=2.0)
     parser.add_argument("--slow-factor", type=_non_negative, default=10.0)
@@ -147,6 +162,7 @@ def from_namespace(args: argparse.Namespace) -> SimOptions:
         sleep_s=args.sleep_s,
         wake_s=args.wake_s,
         gpu_mem_base=args.gpu_mem_base,
+        reserve_gpu=args.reserve_gpu,
         api_key=args.api_key,
         retry_after_s=args.retry_after_s,
         slow_factor=args.slow_factor,

@@ -52,7 +52,10 @@ def sim(fast_sim: SimProcess) -> Iterator[SimProcess]:
 
 @pytest.fixture(scope="module")
 def paced_sim() -> Iterator[SimProcess]:
-    with start_sim("--ttft-ms", "20", "--tpot-ms", "50", "--capacity", "2") as sim:
+    # --reserve-gpu 0: device memory grows with KV use (an engine that allocates as it goes)
+    with start_sim(
+        "--ttft-ms", "20", "--tpot-ms", "50", "--capacity", "2", "--reserve-gpu", "0"
+    ) as sim:
         yield sim
 
 
@@ -362,10 +365,23 @@ def test_admin_api(sim: SimProcess) -> None:
     assert sim.admin("faults", {"oom": 0.5, "slow": 1.0})["faults"]["oom"] == 0.5
     assert set(sim.admin("faults", {"clear": True})["faults"].values()) == {0.0}
 
-    assert sim.admin("gpu", {"gpu_mem": 0.96}) == {"gpu_mem": 0.96}
+    assert sim.admin("gpu", {"gpu_mem": 0.96}) == {"gpu_mem": 0.96, "kv": 0.0, "leak": 0.0}
     page = sim.get("/metrics")[2].decode()
     assert metric(page, "hanode_sim_gpu_memory_usage_perc") == 0.96
-    assert sim.admin("gpu", {"gpu_mem": None}) == {"gpu_mem": 0.45}
+    # reserving, like vLLM at --gpu-memory-utilization 0.9 (the default)
+    assert sim.admin("gpu", {"gpu_mem": None})["gpu_mem"] == 0.9
+    assert metric(page, "vllm:cache_config_info") == 1.0
+    assert 'gpu_memory_utilization="0.9"' in page
+    assert sim.admin("gpu", {"kv": 0.92, "leak": 0.06}) == {
+        "gpu_mem": 0.96,
+        "kv": 0.92,
+        "leak": 0.06,
+    }
+    page = sim.get("/metrics")[2].decode()
+    assert metric(page, "vllm:kv_cache_usage_perc") == 0.92
+    assert sim.admin("gpu", {"kv": None, "leak": 0}) == {"gpu_mem": 0.9, "kv": 0.0, "leak": 0.0}
+    for bad in ({}, {"kv": 2}, {"leak": None}, {"meteor": 1}):
+        assert sim.post("/admin/gpu", bad)[0] == 400, bad
 
     before = sim.admin("state")["requests_served"]
     client(sim).completions.create(model=MODEL, prompt="x", max_tokens=1)
