@@ -77,11 +77,12 @@ class FakeActuator:
         self.running = False
 
 
-def run_async(fn: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]:
-    """A plain test from a coroutine function, bounded in time (no pytest-asyncio here)."""
+def run_async(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """A plain test from a coroutine function, bounded in time (no pytest-asyncio here);
+    fixtures pass through."""
 
     @functools.wraps(fn)
-    def wrapper() -> None:
-        asyncio.run(asyncio.wait_for(fn(), 30.0))
+    def wrapper(**fixtures: Any) -> None:
+        asyncio.run(asyncio.wait_for(fn(**fixtures), 30.0))
 
     return wrapper
