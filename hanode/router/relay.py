@@ -150,6 +150,7 @@ class Relay(RelayOutcomes):
                 self._try_t0 + settings.retry.per_try_timeout_s,
                 now + settings.stream_idle_timeout_s,
             )
+            self._got_body = False  # of this try
             follow = self._follow
             content_type = headers.get(b"content-type", b"application/json")
             if follow is not None and not content_type.startswith(b"text/event-stream"):
@@ -214,7 +215,11 @@ class Relay(RelayOutcomes):
         if self._ok and not self._accounted:
             if self._fed:  # progress: one clock read per upstream read, not per chunk
                 self._fed = False
-                self._got_body = True
+                if not self._got_body:
+                    # The first body bytes of this try: from here the bound is the inter-token
+                    # timeout, no longer the first token's (the timer may be set for that).
+                    self._got_body = True
+                    self._cancel_timer()
                 self._stall_at = self._loop.time() + self._core.settings.stream_idle_timeout_s
             if self._timer is None:
                 when = min(self._deadline, self._stall_at)
