@@ -4,10 +4,12 @@
   official openai client, no SDK retries) see no error: the other replicas carry the load and
   the router fails tries over.
 - Restarting the daemon adopts the replica it already runs: no second copy.
+- A standby with standby = "sleep" is started and put to sleep, and left so.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -28,7 +30,7 @@ from tests.e2e.recovery_support import (
     wait_serving,
     write_config,
 )
-from tests.support.procs import NodeProcess, free_port, start_sim, wait_until
+from tests.support.procs import NodeProcess, free_port, http_get, start_sim, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -144,3 +146,40 @@ def test_restarting_the_daemon_adopts_the_replica_it_runs(tmp_path: Path) -> Non
             replaced = events(node, "process", "r0")
             assert "replaced pid" in replaced[0]["message"]
             assert copies_running(command) == 0 and copies_running(changed) == 1
+
+
+def test_a_standalone_node_keeps_a_sleep_standby_asleep(tmp_path: Path) -> None:
+    """standby = "sleep": the node starts the standby's engine and puts it to sleep (GPU memory
+    freed), and a sleeping standby is no failure: nothing restarts it. (Waking is the cluster
+    side's: hanodectl wake; the supervisor's wake is tested against a fake actuator.)"""
+    data_dir = tmp_path / "data"
+    port = free_port()
+    with replicas_cleaned(data_dir, ["r1"]), start_sim("--ttft-ms", "2") as s0:
+        config = write_config(
+            tmp_path / "node.toml",
+            data_dir,
+            [
+                {"name": "r0", "model": MODEL, "url": s0.url},
+                supervised(
+                    "r1",
+                    port,
+                    sim_command(port, "--wake-s", "0.3", "--sleep-s", "0.1"),
+                    role="standby",
+                    standby="sleep",
+                ),
+            ],
+        )
+        with NodeProcess(config, log_path=tmp_path / "node.log") as node:
+            proc = wait_until(
+                lambda: (p := process(node, "r1"))["observed"] == "sleeping" and p,
+                30,
+                message="r1 asleep",
+            )
+            assert proc["desired"] == "sleep"
+            sim_url = f"http://127.0.0.1:{port}"
+            state = json.loads(http_get(sim_url + "/admin/state")[2])
+            assert state["sleeping"] and state["gpu_mem"] < 0.1
+            actions = [e["fields"]["action"] for e in events(node, "process", "r1")]
+            assert actions == ["start", "sleep"]
+            assert events(node, "restart", "r1") == [] and events(node, "backoff", "r1") == []
+            assert copies_running(sim_command(port, "--wake-s", "0.3", "--sleep-s", "0.1")) == 1
