@@ -1,8 +1,10 @@
 """Incidents: each loss of an active replica, with its timeline (pure).
 
 The leader runs :func:`plan_incidents` each round after its other decisions. An incident opens
-when an active, enabled replica that should run stops being able to serve (a replica asleep,
-stopped or drained on purpose is expected-down: no incident). Its timeline records what was
+when an active, enabled replica that should run and that served before stops being able to
+serve (a replica asleep, stopped or drained on purpose is expected-down: no incident; one
+still loading after a start on purpose has not served yet: no incident either). What served is
+the leader's memory; a new leader starts from what serves when it takes over. Its timeline records what was
 done (the node restarting it, the planner waking or promoting a standby), when capacity was
 restored (the model has as many serving replicas as before the loss: the MTTR ends) and when
 the original was back (the incident closes). Each step is a fenced, keyed command, so a
@@ -48,10 +50,21 @@ def _lost(rec: ReplicaRecord, lost_nodes: frozenset[str]) -> bool:
     )
 
 
-def plan_incidents(view: ClusterView, planned: Sequence[Command] = ()) -> list[Command]:
+def plan_incidents(
+    view: ClusterView, planned: Sequence[Command] = (), served: set[str] | None = None
+) -> list[Command]:
     """This round's incident commands; ``planned`` are the leader's other decisions of the
-    round (wakes and promotions become steps of the model's open incidents)."""
+    round (wakes and promotions become steps of the model's open incidents). ``served`` (the
+    leader's memory, updated here) holds the replicas seen serving since they were last down
+    on purpose; None: every replica counts as having served."""
     lost_nodes = view.lost_nodes
+    if served is not None:
+        for name, rec in view.replicas.items():
+            if rec.expected_down or rec.admin is not AdminState.ENABLED:
+                served.discard(name)
+            elif rec.role is Role.ACTIVE and rec.may_serve(lost_nodes):
+                served.add(name)
+        served &= set(view.replicas)
     open_by_replica = {i.replica: i for i in view.incidents if i.open}
     serving: dict[str, list[str]] = {}
     for name, rec in sorted(view.replicas.items()):
@@ -60,7 +73,9 @@ def plan_incidents(view: ClusterView, planned: Sequence[Command] = ()) -> list[C
     out: list[Command] = []
     newly: dict[str, list[ReplicaRecord]] = {}
     for name, rec in sorted(view.replicas.items()):
-        if name not in open_by_replica and _lost(rec, lost_nodes):
+        if name in open_by_replica or (served is not None and name not in served):
+            continue
+        if _lost(rec, lost_nodes):
             newly.setdefault(rec.spec.model, []).append(rec)
     for model, recs in newly.items():
         still = sum(1 for i in open_by_replica.values() if i.model == model)

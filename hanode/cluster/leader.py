@@ -142,7 +142,7 @@ class LeaderLoop:
                 view, self.policies, self.memory, now, self.planner.demote_hold_s
             )
             out += process
-            out += plan_incidents(view, roles + process)
+            out += plan_incidents(view, roles + process, self.memory.served)
         if fenced:
             expired = self._expired_breakers(view, now)
             if expired:

@@ -56,6 +56,7 @@ class PlannerMemory:
 
     calm_since: dict[str, float] = field(default_factory=dict)
     rest_since: dict[str, float] = field(default_factory=dict)  # woken standbys not needed
+    served: set[str] = field(default_factory=set)  # seen serving since (re)started on purpose
 
 
 def could_serve(rec: ReplicaRecord, lost: frozenset[str]) -> bool:

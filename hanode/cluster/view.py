@@ -47,13 +47,10 @@ class ReplicaRecord:
 
     @property
     def process_up(self) -> bool:
-        """Its process is wanted running and not known to be asleep, stopped or restarting
-        (no actuator: always). A replica not up is down on purpose or on its way back."""
-        return self.desired is Desired.RUN and self.process in (
-            Observed.UNKNOWN,
-            Observed.RUNNING,
-            Observed.STARTING,
-        )
+        """Its process is wanted running and its node has seen it pass its health checks
+        since it was (re)started or woken (``RUNNING``; no report yet or no actuator: up).
+        ``STARTING`` is not up: a woken engine's last health may be from before its sleep."""
+        return self.desired is Desired.RUN and self.process in (Observed.UNKNOWN, Observed.RUNNING)
 
     @property
     def expected_down(self) -> bool:

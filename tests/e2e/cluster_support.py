@@ -28,6 +28,7 @@ from typing import Any
 from openai import OpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
+from hanode.actuators.command import RunRecord
 from hanode.devtools.procs import (
     PACKAGE_ROOT,
     NodeProcess,
@@ -62,6 +63,30 @@ class Replica:
     role: str = "active"
     model: str = MODEL
     sim_args: tuple[str, ...] = FAST_SIM
+    # "command": the node runs this replica's simulator itself (docs/recovery.md); the test
+    # starts nothing for it, and stops what the node left running by its recorded pid.
+    actuator: str = "none"
+    standby: str = "hot"
+    port: int = field(default_factory=free_port)
+    command: tuple[str, ...] = ()  # instead of the simulator on `port` (actuator "command")
+
+    def entry(self, url: str) -> dict[str, Any]:
+        """Its [[replicas]] table."""
+        entry: dict[str, Any] = {
+            "name": self.name,
+            "model": self.model,
+            "url": url,
+            "engine": "vllm",
+            "role": self.role,
+        }
+        if self.actuator == "command":
+            entry["actuator"] = "command"
+            entry["command"] = list(self.command) or [
+                sys.executable, "-m", "hanode.sim", "--port", str(self.port),
+                "--model", self.model, *self.sim_args,
+            ]  # fmt: skip
+            entry["standby"] = self.standby
+        return entry
 
 
 @dataclass
@@ -117,13 +142,9 @@ class Node:
             cluster["secret_file"] = str(self.secret_file)
         merged["api"] = {"listen": self.api, **merged.get("api", {})}
         replicas = [
-            {
-                "name": r.name,
-                "model": r.model,
-                "url": self.sims[r.name].url,
-                "engine": "vllm",
-                "role": r.role,
-            }
+            r.entry(
+                f"http://127.0.0.1:{r.port}" if r.actuator == "command" else self.sims[r.name].url
+            )
             for r in self.replicas
         ]
         text = node_config_toml(
@@ -176,6 +197,22 @@ class Node:
 
     def ops_replicas(self) -> dict[str, dict[str, Any]]:
         return {r["name"]: r for r in self.ops_status()["replicas"]}
+
+    def supervised_pids(self) -> dict[str, int]:
+        """Replica -> pid of the processes this node's supervisor runs (its state files)."""
+        out: dict[str, int] = {}
+        for path in sorted((self.data_dir / "replicas").glob("*.json")):
+            record = RunRecord.from_json(path.read_bytes())
+            if record is not None and record.alive():
+                out[path.stem] = record.pid
+        return out
+
+    def stop_supervised(self) -> None:
+        """Stop what the node left running (a stopped daemon leaves its replicas to the next
+        one): each by its recorded pid, checked against its start time."""
+        for pid in self.supervised_pids().values():
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)
 
     def chat_requests(self, replica: str) -> int:
         """Chat completions the simulator of ``replica`` has received so far."""
@@ -251,7 +288,8 @@ class RaftCluster:
 
     def start_sims(self, node: Node) -> None:
         for r in node.replicas:
-            node.sims[r.name] = self.start_sim(node, r)
+            if r.actuator == "none":
+                node.sims[r.name] = self.start_sim(node, r)
 
     def start_sim(self, node: Node, r: Replica, port: int | None = None) -> SimProcess:
         log = self.tmp_path / f"sim-{r.name}-{time.monotonic_ns()}.log"
@@ -315,6 +353,7 @@ class RaftCluster:
                     proc.stop(timeout=5.0)
                 except Exception as exc:  # keep stopping the others
                     print(f"stopping pid {proc.pid} failed: {exc!r}")
+            node.stop_supervised()
 
     def outputs(self, tail: int = 3000) -> str:
         parts = []

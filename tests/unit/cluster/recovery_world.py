@@ -76,7 +76,7 @@ class World:
         roles = plan_roles(view, self.policies, SETTINGS, self.memory, self.now)
         process = plan_process(view, self.policies, self.memory, self.now, SETTINGS.demote_hold_s)
         out = roles + process
-        out += plan_incidents(view, out)
+        out += plan_incidents(view, out, self.memory.served)
         for cmd in out:
             self.write({**cmd, **TERM})
         self.decisions += out

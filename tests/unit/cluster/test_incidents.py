@@ -52,6 +52,7 @@ def test_draining_or_sleeping_a_lost_replica_closes_its_incident_and_opens_none(
     w = World()
     w.add("a-0")
     w.add("a-1")
+    w.round()
     w.crash("a-0")
     w.round()
     w.write({"op": "set_admin", "replicas": ["a-0"], "admin": "drained", "by": "op"})
@@ -67,8 +68,24 @@ def test_draining_or_sleeping_a_lost_replica_closes_its_incident_and_opens_none(
 def test_a_lost_node_opens_incidents_for_its_active_replicas() -> None:
     w = World()
     w.add("a-0")
+    w.round()
     w.write({"op": "register_node", "name": "n1", "raft": "h:1", "protocol": 3})
     w.write({"op": "node_lost", "name": "n1", "silent_s": 7.0, "term": 1, "leader": "n1"})
     w.leader_round()
     (inc,) = w.view.incidents
     assert inc.timeline[0].message == "a-0 lost with node n1"
+
+
+def test_a_replica_that_has_not_served_since_its_start_raises_no_incident() -> None:
+    w = World()
+    w.add("a-0")
+    w.add("s", role="standby", standby="stopped")
+    w.crash("a-0")  # down before the leader ever saw it serve: loading, not lost
+    for _ in range(3):
+        w.round()
+    assert w.view.incidents == ()
+    w.heal("a-0")
+    w.round()
+    w.crash("a-0")
+    w.round()
+    assert len(w.view.incidents) == 1
