@@ -290,6 +290,7 @@ class Node:
         self.supervisor = self._make_supervisor()
         if self.supervisor is not None:
             sink = HealthTee(sink, self.supervisor)
+            self.supervisor.on_began(self._replica_began)
         self.door = FrontDoor(
             self.pool_view, router_settings(config), self.metrics, self.passive, self.events
         )
@@ -389,6 +390,11 @@ class Node:
             line["api_port"] = api_port
         sys.stdout.write(orjson.dumps(line).decode() + "\n")
         sys.stdout.flush()
+
+    def _replica_began(self, name: str) -> None:
+        checker = self.checkers.get(name)
+        if checker is not None:  # a new process, or a woken engine: new memory baseline
+            checker.relearn_memory_baseline()
 
     def _make_supervisor(self) -> Supervisor | None:
         config, health = self.config, self.config.health

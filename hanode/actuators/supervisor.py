@@ -117,6 +117,7 @@ class Supervisor:
             for name, act in actuators.items()
         }
         self._listeners: list[Listener] = []
+        self._began_listeners: list[Callable[[str], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
 
@@ -143,6 +144,11 @@ class Supervisor:
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
+
+    def on_began(self, listener: Callable[[str], None]) -> None:
+        """``listener(name)`` whenever a new run of a replica begins: started, restarted,
+        woken, or first seen running (e.g. so its checker relearns its memory baseline)."""
+        self._began_listeners.append(listener)
 
     def health(self, name: str, level: HealthLevel) -> None:
         """The checkers' hook: the replica's debounced health level, after every check."""
@@ -342,6 +348,8 @@ class Supervisor:
     def _began(self, r: _Replica, now: float | None = None) -> None:
         r.started_at = self._now() if now is None else now
         r.served, r.health = False, None
+        for listener in list(self._began_listeners):
+            listener(r.name)
 
     def _failure(self, r: _Replica, now: float, why: str) -> None:
         r.started_at, r.served, r.health, r.sleeping = None, False, None, False

@@ -261,3 +261,21 @@ async def test_an_adopted_process_is_not_started_again() -> None:
     assert [e.fields.get("action") for e in events.recent(10)] == ["adopt"]
     await serve(sup, clock)
     assert sup.observed()["r0"].observed is Observed.RUNNING
+
+
+@run_async
+async def test_began_listeners_hear_each_new_run() -> None:
+    sup, act, clock, _ = rig()
+    began: list[str] = []
+    sup.on_began(began.append)
+    await sup.reconcile("r0")  # started
+    await serve(sup, clock)
+    sup.set_desired("r0", Desired.SLEEP)
+    await sup.reconcile("r0")
+    sup.set_desired("r0", Desired.RUN)
+    await sup.reconcile("r0")  # woken
+    act.crash()
+    await sup.reconcile("r0")  # backoff: no run yet
+    clock.advance(1.0)
+    await sup.reconcile("r0")  # restarted
+    assert began == ["r0", "r0", "r0"]
