@@ -178,7 +178,9 @@ def test_pinned_seed_gives_same_text_on_retry_to_another_replica(tmp_path: Path)
 
 # -- 8. GPU memory gate ---------------------------------------------------------------------------
 def test_gpu_memory_removes_replica_with_hysteresis_and_returns(tmp_path: Path) -> None:
-    with cluster(tmp_path, 2) as c:
+    # --reserve-gpu 0: an engine that allocates as it goes (llama.cpp-like), so the pressure
+    # is device memory used; reserving engines are test_health_signals.py's
+    with cluster(tmp_path, 2, sim_args=(*FAST_SIM, "--reserve-gpu", "0")) as c:
         gpu_sim = c.sims[1]
 
         def send(n: int, tag: str) -> None:
@@ -197,7 +199,7 @@ def test_gpu_memory_removes_replica_with_hysteresis_and_returns(tmp_path: Path) 
             timeout=5.0,
             message="r1 weight 0",
         )
-        assert "GPU memory 96%" in r1["reason"], r1
+        assert "GPU memory pressure 96% (device memory used)" in r1["reason"], r1
         before = c.chat_counts()
         send(20, "removed")
         after = c.chat_counts()
