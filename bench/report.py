@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from bench import stream_continuation as continuation_report
 from bench.cluster import report as cluster_report
 from bench.harness import percentile
 from bench.wrk import WrkResult
@@ -356,6 +357,10 @@ def render_summary(r: RunResult) -> str:
         f"failover ({r.failover.killed if r.failover else 'nothing'} killed):\n"
         f"{failover_section(r)}"
     )
+    if r.continuation is not None:
+        text += (
+            f"\n\nstreams through a replica's death:\n{continuation_report.render(r.continuation)}"
+        )
     if r.cluster is not None:
         text += f"\n\n{cluster_report.summary(r.cluster)}"
     return text
@@ -457,6 +462,10 @@ total throughput):
 ### Failover (hanode, concurrency 8, one of three simulators SIGKILLed)
 
 {failover_section(r)}
+
+### Streams through a replica's death (stream continuation)
+
+{continuation_report.render(r.continuation) if r.continuation is not None else "Not run."}
 
 ### Cluster (three nodes, Raft)
 

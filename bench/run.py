@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import overhead, replica_failover, report, streaming, targets, wrk
+from bench import overhead, replica_failover, report, stream_continuation, streaming, targets, wrk
 from bench.cluster import ClusterResult, ClusterSettings
 from bench.cluster import run as run_cluster
 from bench.cluster.report import render as render_cluster
@@ -53,6 +53,10 @@ class Settings:
     cluster: bool = True  # the three-node cluster part (bench/cluster/)
     only_cluster: bool = False
     cluster_settings: ClusterSettings = field(default_factory=ClusterSettings)
+    # streams through a replica's death, continuation off and on (bench/stream_continuation.py)
+    continuation: stream_continuation.ContinuationSettings = field(
+        default_factory=stream_continuation.ContinuationSettings
+    )
     output: Path | None = REPO / "docs" / "benchmarks.md"  # None: print only
 
 
@@ -68,6 +72,7 @@ class RunResult:
     machine: dict[str, str] = field(default_factory=dict)  # name -> fact, for the report
     elapsed_s: float = 0.0
     cluster: ClusterResult | None = None
+    continuation: stream_continuation.ContinuationResult | None = None
 
 
 def single_node(
@@ -130,6 +135,8 @@ def measure(settings: Settings) -> RunResult:
     result.machine["load average at start"] = f"{os.getloadavg()[0]:.2f}"
     with tempfile.TemporaryDirectory(prefix="hanode-bench-") as tmp_name:
         single_node(settings, result, Path(tmp_name), tools.nginx, tools.wrk, py_spy)
+    say("streams through a replica's death, continuation off and on (bench/stream_continuation.py)")
+    result.continuation = stream_continuation.run(settings.continuation)
     if settings.cluster:
         say("cluster: three nodes in one Raft cluster (bench/cluster/)")
         result.cluster = run_cluster(settings.cluster_settings)
@@ -210,6 +217,9 @@ def parse_args(argv: list[str] | None) -> Settings:
         cluster=not a.no_cluster,
         only_cluster=a.only_cluster,
         cluster_settings=QUICK_CLUSTER if a.quick else ClusterSettings(),
+        continuation=(
+            stream_continuation.QUICK if a.quick else stream_continuation.ContinuationSettings()
+        ),
     )
 
 
