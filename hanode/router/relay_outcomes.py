@@ -41,7 +41,7 @@ def _token_times(
     if not stream:
         return None, ((now - t0) / tokens if tokens else None)
     first = inspector.first_output_at
-    if first is None:
+    if first is None or first < t0:  # a continuation try: the first token was another try's
         return None, None
     tpot = (now - first) / (tokens - 1) if tokens is not None and tokens > 1 else None
     return first - t0, tpot
