@@ -11,6 +11,7 @@ import pytest
 
 from hanode.api.control import ControlError, ControlErrorCode
 from hanode.cluster.backend import ClusterControl
+from hanode.cluster.document import PROTOCOL
 from hanode.cluster.runtime import ClusterRuntime
 from hanode.cluster.store import ConsensusTimeout
 from hanode.events import EventLog
@@ -109,7 +110,7 @@ def test_status_says_how_consensus_stands() -> None:
         c = doc["consensus"]
         assert c["healthy"] is True and c["halted"] is None and c["problem"] is None
         assert (c["term"], c["leader_term"], c["leader_node"]) == (4, 4, "n1")
-        assert c["cluster_version"] == 2 and c["protocol"] == 2
+        assert c["cluster_version"] == 2 and c["protocol"] == PROTOCOL  # n1, n2 say 2
         assert c["state_digest"] == store.view.digest and c["lost_nodes"] == ["n2"]
         nodes = {n["name"]: n for n in doc["nodes"]}
         assert nodes["n2"]["lost"] is True and nodes["n1"]["lost"] is False

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from hanode.cluster.document import Doc, empty_doc
+from hanode.cluster.document import PROTOCOL, Doc, empty_doc
 from hanode.cluster.runtime import MAX_RESYNCS, ClusterRuntime
 from hanode.cluster.state import apply
 from hanode.config import Config, parse_config
@@ -209,7 +209,7 @@ def test_registration_advertises_reachable_addresses_and_keeps_local_urls() -> N
             "10.9.0.1:1",
             "10.9.0.1:7001",
         )
-        assert node.protocol == 2
+        assert node.protocol == PROTOCOL
         assert store.view.replicas["own-0"].spec.url == "http://10.9.0.1:8001"
         # this node's router still dials its own replica on loopback
         assert runtime.pool.snapshot.replicas["own-0"].spec.url == "http://127.0.0.1:8001"
