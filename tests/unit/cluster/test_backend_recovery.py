@@ -134,7 +134,7 @@ def test_registration_replicates_the_standby_mode_but_never_the_command() -> Non
             {"own-0": ActuatorSpec("own-0", "command", secret, standby=StandbyMode.SLEEP)},
         )
         await runtime._register({"raft": "10.9.0.1:7001"})
-        reg = [c for c in store.submitted if c["op"] == "register_replica"][0]
+        reg = next(c for c in store.submitted if c["op"] == "register_replica")
         assert reg["spec"]["actuated"] is True and reg["spec"]["standby"] == "sleep"
         assert "hunter2" not in repr(store.doc) and "/opt/vllm" not in repr(store.doc)
         seen: list[IncidentRecord] = []
