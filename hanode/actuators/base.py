@@ -22,7 +22,6 @@ class ProcessStatus:
     running: bool
     pid: int | None = None
     exit_code: int | None = None  # of the last run, when it exited and the code is known
-    sleeping: bool | None = None  # the engine's own answer; None: unknown or not asked
     detail: str = ""
 
 
@@ -71,6 +70,11 @@ class Actuator(Protocol):
 
     async def wake(self) -> None:
         """Wake the engine and send one short warm-up prompt before it takes traffic."""
+        ...
+
+    async def is_sleeping(self) -> bool | None:
+        """The engine's own answer; None when it cannot say (SGLang) or did not answer. Asked
+        only when it matters: every ask is a line in the engine's access log."""
         ...
 
     async def observe(self) -> ProcessStatus: ...

@@ -51,14 +51,11 @@ class ReplicaActuator:
         await engine.wake()
         await engine.warm_up()  # a failed warm-up is no failed wake: L2 decides what serves
 
+    async def is_sleeping(self) -> bool | None:
+        return None if self.engine is None else await self.engine.is_sleeping()
+
     async def observe(self) -> ProcessStatus:
-        status = await self.process.observe()
-        if not status.running or self.engine is None:
-            return status
-        sleeping = await self.engine.is_sleeping()
-        if sleeping is None:
-            return status
-        return ProcessStatus(True, status.pid, None, sleeping, status.detail)
+        return await self.process.observe()
 
 
 def build_actuator(

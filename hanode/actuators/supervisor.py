@@ -90,6 +90,7 @@ class _Replica:
     health: HealthLevel | None = None  # last report that counts (after the settle time)
     next_start_at: float | None = None  # backoff: start again at this time
     sleeping: bool = False  # what we asked the engine for (SGLang cannot be asked back)
+    asked_engine: bool = False  # asked once whether it sleeps (an adopted one may)
 
 
 Listener = Callable[[str, ReplicaReport], None]
@@ -273,7 +274,7 @@ class Supervisor:
             return
         if r.started_at is None:  # running, and we did not start it: adopted or left so
             self._began(r, now)
-        sleeping = st.sleeping if st.sleeping is not None else r.sleeping
+        sleeping = await self._sleeping(r)
         if r.desired is Desired.SLEEP:
             await self._toward_sleep(r, st, sleeping)
             return
@@ -285,6 +286,18 @@ class Supervisor:
             self._set(r, Observed.STARTING, "woken and warmed up; waiting for L2", st.pid)
             return
         await self._check_running(r, st, now)
+
+    async def _sleeping(self, r: _Replica) -> bool:
+        """Whether the engine sleeps: asked when it matters (desired SLEEP, asleep by our
+        doing, or the first look at a process we may have adopted), else what we did."""
+        if not r.actuator.can_sleep:
+            return False
+        if r.desired is Desired.SLEEP or r.sleeping or not r.asked_engine:
+            r.asked_engine = True
+            answer = await r.actuator.is_sleeping()
+            if answer is not None:
+                r.sleeping = answer
+        return r.sleeping
 
     async def _not_running(self, r: _Replica, st: ProcessStatus, now: float) -> None:
         if r.next_start_at is None and r.started_at is not None:

@@ -68,10 +68,14 @@ class FakeActuator:
         self.calls.append("wake")
         self.sleeping = False
 
+    async def is_sleeping(self) -> bool | None:
+        self.calls.append("is_sleeping")
+        return self.sleeping if self.running else None
+
     async def observe(self) -> ProcessStatus:
         if not self.running:
             return ProcessStatus(False, exit_code=1, detail="exited with code 1")
-        return ProcessStatus(True, pid=self.pid, sleeping=self.sleeping, detail=f"pid {self.pid}")
+        return ProcessStatus(True, pid=self.pid, detail=f"pid {self.pid}")
 
     def crash(self) -> None:
         self.running = False

@@ -121,13 +121,14 @@ async def test_the_replica_actuator_reports_sleep_and_warms_up_on_wake() -> None
         act = ReplicaActuator(_Running(), sleeper(url, "vllm"))
         assert act.can_sleep
         await act.sleep()
-        assert (await act.observe()).sleeping is True
+        assert await act.is_sleeping() is True
         await act.wake()
-        status = await act.observe()
-        assert status.sleeping is False and status.pid == 7
+        assert await act.is_sleeping() is False
+        assert (await act.observe()).pid == 7
         assert any(p.startswith("/v1/") for _, p, _ in fake.calls)  # the warm-up prompt
     no_sleep = ReplicaActuator(_Running())
     assert not no_sleep.can_sleep
+    assert await no_sleep.is_sleeping() is None
     with pytest.raises(ActuatorError):
         await no_sleep.sleep()
 

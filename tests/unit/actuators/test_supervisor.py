@@ -279,3 +279,28 @@ async def test_began_listeners_hear_each_new_run() -> None:
     clock.advance(1.0)
     await sup.reconcile("r0")  # restarted
     assert began == ["r0", "r0", "r0"]
+
+
+@run_async
+async def test_the_engine_is_asked_whether_it_sleeps_only_when_it_matters() -> None:
+    sup, act, clock, _ = rig()
+    await sup.reconcile("r0")
+    await serve(sup, clock)
+    asked = act.calls.count("is_sleeping")
+    assert asked == 1  # the first look at the running process (it may have been adopted asleep)
+    for _ in range(5):
+        await sup.reconcile("r0")
+    assert act.calls.count("is_sleeping") == asked  # awake and wanted so: not asked again
+
+
+@run_async
+async def test_an_adopted_sleeping_engine_is_seen_asleep_and_woken_when_run() -> None:
+    act = FakeActuator(adopt_says="adopted pid 101, left running by an earlier daemon")
+    act.running, act.sleeping = True, True
+    sup, act, _clock, _ = rig(act)
+    sup.set_desired("r0", Desired.SLEEP)
+    assert (await sup.reconcile("r0")).observed is Observed.SLEEPING
+    assert "sleep" not in act.calls and "start" not in act.calls
+    sup.set_desired("r0", Desired.RUN)
+    assert (await sup.reconcile("r0")).observed is Observed.STARTING
+    assert act.calls[-1] == "wake"
