@@ -53,6 +53,10 @@ _STRUCTURED = (
 # OpenAI's default max_tokens of /v1/completions (vLLM and llama.cpp follow it).
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16
 
+# A stream whose unfinished event grows past this is relayed as it comes and no longer
+# followed (it cannot be continued): memory stays bounded whatever a replica sends.
+MAX_EVENT_BYTES = 4 * 1024 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class ContinuationSettings:
@@ -83,6 +87,7 @@ class StreamFollower:
         "id",
         "model",
         "multi",
+        "opaque",
         "role_sent",
         "text",
         "token_ids",
@@ -112,6 +117,7 @@ class StreamFollower:
         self.finished = False  # a finish_reason was sent
         self.done = False  # [DONE] was sent
         self.error: str | None = None  # the current try sent an error event
+        self.opaque = False  # the stream is relayed as it comes, unfollowed (MAX_EVENT_BYTES)
 
     # -- the request of each try ------------------------------------------------------------
     def request(self, engine: str) -> bytes:
@@ -138,6 +144,8 @@ class StreamFollower:
         """Why this stream must not be continued (``engine``: of the replica that would), or
         None when it may."""
         body = self.body
+        if self.opaque:
+            return f"an event of the stream was larger than {MAX_EVENT_BYTES} bytes"
         if self.continued >= limit:
             return (
                 f"the stream was continued {self.continued} times already "
@@ -247,9 +255,17 @@ class StreamFollower:
         waits for its end), rewritten where needed. Nothing after an error event."""
         if self.error is not None:
             return b""
+        if self.opaque:
+            return data
+        if b"\r" in data:  # CRLF line ends (allowed by SSE): one form for the splitting
+            data = data.replace(b"\r\n", b"\n")
         buf = self._buf + data if self._buf else data
         end = buf.rfind(b"\n\n")
         if end < 0:
+            if len(buf) > MAX_EVENT_BYTES:
+                self.opaque = True
+                self._buf = b""
+                return buf
             self._buf = buf
             return b""
         self._buf = buf[end + 2 :]

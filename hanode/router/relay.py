@@ -230,7 +230,7 @@ class Relay(RelayOutcomes):
         self._handle = None
         if self._ok:
             follow = self._follow
-            if follow is not None and not follow.done:
+            if follow is not None and not follow.done and not follow.opaque:
                 if follow.broken or not follow.ended_in_full():
                     # The answer ended without its end (or with an error event): broken.
                     what = f"an error event: {follow.error}" if follow.broken else "no [DONE]"

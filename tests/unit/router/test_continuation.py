@@ -10,7 +10,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hanode.router.continuation import StreamFollower
+from hanode.router.continuation import MAX_EVENT_BYTES, StreamFollower
 from tests.unit.router.fakes import chat_chunk, text_chunk, usage_chunk
 
 DONE = b"data: [DONE]\n\n"
@@ -158,3 +158,20 @@ def test_closing_a_stream_whose_text_is_complete() -> None:
     out = follow.closing()
     assert out.endswith(b": hanode-continued 1\n\n" + DONE)
     assert evs(out)[0]["choices"][0]["finish_reason"] == "length"
+
+
+def test_crlf_events_are_split_too() -> None:
+    follow = StreamFollower({"messages": []}, chat=True)
+    follow.request("vllm")
+    data = chat_chunk("A", "x").replace(b"\n", b"\r\n") + b"data: [DONE]\r\n\r\n"
+    out = follow.feed(data[:7]) + follow.feed(data[7:])
+    assert evs(out) == [*evs(chat_chunk("A", "x")), "[DONE]"] and follow.done
+
+
+def test_an_oversized_event_is_relayed_unfollowed_and_never_continued() -> None:
+    follow = StreamFollower({"messages": []}, chat=True)
+    follow.request("vllm")
+    big = b"data: " + b"x" * (MAX_EVENT_BYTES + 1)
+    assert follow.feed(big) == big and follow.opaque
+    assert follow.feed(b"rest\n\n") == b"rest\n\n"
+    assert "larger than" in (follow.refusal(limit=2) or "")
