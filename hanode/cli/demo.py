@@ -1,15 +1,21 @@
 """`hanode demo`: a scripted tour that ends by itself.
 
-A three-node hanode cluster (Raft) in front of four simulated GPU replicas (one standby);
-traffic from the official ``openai`` client through every node; one replica turns slow, another
-crashes and the leader promotes the standby, then the leader node itself is killed; watch
-weights, health, roles and traffic shares move away and back, with no failed request on the
-client side. Everything runs on loopback; every process the demo starts is stopped by its pid.
+A three-node hanode cluster (Raft) in front of four simulated GPU replicas (one a standby
+asleep in the engine's sleep mode); each node runs its own replicas (``actuator = "command"``
+starting ``hanode sim``). Traffic from the official ``openai`` client through every node; one
+replica turns slow, another crashes: its node restarts it by itself while the leader wakes the
+sleeping standby and promotes it (the incident's MTTR is printed), then the leader node itself
+is killed; watch weights, health, roles and traffic shares move away and back, with no failed
+request on the client side. Everything runs on loopback; every process the demo starts (or
+its nodes started) is stopped by its pid.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import sys
 import tempfile
 import threading
@@ -19,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hanode.actuators.command import RunRecord
 from hanode.cli.render import status_table
-from hanode.devtools.procs import NodeProcess, SimProcess, free_port, node_config_toml
+from hanode.devtools.procs import NodeProcess, free_port, http_request, node_config_toml
 
 MODEL = "demo-llama-8b"
 WORKERS = 4
@@ -165,27 +172,44 @@ REPLICAS = {
 }
 
 
+# A cold start of a simulated replica (refused, then 503 while "loading"), and its wake from
+# the engine's sleep mode: a restart takes longer than waking the standby, as on real GPUs.
+SIM_LOAD_S = 5.0
+SIM_WAKE_S = 1.0
+
+
 class DemoCluster:
-    """Three hanode nodes on loopback, each in front of its own simulated GPU replicas."""
+    """Three hanode nodes on loopback, each running its own simulated GPU replicas."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.sims: dict[str, SimProcess] = {}
+        self.sim_ports = {name: free_port() for name in REPLICAS}
         self.nodes: dict[str, NodeProcess] = {}
         self.configs: dict[str, Path] = {}
         self.api_ports: dict[str, int] = {}
 
-    def start_sim(self, name: str, port: int | None = None) -> None:
-        self.sims[name] = SimProcess(
-            "--model",
-            MODEL,
-            "--ttft-ms",
-            "30",
-            "--tpot-ms",
-            "3",
-            port=port,
-            log_path=self.workdir / f"{name}.log",
-        )
+    def sim_admin(self, name: str, path: str, body: Any) -> None:
+        """POST /admin/<path> to a replica's simulator (its node runs it)."""
+        url = f"http://127.0.0.1:{self.sim_ports[name]}/admin/{path}"
+        status, _, text = http_request("POST", url, body, 5.0)
+        if status != 200:
+            raise RuntimeError(f"POST {url} -> {status}: {text!r}")
+
+    def _replica(self, name: str, role: str) -> dict[str, Any]:
+        command = [
+            sys.executable, "-m", "hanode.sim", "--port", str(self.sim_ports[name]),
+            "--model", MODEL, "--ttft-ms", "30", "--tpot-ms", "3",
+            "--load-s", str(SIM_LOAD_S), "--wake-s", str(SIM_WAKE_S),
+        ]  # fmt: skip
+        return {
+            "name": name,
+            "model": MODEL,
+            "url": f"http://127.0.0.1:{self.sim_ports[name]}",
+            "role": role,
+            "actuator": "command",
+            "command": command,
+            "standby": "sleep",
+        }
 
     def write_configs(self) -> None:
         secret = self.workdir / "raft.secret"
@@ -198,13 +222,19 @@ class DemoCluster:
                 data_dir=self.workdir / node,
                 router_port=free_port(),
                 metrics_port=free_port(),
-                replicas=[
-                    {"name": r, "model": MODEL, "url": self.sims[r].url, "role": role}
-                    for r, (n, role) in REPLICAS.items()
-                    if n == node
-                ],
+                replicas=[self._replica(r, role) for r, (n, role) in REPLICAS.items() if n == node],
                 sections={
-                    "health": {"interval_s": 0.3, "rise": 2, "fall": 2, "passive_window_s": 4.0},
+                    "health": {
+                        "interval_s": 0.3,
+                        "timeout_s": 0.5,
+                        "rise": 2,
+                        "fall": 2,
+                        "passive_window_s": 4.0,
+                        "l2_interval_s": 2.0,
+                        "l2_timeout_s": 1.0,
+                        "slow_start_s": 5.0,
+                    },
+                    "recovery": {"poll_interval_s": 0.3, "backoff_base_s": 0.5},
                     "thresholds": {"ttft_ms": 300.0},
                     "cluster": {
                         "raft_listen": raft[node],
@@ -234,8 +264,14 @@ class DemoCluster:
     def stop(self) -> None:
         for node in self.nodes.values():
             node.stop()
-        for sim in self.sims.values():
-            sim.stop()
+        # A stopped node leaves its replicas running (the next one adopts them): stop each by
+        # the pid its node recorded, checked against the process's start time.
+        for name in NODES:
+            for path in sorted((self.workdir / name / "replicas").glob("*.json")):
+                record = RunRecord.from_json(path.read_bytes())
+                if record is not None and record.alive():
+                    with contextlib.suppress(OSError):
+                        os.killpg(record.pid, signal.SIGKILL)
 
 
 def run_demo(workdir: Path) -> int:
@@ -244,9 +280,10 @@ def run_demo(workdir: Path) -> int:
     names = list(REPLICAS)
     failed = 0
     try:
-        _say("Starting four simulated GPU replicas and a three-node hanode cluster")
-        for name in REPLICAS:
-            cluster.start_sim(name)
+        _say(
+            "A three-node hanode cluster; each node starts its own simulated GPU replicas "
+            "(gpu-d is a standby: it loads, then sleeps)"
+        )
         cluster.write_configs()
         for node in NODES:
             cluster.start_node(node)
@@ -257,12 +294,17 @@ def run_demo(workdir: Path) -> int:
             doc = watcher.status()
             return (
                 doc.get("leader") is not None
-                and all(r["health"] == "healthy" for r in rs.values())
                 and len(rs) == len(REPLICAS)
+                and all(
+                    r["health"] == "healthy" and r["weight"] > 0
+                    for n, r in rs.items()
+                    if n != "gpu-d"
+                )
+                and (rs["gpu-d"].get("process") or {}).get("observed") == "sleeping"
             )
 
-        if not _wait(watcher, ready, 30):
-            print("the cluster did not come up in 30 s; see the logs above")
+        if not _wait(watcher, ready, 60):
+            print("the cluster did not come up in 60 s; see the logs above")
             return 1
         _ctl(cluster.api_ports["node-1"], "status")
 
@@ -275,15 +317,21 @@ def run_demo(workdir: Path) -> int:
         failed += _phase(traffic, watcher, 5, names)
 
         _say("gpu-b turns slow (time to first token 30 ms -> 450 ms): L3 lowers its weight")
-        cluster.sims["gpu-b"].admin("config", {"ttft_ms": 450})
+        cluster.sim_admin("gpu-b", "config", {"ttft_ms": 450})
         _wait(watcher, lambda rs: rs["gpu-b"]["weight"] < 0.5, 15)
         failed += _phase(traffic, watcher, 6, names)
 
-        _say("gpu-c crashes: retries hide it, L1 takes it out, the leader promotes standby gpu-d")
-        cluster.sims["gpu-c"].admin("crash", {})
-        cluster.sims["gpu-c"].wait_exit(10)
-        _wait(watcher, lambda rs: rs["gpu-d"]["role"] == "active", 15)
-        failed += _phase(traffic, watcher, 5, names)
+        _say(
+            "gpu-c crashes: retries hide it; node-3 restarts it by itself while the leader "
+            "wakes the sleeping standby gpu-d and promotes it (no hand restart)"
+        )
+        cluster.sim_admin("gpu-c", "crash", {})
+        _wait(watcher, lambda rs: rs["gpu-d"]["role"] == "active" and rs["gpu-d"]["weight"] > 0, 20)
+        failed += _phase(traffic, watcher, 3, names)
+        _ctl(cluster.api_ports["node-1"], "incidents", "--last", "1")
+        mttr = _mttr(cluster.api_ports["node-1"])
+        print(f"MTTR (detected -> capacity restored, from the incident's timeline): {mttr}")
+        _wait(watcher, lambda rs: rs["gpu-c"]["health"] == "healthy", 30)
 
         leader = watcher.status().get("leader")
         if leader in cluster.nodes:
@@ -302,13 +350,22 @@ def run_demo(workdir: Path) -> int:
             cluster.start_node(leader)
             traffic.set_routers(cluster.routers())
 
-        _say("gpu-c restarts and gpu-b recovers: both come back into rotation")
-        cluster.sims["gpu-c"].stop()
-        cluster.start_sim("gpu-c", port=cluster.sims["gpu-c"].port)
-        cluster.sims["gpu-b"].admin("config", {"ttft_ms": 30})
+        _say(
+            "gpu-b recovers; gpu-c, restarted by its node, is back in rotation (its weight "
+            "ramped up: slow start); after the hold, gpu-d is demoted and sleeps again"
+        )
+        cluster.sim_admin("gpu-b", "config", {"ttft_ms": 30})
         _wait(watcher, lambda rs: rs["gpu-c"]["health"] == "healthy", 20)
         _wait(watcher, lambda rs: rs["gpu-b"]["health"] == "healthy", 15)
-        failed += _phase(traffic, watcher, 5, names)
+        _wait(
+            watcher,
+            lambda rs: (
+                rs["gpu-d"]["role"] == "standby"
+                and (rs["gpu-d"].get("process") or {}).get("observed") == "sleeping"
+            ),
+            25,
+        )
+        failed += _phase(traffic, watcher, 3, names)
 
         traffic.close()
         _say("What the cluster recorded")
@@ -319,6 +376,22 @@ def run_demo(workdir: Path) -> int:
         if traffic is not None:
             traffic.close()
         cluster.stop()
+
+
+def _mttr(api_port: int) -> str:
+    """The newest incident's MTTR, read back through hanodectl's own client."""
+    from hanode.api.convert import incident_from_proto, pb
+    from hanode.cli.ctl import Client, Settings
+
+    client = Client(Settings(f"127.0.0.1:{api_port}", None, 5.0))
+    try:
+        answer = client.call("ListIncidents", pb.ListIncidentsRequest(last=1))
+    finally:
+        client.close()
+    found = [incident_from_proto(i) for i in answer.incidents]
+    if not found or found[-1]["mttr_s"] is None:
+        return "not restored yet"
+    return f"{found[-1]['mttr_s']:.2f} s ({found[-1]['id']})"
 
 
 def main(args: argparse.Namespace) -> int:

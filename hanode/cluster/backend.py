@@ -127,6 +127,14 @@ class ClusterControl:
             freshness=freshness,
         )
         doc["consensus"] = self.consensus()
+        for replica in doc.get("replicas", []):
+            rec = view.replicas.get(str(replica.get("name", "")))
+            if rec is not None and rec.actuated:  # its own node adds the supervisor's detail
+                replica["process"] = {
+                    "observed": rec.process.value,
+                    "desired": rec.desired.value,
+                    "detail": rec.process_detail,
+                }
         return doc
 
     def consensus(self) -> dict[str, Any]:

@@ -4,11 +4,13 @@ The leader runs :func:`plan_incidents` each round after its other decisions. An 
 when an active, enabled replica that should run and that served before stops being able to
 serve (a replica asleep, stopped or drained on purpose is expected-down: no incident; one
 still loading after a start on purpose has not served yet: no incident either). What served is
-the leader's memory; a new leader starts from what serves when it takes over. Its timeline records what was
-done (the node restarting it, the planner waking or promoting a standby), when capacity was
-restored (the model has as many serving replicas as before the loss: the MTTR ends) and when
-the original was back (the incident closes). Each step is a fenced, keyed command, so a
-repeated one changes nothing, and its time is the leader's wall clock when it wrote it.
+the leader's memory; a new leader starts from what serves when it takes over.
+
+The timeline records what was done (the node restarting it, the planner waking or promoting a
+standby), when capacity was restored (the model has as many serving replicas as before the
+loss: the MTTR ends) and when the original was back (the incident closes). Each step is a
+fenced, keyed command, so a repeated one changes nothing, and its time is the leader's wall
+clock when it wrote it.
 """
 
 from __future__ import annotations
@@ -103,11 +105,11 @@ def plan_incidents(
 def _why(rec: ReplicaRecord, lost_nodes: frozenset[str]) -> str:
     if rec.spec.node in lost_nodes:
         return f"{rec.spec.name} lost with node {rec.spec.node}"
-    obs = rec.observation
-    what = f"{rec.spec.name} {obs.level.name}" + (f": {obs.reason}" if obs.reason else "")
     if rec.process not in (Observed.UNKNOWN, Observed.RUNNING):
-        what += f" (process {rec.process.value})"
-    return what
+        detail = f": {rec.process_detail}" if rec.process_detail else ""
+        return f"{rec.spec.name} process {rec.process.value}{detail}"
+    obs = rec.observation
+    return f"{rec.spec.name} {obs.level.name}" + (f": {obs.reason}" if obs.reason else "")
 
 
 def _actions(

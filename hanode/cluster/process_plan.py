@@ -97,7 +97,17 @@ def _plan_model(
         for r in standbys
         if _woken(r) and r not in ready and r.process not in (Observed.BACKOFF, Observed.CRASH_LOOP)
     ]
-    short = need - len(serving) - len(ready) - len(pending)
+    # An active still in its first start (never seen serving) is capacity on its way, not
+    # lost: a cluster starting cold does not wake its standbys.
+    loading = [
+        r
+        for r in enabled
+        if r.role is Role.ACTIVE
+        and r.process is Observed.STARTING
+        and r.spec.name not in memory.served
+        and not r.may_serve(lost)
+    ]
+    short = need - len(serving) - len(ready) - len(pending) - len(loading)
     if short > 0:
         asleep = sorted(
             (

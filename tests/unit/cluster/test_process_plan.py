@@ -170,3 +170,17 @@ def test_recovery_invariants(
             assert inc.mttr_s is not None and 0 <= inc.mttr_s <= 10
         if inc.open:  # an open incident's replica is really lost (not asleep on purpose)
             assert inc.replica in w.crashed or not w.view.replicas[inc.replica].may_serve()
+
+
+def test_a_cold_start_does_not_wake_the_standbys() -> None:
+    w = World()
+    w.add("a-0")
+    w.add("s", role="standby", standby="sleep")
+    w.report("a-0", "starting", 0)  # loading for the first time
+    w.leader_round()
+    assert w.decisions == []
+    w.report("a-0", "running", 3)
+    w.leader_round()
+    w.report("a-0", "starting", 0)  # it served: now a restart after a failure
+    w.leader_round()
+    assert [c["op"] for c in w.decisions] == ["set_desired", "open_incident"]
