@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from bench import recovery as recovery_report
 from bench import stream_continuation as continuation_report
 from bench.cluster import report as cluster_report
 from bench.harness import percentile
@@ -361,6 +362,9 @@ def render_summary(r: RunResult) -> str:
         text += (
             f"\n\nstreams through a replica's death:\n{continuation_report.render(r.continuation)}"
         )
+    if r.recovery is not None:
+        text += "\n\nrecovery (MTTR from the incident timeline):\n"
+        text += recovery_report.render(r.recovery)
     if r.cluster is not None:
         text += f"\n\n{cluster_report.summary(r.cluster)}"
     return text
@@ -466,6 +470,10 @@ total throughput):
 ### Streams through a replica's death (stream continuation)
 
 {continuation_report.render(r.continuation) if r.continuation is not None else "Not run."}
+
+### Recovery: MTTR of a crash (bench/recovery.py)
+
+{recovery_report.render(r.recovery) if r.recovery is not None else "Not run."}
 
 ### Cluster (three nodes, Raft)
 

@@ -25,7 +25,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import overhead, replica_failover, report, stream_continuation, streaming, targets, wrk
+from bench import (
+    overhead,
+    recovery,
+    replica_failover,
+    report,
+    stream_continuation,
+    streaming,
+    targets,
+    wrk,
+)
 from bench.cluster import ClusterResult, ClusterSettings
 from bench.cluster import run as run_cluster
 from bench.cluster.report import render as render_cluster
@@ -57,6 +66,8 @@ class Settings:
     continuation: stream_continuation.ContinuationSettings = field(
         default_factory=stream_continuation.ContinuationSettings
     )
+    # MTTR of a crash: restart by the node, and a sleeping standby's takeover (bench/recovery.py)
+    recovery: recovery.RecoverySettings = field(default_factory=recovery.RecoverySettings)
     output: Path | None = REPO / "docs" / "benchmarks.md"  # None: print only
 
 
@@ -73,6 +84,7 @@ class RunResult:
     elapsed_s: float = 0.0
     cluster: ClusterResult | None = None
     continuation: stream_continuation.ContinuationResult | None = None
+    recovery: recovery.RecoveryResult | None = None
 
 
 def single_node(
@@ -137,6 +149,8 @@ def measure(settings: Settings) -> RunResult:
         single_node(settings, result, Path(tmp_name), tools.nginx, tools.wrk, py_spy)
     say("streams through a replica's death, continuation off and on (bench/stream_continuation.py)")
     result.continuation = stream_continuation.run(settings.continuation)
+    say("recovery: MTTR of a crash, restarted or taken over by a sleeping standby")
+    result.recovery = recovery.run(settings.recovery)
     if settings.cluster:
         say("cluster: three nodes in one Raft cluster (bench/cluster/)")
         result.cluster = run_cluster(settings.cluster_settings)
@@ -220,6 +234,7 @@ def parse_args(argv: list[str] | None) -> Settings:
         continuation=(
             stream_continuation.QUICK if a.quick else stream_continuation.ContinuationSettings()
         ),
+        recovery=recovery.QUICK if a.quick else recovery.RecoverySettings(),
     )
 
 
