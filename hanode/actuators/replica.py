@@ -72,7 +72,7 @@ def build_actuator(
     process: ProcessControl
     if actuation.actuator == "command":
         process = CommandProcess(spec.name, actuation.command, state_dir, stop_grace_s)
-    elif actuation.actuator == "systemd":
+    elif actuation.actuator == "systemd" and actuation.unit:
         process = SystemdUnit(actuation.unit)
     else:
         return None

@@ -60,5 +60,5 @@ class ActuatorSpec:
     name: str
     actuator: str = "none"  # one of ACTUATORS; "none": hanode only routes
     command: tuple[str, ...] = ()  # "command": the program and its arguments
-    unit: str = ""  # "systemd": the unit, e.g. "vllm@0.service"
+    unit: str | None = None  # "systemd": the unit, e.g. "vllm@0.service"
     standby: StandbyMode = StandbyMode.HOT  # how it waits while it is a standby

@@ -81,6 +81,8 @@ def _line(left: str, doc: str, lead: str = "") -> list[str]:
 def _shown(s: Setting, entry: Mapping[str, Any], use_example: bool) -> tuple[Any, bool]:
     """The value to show and whether the key is commented out (it has no default)."""
     if s.key in entry:
+        if entry[s.key] is None and s.example is not UNSET:  # shown, but commented out
+            return s.example, True
         return entry[s.key], False
     if s.example is not UNSET and (use_example or s.required or s.default is None):
         return s.example, not s.required and s.default is None and not use_example

@@ -111,7 +111,7 @@ SECTIONS: tuple[Section, ...] = (
         many=True,
         entry_check=check_replicas,
         examples=(
-            {},
+            {"unit": None},  # the first entry runs a command; unit is for "systemd"
             {
                 "name": "llama-8b-1",
                 "url": "http://127.0.0.1:8002",

@@ -139,7 +139,9 @@ class ReplicaSettings:
         to=ActuatorSpec,
         example=("vllm", "serve", "meta-llama/Llama-3.1-8B-Instruct", "--port", "8001"),
     )
-    unit: str = setting('actuator = "systemd": the unit', to=ActuatorSpec)
+    unit: str | None = setting(
+        'actuator = "systemd": the unit', to=ActuatorSpec, example="vllm@0.service"
+    )
     standby: StandbyMode = setting(
         "how it waits while a standby: loaded and hot, in the engine's sleep mode, or stopped",
         to=ActuatorSpec,

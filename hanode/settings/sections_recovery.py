@@ -72,7 +72,12 @@ def check_recovery(t: Table, cfg: RecoveryConfig) -> RecoveryConfig:
 
 
 def check_actuation(
-    t: Table, actuator: str, command: tuple[str, ...], unit: str, standby: StandbyMode, engine: str
+    t: Table,
+    actuator: str,
+    command: tuple[str, ...],
+    unit: str | None,
+    standby: StandbyMode,
+    engine: str,
 ) -> None:
     """The [[replicas]] actuator keys together: each mistake in one line, naming the key."""
     bad = t.bad

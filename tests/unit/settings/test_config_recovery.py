@@ -39,7 +39,7 @@ def test_a_command_replica_and_a_systemd_standby() -> None:
     )
     cfg = parse_config(data, SRC)
     assert cfg.actuators == (
-        ActuatorSpec("r1", "command", ("vllm", "serve", "m")),
+        ActuatorSpec("r1", "command", ("vllm", "serve", "m"), None),
         ActuatorSpec("r2", "systemd", (), "vllm@1.service", StandbyMode.SLEEP),
     )
     # Nothing of it reaches the replica's spec, which the cluster replicates.
