@@ -354,3 +354,42 @@ def test_as_a_process(server: ThreadedServer) -> None:
     assert done.returncode == 3
     assert done.stdout == ""
     assert_one_line_error(done.stderr)
+
+
+# ------------------------------------------------------------------ recovery
+
+
+def test_incidents_table_and_json(
+    capsys: pytest.CaptureFixture[str], server: ThreadedServer
+) -> None:
+    code, out, err = run(capsys, server, "incidents")
+    assert code == 0, err
+    header = out.splitlines()[0]
+    for column in ("INCIDENT", "STATE", "MTTR", "DURATION"):
+        assert column in header
+    row = next(line for line in out.splitlines() if line.startswith("r3#1"))
+    assert "closed" in row and "3.2s" in row and "10.0s" in row
+    assert "+  3.25s  standby_serving  r2 serving (1/1)" in out
+    open_row = next(line for line in out.splitlines() if line.startswith("r1#2"))
+    assert open_row.split()[2] == "open" and open_row.split()[-2:] == ["-", "-"]
+    code, out, _ = run(capsys, server, "incidents", "--json", "--last", "1")
+    (only,) = json.loads(out)["incidents"]
+    assert only["id"] == "r1#2" and only["mttr_s"] is None and only["restored"] is None
+    assert server.backend.calls[-1] == ("incidents", 1)
+
+
+def test_restart_sleep_wake(capsys: pytest.CaptureFixture[str], server: ThreadedServer) -> None:
+    code, out, err = run(capsys, server, "restart", "r3")
+    assert code == 0 and "restart of r3 requested (request 1)" in out, err
+    code, out, _ = run(capsys, server, "sleep", "r2", "--force")
+    assert code == 0 and server.backend.calls[-1] == ("sleep", ("r2", True))
+    code, out, _ = run(capsys, server, "wake", "r2")
+    assert code == 0 and "traffic once L2 passes" in out
+    server.backend.replicas["r2"]["role"] = "standby"
+    code, _, err = run(capsys, server, "restart", "r1")
+    assert code == 1 and "last serving" in err
+    assert_one_line_error(err)
+    assert run(capsys, server, "restart", "r1", "--force")[0] == 0
+    code, _, err = run(capsys, server, "wake", "nope")
+    assert code == 1 and "nope" in err
+    assert_one_line_error(err)

@@ -45,6 +45,7 @@ class FakeBackend:
 
     def __init__(self) -> None:
         self.forced: list[bool] = []  # the force flag of each drain
+        self.restart_gen: dict[str, int] = {}
         self.replicas: dict[str, dict[str, Any]] = {
             "r1": _replica("r1", "n1"),
             "r2": _replica("r2", "n2", gpu_mem=0.89, latency_ms=1200.0, weight=0.25),
@@ -188,6 +189,62 @@ class FakeBackend:
                 ControlErrorCode.FAILED_PRECONDITION, f"{replica} is the last active replica"
             )
         target["role"] = "standby"
+
+    # recovery
+    async def restart(self, replica: str, force: bool = False) -> int:
+        self._check("restart", (replica, force))
+        target = self._get(replica)
+        if target["role"] == "active" and not force:
+            active = [r for r in self.replicas.values() if r["role"] == "active"]
+            if len(active) == 1:
+                raise ControlError(
+                    ControlErrorCode.FAILED_PRECONDITION, f"{replica} is the last serving one"
+                )
+        self.restart_gen[replica] = self.restart_gen.get(replica, 0) + 1
+        return self.restart_gen[replica]
+
+    async def sleep(self, replica: str, force: bool = False) -> None:
+        self._check("sleep", (replica, force))
+        self._get(replica)["process"] = {"observed": "sleeping", "desired": "sleep"}
+
+    async def wake(self, replica: str) -> None:
+        self._check("wake", replica)
+        self._get(replica)["process"] = {"observed": "starting", "desired": "run"}
+
+    def incidents(self, limit: int = 50) -> list[dict[str, Any]]:
+        self._check("incidents", limit)
+        found = [
+            {
+                "id": "r3#1",
+                "model": "m",
+                "replica": "r3",
+                "open": False,
+                "detected": 1000.0,
+                "restored": 1003.25,
+                "closed": 1010.0,
+                "mttr_s": 3.25,
+                "duration_s": 10.0,
+                "timeline": [
+                    {"ts": 1000.0, "what": "detected", "message": "r3 DOWN"},
+                    {"ts": 1000.0, "what": "action", "message": "woke standby r2"},
+                    {"ts": 1003.25, "what": "standby_serving", "message": "r2 serving (1/1)"},
+                    {"ts": 1010.0, "what": "original_back", "message": "r3 serves again"},
+                ],
+            },
+            {
+                "id": "r1#2",
+                "model": "m",
+                "replica": "r1",
+                "open": True,
+                "detected": 2000.0,
+                "restored": None,
+                "closed": None,
+                "mttr_s": None,
+                "duration_s": None,
+                "timeline": [{"ts": 2000.0, "what": "detected", "message": "r1 DOWN"}],
+            },
+        ]
+        return found[-limit:]
 
     def breakers(self) -> list[dict[str, Any]]:
         self._check("breakers")
