@@ -5,6 +5,7 @@
   the router fails tries over.
 - Restarting the daemon adopts the replica it already runs: no second copy.
 - A standby with standby = "sleep" is started and put to sleep, and left so.
+- A hung replica (SIGSTOP) fails L1 and is restarted.
 """
 
 from __future__ import annotations
@@ -183,3 +184,33 @@ def test_a_standalone_node_keeps_a_sleep_standby_asleep(tmp_path: Path) -> None:
             assert actions == ["start", "sleep"]
             assert events(node, "restart", "r1") == [] and events(node, "backoff", "r1") == []
             assert copies_running(sim_command(port, "--wake-s", "0.3", "--sleep-s", "0.1")) == 1
+
+
+def test_a_hung_replica_failing_l1_is_restarted(tmp_path: Path) -> None:
+    """SIGSTOP: the process lives but answers nothing. L1 times out `fall` times, the checker
+    says DOWN, and the supervisor stops it (SIGTERM is held for a stopped process, so SIGKILL
+    after the grace period) and starts it again."""
+    data_dir = tmp_path / "data"
+    port = free_port()
+    config = write_config(
+        tmp_path / "node.toml", data_dir, [supervised("r0", port, sim_command(port))]
+    )
+    with (
+        replicas_cleaned(data_dir, ["r0"]),
+        NodeProcess(config, log_path=tmp_path / "node.log") as node,
+    ):
+        old_pid = wait_serving(node, "r0")["pid"]
+        os.killpg(old_pid, signal.SIGSTOP)
+        proc = wait_until(
+            lambda: (
+                (p := process(node, "r0"))["pid"] not in (None, old_pid)
+                and p["observed"] == "running"
+                and p
+            ),
+            60,
+            message="r0 restarted",
+        )
+        assert proc["pid"] != old_pid and not os.path.exists(f"/proc/{old_pid}/stat")
+        (backoff,) = events(node, "backoff", "r0")
+        assert backoff["fields"]["reason"] == "L1 failed after serving"
+        assert len(events(node, "restart", "r0")) == 1
