@@ -46,7 +46,25 @@ class _ReplicaCollector(Collector):
             "hanode_replica_weight", "Traffic weight assigned to the replica (0..1)", labels=labels
         )
         gpu = GaugeMetricFamily(
-            "hanode_replica_gpu_memory_usage_perc", "GPU memory in use (0..1)", labels=labels
+            "hanode_replica_gpu_memory_usage_perc",
+            "GPU memory pressure (0..1): KV use inside the reservation for engines that reserve "
+            "memory, device used/total otherwise (docs/health-signals.md)",
+            labels=labels,
+        )
+        growth = GaugeMetricFamily(
+            "hanode_replica_gpu_memory_growth_perc",
+            "Device memory grown past its baseline learned once serving (share of the GPU)",
+            labels=labels,
+        )
+        ttft = GaugeMetricFamily(
+            "hanode_replica_ttft_seconds",
+            "Time to first token (streams, else the engine's)",
+            labels=labels,
+        )
+        tpot = GaugeMetricFamily(
+            "hanode_replica_tpot_seconds",
+            "Time per output token (answers, else the engine's)",
+            labels=labels,
         )
         kv = GaugeMetricFamily(
             "hanode_replica_kv_cache_usage_perc", "KV-cache usage reported (0..1)", labels=labels
@@ -66,10 +84,16 @@ class _ReplicaCollector(Collector):
                 gpu.add_metric(key, obs.gpu_mem_frac)
             if obs.kv_usage is not None:
                 kv.add_metric(key, obs.kv_usage)
+            if obs.gpu_growth is not None:
+                growth.add_metric(key, obs.gpu_growth)
+            if obs.ttft_ms is not None:
+                ttft.add_metric(key, obs.ttft_ms / 1000.0)
+            if obs.tpot_ms is not None:
+                tpot.add_metric(key, obs.tpot_ms / 1000.0)
             if obs.queue_depth is not None:
                 queue.add_metric(key, obs.queue_depth)
             busy.add_metric(key, float(inflight.get(name, 0)))
-        yield from (level, weight, gpu, kv, queue, busy)
+        yield from (level, weight, gpu, growth, ttft, tpot, kv, queue, busy)
 
 
 class NodeMetrics:
