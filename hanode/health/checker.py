@@ -25,12 +25,13 @@ from typing import Protocol
 
 import structlog
 
+from hanode.engines.adapter import CHAT_PATH, COMPLETIONS_PATH, is_chat_path
 from hanode.engines.base import EngineAdapter, EngineMetrics
 from hanode.engines.prom_text import Buckets, histogram_quantile
 from hanode.events import EventLog
 from hanode.gpu.nvml import GpuMemoryReader
 from hanode.health.passive import PassiveStats
-from hanode.health.probes import probe_l1, probe_l2, scrape_metrics
+from hanode.health.probes import ProbeResult, probe_l1, probe_l2, scrape_metrics
 from hanode.metrics.registry import NodeMetrics
 from hanode.policies.gpu_gate import GpuLevel, GpuMemoryGate
 from hanode.policies.l3 import L3Thresholds, evaluate_l3
@@ -149,6 +150,7 @@ class ReplicaChecker:
             growth if growth is not None else GrowthWatch(l3.gpu_growth, frozenset({spec.name}))
         )
         self.l2_path = l2_path
+        self._l2_configured = l2_path is not None
         self._engine_ttft = EngineLatency()
         self._engine_tpot = EngineLatency()
         self.level = HealthLevel.DOWN
@@ -174,6 +176,38 @@ class ReplicaChecker:
             return True
         last_useful = max(self._last_l2, self.passive.last_success(name) or -math.inf)
         return now - last_useful >= self.settings.l2_interval_s
+
+    async def _probe_l2(self) -> ProbeResult:
+        """The test prompt. Without a configured path, a server that has no such endpoint
+        (404/405) is tried on the other one (chat <-> completions), which is then kept."""
+        s, spec = self.settings, self.spec
+        result = await probe_l2(
+            spec.url,
+            self.adapter,
+            spec.model,
+            s.l2_prompt,
+            s.l2_max_tokens,
+            s.l2_timeout_s,
+            path=self.l2_path,
+        )
+        if result.status not in (404, 405) or self._l2_configured:
+            return result
+        current, _ = self.adapter.l2_request(spec.model, "", 1, self.l2_path)
+        other = COMPLETIONS_PATH if is_chat_path(current) else CHAT_PATH
+        retry = await probe_l2(
+            spec.url,
+            self.adapter,
+            spec.model,
+            s.l2_prompt,
+            s.l2_max_tokens,
+            s.l2_timeout_s,
+            path=other,
+        )
+        if retry.status not in (404, 405):
+            log.info("l2_path_learned", replica=spec.name, path=other, instead_of=current)
+            self.l2_path = other
+            return retry
+        return result
 
     def relearn_memory_baseline(self) -> None:
         """The replica's process reloaded or woke: learn its device's memory baseline again
@@ -209,15 +243,7 @@ class ReplicaChecker:
         else:
             now = loop.time()
             if self._l2_due(now):
-                r2 = await probe_l2(
-                    spec.url,
-                    self.adapter,
-                    spec.model,
-                    s.l2_prompt,
-                    s.l2_max_tokens,
-                    s.l2_timeout_s,
-                    path=self.l2_path,
-                )
+                r2 = await self._probe_l2()
                 self._last_l2 = loop.time()
                 self.l2.record(r2.ok)
                 self._l2_detail = r2.detail

@@ -18,6 +18,7 @@ from hanode.http.client import HttpClientError, request
 class ProbeResult:
     ok: bool
     detail: str = ""
+    status: int = 0  # the HTTP status when one came back
 
 
 async def probe_l1(base_url: str, adapter: EngineAdapter, timeout_s: float) -> ProbeResult:
@@ -47,11 +48,11 @@ async def probe_l2(
     except HttpClientError as exc:
         return ProbeResult(False, f"test prompt failed: {exc}")
     if resp.status != 200:
-        return ProbeResult(False, f"test prompt to {path} answered HTTP {resp.status}")
+        return ProbeResult(False, f"test prompt to {path} answered HTTP {resp.status}", resp.status)
     text = adapter.l2_text(resp.body)
     if not text or not text.strip():
-        return ProbeResult(False, "test prompt returned no text")
-    return ProbeResult(True)
+        return ProbeResult(False, "test prompt returned no text", resp.status)
+    return ProbeResult(True, status=resp.status)
 
 
 async def scrape_metrics(

@@ -475,3 +475,32 @@ def test_configured_l2_path_is_where_the_test_prompt_goes() -> None:
             await healthy(r)  # the fake answers only there
 
     run(main)
+
+
+def test_generic_server_without_chat_is_learned_to_take_completions() -> None:
+    """engine = "openai" prompts /v1/chat/completions; a server with only /v1/completions
+    answers 404 there, so the checker tries the other endpoint and keeps it."""
+
+    async def main() -> None:
+        async with rig(engine="openai") as r:  # the fake serves /v1/completions only
+            await healthy(r)
+            assert r.checker.l2_path == "/v1/completions"
+            calls = r.replica.l2_calls
+            r.checker._last_l2 = -1e9  # due again: the learned path is used at once
+            await r.check()
+            assert r.replica.l2_calls == calls + 1
+
+    run(main)
+
+
+def test_a_configured_path_is_never_second_guessed() -> None:
+    async def main() -> None:
+        async with rig(l2_path="/v1/chat/completions") as r:
+            r.replica.l2_path = b"/v1/completions"  # the server has moved it: 404 now
+            await r.check()
+            obs = await r.check()
+            assert obs.level is HealthLevel.UNREADY
+            assert "test prompt to /v1/chat/completions answered HTTP 404" in obs.reason
+            assert r.checker.l2_path == "/v1/chat/completions"
+
+    run(main)
