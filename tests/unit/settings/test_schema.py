@@ -96,6 +96,8 @@ def _changed(s: Setting) -> Any:
         return value + "x"
     if hint == tuple[str, ...]:
         return ("k1", "k2")
+    if hint is bool:
+        return not value
     if hint is int:
         return value + 1
     if hint is float:
