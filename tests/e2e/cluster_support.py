@@ -316,6 +316,7 @@ class RaftCluster:
         if secret is not None:
             secret_file = self.tmp_path / f"{name}.secret"
             secret_file.write_text(secret + "\n")
+            secret_file.chmod(0o600)  # a secret file readable by others is refused at start
         node = Node(name, list(replicas), self.tmp_path, secret_file)
         self.extra.append(node)
         self.start_sims(node)

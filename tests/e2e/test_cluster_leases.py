@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from openai import OpenAI
 
+from hanode.cluster.document import PROTOCOL
 from hanode.devtools.procs import wait_until
 from tests.e2e.cluster_support import MESSAGES, MODEL, Node, RaftCluster, Replica
 
@@ -151,10 +152,13 @@ def test_an_old_member_holds_the_cluster_version_and_a_node_that_cannot_apply_ha
     assert all(consensus(n)["leader_term"] == 0 for n in (n1, n2))  # no protocol-2 claims
     assert consensus(n3)["protocol"] == 1 and consensus(n3)["halted"] is None
 
-    # The old node leaves: the cluster moves to protocol 2 and the leader claims its term.
+    # The old node leaves: the cluster moves to this code's protocol and the leader claims
+    # its term.
     c.ctl_ok(n1, "members", "remove", n3.raft)
     c.stop_nodes([n3])
-    wait_until(lambda: version_everywhere(2, [n1, n2]), 15, message="cluster version 2")
+    wait_until(
+        lambda: version_everywhere(PROTOCOL, [n1, n2]), 15, message=f"cluster version {PROTOCOL}"
+    )
     wait_until(lambda: consensus(n1)["leader_term"] > 0, 15, message="a fenced leader claim")
 
     # An old node joins the upgraded cluster: it cannot apply the log, so it halts and says so.
@@ -165,6 +169,7 @@ def test_an_old_member_holds_the_cluster_version_and_a_node_that_cannot_apply_ha
     c.ctl_ok(n1, "members", "add", n4.raft)
     wait_until(lambda: consensus(n4)["halted"] is not None, 20, message="n4 halts")
     halted = consensus(n4)
+    # the first command it cannot apply is the leader's claim (protocol 2)
     assert "needs protocol 2" in halted["halted"] and halted["healthy"] is False, halted
     assert "HALTED" in c.ctl_ok(n4, "status")
     # it registered as protocol 1 all the same: the others hold the version down again
