@@ -100,6 +100,7 @@ def _scenario(tmp: Path, standby: bool, st: RecoverySettings, k: int) -> tuple[f
     run.mkdir()
     secret = run / "raft.secret"
     secret.write_text("bench-recovery-secret-0123456789\n")
+    secret.chmod(0o600)  # hanode refuses a secret file others can read
     metrics, api = free_port(), free_port()
     replicas = [_replica("r1", "active", free_port(), st)]
     if standby:

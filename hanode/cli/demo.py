@@ -214,6 +214,7 @@ class DemoCluster:
     def write_configs(self) -> None:
         secret = self.workdir / "raft.secret"
         secret.write_text("demo-secret-" + "x" * 20 + "\n")
+        secret.chmod(0o600)  # hanode refuses a secret file others can read
         raft = {n: f"127.0.0.1:{free_port()}" for n in NODES}
         for node in NODES:
             self.api_ports[node] = free_port()
