@@ -25,6 +25,7 @@ class MetricNames:
     tpot: tuple[str, ...] = ()  # time-per-output-token histogram base names, seconds
     # (info gauge, label) carrying the share of device memory the engine reserved
     reservation: tuple[str, str] | None = None
+    sleep_state: str | None = None  # gauge labelled sleep_state="awake"|..., 1 for the current
 
 
 def metrics_from_text(text: str, names: MetricNames) -> EngineMetrics:
@@ -39,7 +40,18 @@ def metrics_from_text(text: str, names: MetricNames) -> EngineMetrics:
         ttft_buckets=page.buckets(names.ttft) if names.ttft else None,
         tpot_buckets=_first_buckets(page, names.tpot),
         reserved_frac=_label_fraction(page, names.reservation),
+        sleeping=_sleeping(page, names.sleep_state),
     )
+
+
+def _sleeping(page: MetricsPage, name: str | None) -> bool | None:
+    """vLLM's ``engine_sleep_state``: one sample per state, 1 on the current one."""
+    if name is None:
+        return None
+    states = [(s.label("sleep_state"), s.value) for s in page.samples(name)]
+    if not states:
+        return None
+    return any(value >= 1.0 and state != "awake" for state, value in states)
 
 
 def _first_buckets(page: MetricsPage, names: tuple[str, ...]) -> Buckets | None:

@@ -26,6 +26,7 @@ class EngineMetrics:
     ttft_buckets: tuple[tuple[float, float], ...] | None = None  # (le seconds, cumulative count)
     tpot_buckets: tuple[tuple[float, float], ...] | None = None  # time per output token, same
     reserved_frac: float | None = None  # share of device memory the engine says it reserved
+    sleeping: bool | None = None  # the engine says it is in its sleep mode (memory released)
 
 
 class EngineAdapter(Protocol):

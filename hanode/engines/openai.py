@@ -1,6 +1,7 @@
 """Any other OpenAI-compatible server: no metrics page, and /v1/models as the only health
-endpoint the API guarantees; the test prompt goes to /v1/chat/completions. Context-length errors are recognised in every engine's wording
-plus OpenAI's own ``context_length_exceeded`` code, since we do not know what sits behind it.
+endpoint the API guarantees; the test prompt goes to /v1/chat/completions. Context-length
+errors are recognised in every engine's wording plus OpenAI's own ``context_length_exceeded``
+code, since we do not know what sits behind it.
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@ TGI has no KV-usage gauge and no TTFT histogram (``tgi_request_queue_duration`` 
 time only), so those stay ``None``; its per-request mean time per token is a histogram. It sizes
 its KV cache to fit the device at start, so device memory is no pressure figure either: TGI's
 pressure is unknown and its queue and batch size (``tgi_queue_size``,
-``tgi_batch_current_size``) carry the load. It answers 424 when generation itself fails (that is where
-a CUDA OOM shows up), so 424 counts as an engine failure. The L2 probe uses the Messages API
-(/v1/chat/completions), which every TGI that speaks OpenAI has.
+``tgi_batch_current_size``) carry the load. It answers 424 when generation itself fails (that
+is where a CUDA OOM shows up), so 424 counts as an engine failure. The L2 probe uses the
+Messages API (/v1/chat/completions), which every TGI that speaks OpenAI has.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ class VllmAdapter(StandardAdapter):
             "vllm:inter_token_latency_seconds",
         ),
         reservation=("vllm:cache_config_info", "gpu_memory_utilization"),
+        sleep_state="vllm:engine_sleep_state",
     )
     reserves_memory = True
     context_patterns = CONTEXT_PATTERNS

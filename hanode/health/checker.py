@@ -260,7 +260,10 @@ class ReplicaChecker:
         pressure, source = memory_pressure(
             reserves, engine.kv_usage if engine is not None else None, device
         )
-        growth, growth_change = self.growth.update(spec.name, device, l1_up and self.l2.up)
+        # Asleep, an engine has released its memory; its baseline is learned again once awake.
+        asleep = engine is not None and engine.sleeping is True
+        serving = l1_up and self.l2.up and not asleep
+        growth, growth_change = self.growth.update(spec.name, device, serving)
         if growth_change is not None:
             self._growth_event(growth_change)
         traffic = self.passive.latency_ms(spec.name, now)

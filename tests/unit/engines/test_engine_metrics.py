@@ -142,3 +142,18 @@ def test_out_of_range_values_are_clamped_or_dropped() -> None:
 def test_garbage_page_gives_unknowns(engine: str) -> None:
     garbage = "<html><body>404 page not found</body></html>\n\x00\xff{{{"
     assert get_adapter(engine).parse_metrics(garbage) == EngineMetrics()
+
+
+def test_vllm_sleep_state() -> None:
+    def page(level: int) -> str:
+        states = ("awake", "weights_offloaded", "discard_all")
+        return "".join(
+            f'vllm:engine_sleep_state{{engine="0",sleep_state="{s}"}} {int(i == level)}\n'
+            for i, s in enumerate(states)
+        )
+
+    adapter = get_adapter("vllm")
+    assert adapter.parse_metrics(page(0)).sleeping is False
+    assert adapter.parse_metrics(page(1)).sleeping is True
+    assert adapter.parse_metrics(page(2)).sleeping is True
+    assert adapter.parse_metrics("vllm:num_requests_running 1\n").sleeping is None

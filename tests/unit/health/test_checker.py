@@ -504,3 +504,28 @@ def test_a_configured_path_is_never_second_guessed() -> None:
             assert r.checker.l2_path == "/v1/chat/completions"
 
     run(main)
+
+
+def test_sleep_and_wake_relearn_the_baseline_without_a_growth_event() -> None:
+    """vLLM's sleep mode frees the memory and a wake takes it back: no leak in that."""
+
+    async def main() -> None:
+        async with rig(gpu=0, reserve=0.9) as r:
+            r.gpu.frac = 0.90
+            r.replica.kv = 0.0
+            await healthy(r)
+            asleep = 'vllm:engine_sleep_state{sleep_state="awake"} 0\n' + (
+                'vllm:engine_sleep_state{sleep_state="weights_offloaded"} 1\n'
+            )
+            r.replica.extra = asleep
+            r.gpu.frac = 0.03
+            assert (await r.check()).gpu_growth is None
+            r.replica.extra = 'vllm:engine_sleep_state{sleep_state="awake"} 1\n'
+            r.gpu.frac = 0.93  # woke, reallocated a little more than before
+            assert (await r.check()).gpu_growth == 0.0
+            r.gpu.frac = 0.99  # and then a real leak
+            assert (await r.check()).gpu_growth == 0.06
+            grown = [e.fields["raised"] for e in r.events.recent() if e.kind == "gpu_growth"]
+            assert grown == [True]
+
+    run(main)
