@@ -166,6 +166,7 @@ class Supervisor:
         """Clear a crash loop and the backoff and restart now (``hanodectl restart NAME``)."""
         r = self._replicas[name]
         async with r.lock:
+            await self._adopt_once(r)  # a process left by an earlier daemon is this replica's
             r.restart = cleared()
             r.next_start_at = None
             self.events.add("restart", name, "restart asked by an operator", reason="operator")
@@ -223,6 +224,7 @@ class Supervisor:
 
     async def _loop(self, r: _Replica) -> None:
         while not self._stop.is_set():
+            r.wakeup.clear()  # before the step: a change during it wakes the next one at once
             try:
                 await self.reconcile(r.name)
             except Exception:  # an actuator bug must not end supervision for good
@@ -230,7 +232,6 @@ class Supervisor:
             wait = self.settings.poll_interval_s
             if r.next_start_at is not None:
                 wait = max(0.0, min(wait, r.next_start_at - self._now()))
-            r.wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(r.wakeup.wait(), wait)
 
@@ -242,11 +243,7 @@ class Supervisor:
         """Look at the replica once and take at most one action toward its desired state."""
         r = self._replicas[name]
         async with r.lock:
-            if not r.adopted:
-                r.adopted = True
-                found = await r.actuator.adopt()
-                if found:
-                    self.events.add("process", name, found, action="adopt")
+            await self._adopt_once(r)
             status = await r.actuator.observe()
             try:
                 await self._step(r, status)
@@ -254,6 +251,13 @@ class Supervisor:
                 self._set(r, r.report.observed, str(exc), status.pid)
                 log.warning("actuator_failed", replica=name, error=str(exc))
         return r.report
+
+    async def _adopt_once(self, r: _Replica) -> None:
+        if not r.adopted:
+            r.adopted = True
+            found = await r.actuator.adopt()
+            if found:
+                self.events.add("process", r.name, found, action="adopt")
 
     async def _step(self, r: _Replica, st: ProcessStatus) -> None:
         now = self._now()
@@ -272,6 +276,7 @@ class Supervisor:
         if not st.running:
             await self._not_running(r, st, now)
             return
+        r.next_start_at = None  # running (it may have been started by someone else meanwhile)
         if r.started_at is None:  # running, and we did not start it: adopted or left so
             self._began(r, now)
         sleeping = await self._sleeping(r)

@@ -304,3 +304,13 @@ async def test_an_adopted_sleeping_engine_is_seen_asleep_and_woken_when_run() ->
     sup.set_desired("r0", Desired.RUN)
     assert (await sup.reconcile("r0")).observed is Observed.STARTING
     assert act.calls[-1] == "wake"
+
+
+@run_async
+async def test_an_operator_restart_before_the_first_look_adopts_first() -> None:
+    act = FakeActuator(adopt_says="adopted pid 101, left running by an earlier daemon")
+    act.running = True
+    sup, act, _clock, events = rig(act)
+    await sup.restart("r0")
+    assert act.calls[:3] == ["adopt", "stop", "start"]
+    assert [e.fields.get("action") for e in events.recent(10) if e.kind == "process"] == ["adopt"]
