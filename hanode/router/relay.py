@@ -399,9 +399,12 @@ class Relay(RelayOutcomes):
             why = follow.refusal(core.settings.stream_continuation_limit) or ""
         if follow is not None and not why:
             if follow.ended_in_full():  # only the end was missing: no replica is needed
-                self._responder.write(follow.closing())
+                closing = follow.closing()
+                self._inspector.feed(closing)
+                self._responder.write(closing)
                 self._responder.end()
                 self._finish_continued(complete=True)
+                self._account(200, usable=self._inspector.has_output, complete=True)
                 return
             self._continue(follow, message, label)
             return

@@ -186,6 +186,9 @@ def test_only_the_end_missing_needs_no_other_replica() -> None:
             assert not resp.aborted and r.b.seen == []
             evs = events(resp.body)
             assert content(evs) == "w0 w1 w2" and evs.count("[DONE]") == 1
+            success = "hanode_request_success_total"
+            assert r.metric(success, model=MODEL, replica="a", kind="functional") == 1
+            assert r.door.inflight["a"] == 0
 
     run(main)
 
