@@ -238,7 +238,9 @@ class Relay(RelayOutcomes):
                     label = "error_event" if follow.broken else "connection"
                     self._stream_broke(FailureClass.SERVER_ERROR, message[:300], label)
                     return
-                self._responder.write(follow.closing())
+                closing = follow.closing()  # all text came, only [DONE] did not
+                self._inspector.feed(closing)
+                self._responder.write(closing)
             self._responder.end()
             self._finish_success()
             return
