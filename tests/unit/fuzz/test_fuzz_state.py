@@ -22,13 +22,18 @@ OPS = [
     "register_node", "register_replica", "observe", "set_admin", "set_role", "set_weights",
     "open_breaker", "reset_breaker", "expire_breakers", "add_event", "forget_node",
     "claim_leader", "node_lost", "node_back", "checkpoint", "checkpoint_report", "nope",
+    "set_desired", "request_restart", "report_process", "open_incident", "note_incident",
 ]  # fmt: skip
 KEYS = [
     "name", "replica", "replicas", "spec", "obs", "admin", "role", "weights", "term", "leader",
     "node", "id", "digest", "ts", "v", "protocol", "raft", "open_s", "failure_class", "kind",
     "subject", "message", "fields", "by", "reason", "level", "ids",
+    "desired", "gen", "state", "restart_done", "detail", "model", "want", "steps", "key", "what",
+    "restored", "closed",
 ]  # fmt: skip
-NAMES = st.sampled_from(["r0", "r1", "n1", "n2", "ghost", ""])
+NAMES = st.sampled_from(
+    ["r0", "r1", "n1", "n2", "ghost", "", "run", "sleep", "crash_loop", "r0#1", "planner"]
+)
 SCALARS = (
     st.none()
     | st.booleans()
@@ -79,6 +84,25 @@ def check_whole(doc: dict[str, Any]) -> None:
 @example([{"op": "observe", "replica": "r0", "obs": {"level": "x"}}])
 @example([{"op": "set_weights", "weights": {"r0": "heavy"}, "term": 3, "leader": "n1"}])
 @example([{"op": "register_replica", "spec": {"name": "r9"}}])
+@example(
+    [
+        {"op": "open_incident", "replica": "r0", "model": "m", "term": 3, "leader": "n1",
+         "ts": 2.0, "steps": [{"key": "k"}, "junk"]},
+        {"op": "open_incident", "replica": "r0", "model": "m", "term": 3, "leader": "n1",
+         "ts": 2.0, "want": "many"},
+        {"op": "note_incident", "id": "r0#1", "key": ["x"], "term": 3, "leader": "n1",
+         "ts": 3.0, "closed": True},
+    ]
+)  # fmt: skip
+@example(
+    [
+        {"op": "report_process", "replica": "r0", "node": "n2", "state": "crash_loop",
+         "restart_done": "x", "ts": 1.0},
+        {"op": "set_desired", "replica": "r1", "desired": "sleep", "by": ["operator"],
+         "ts": 1.0},
+        {"op": "request_restart", "replica": "r0", "gen": 2**40, "ts": 1.0},
+    ]
+)  # fmt: skip
 def test_apply_applies_or_refuses_and_never_corrupts(commands: list[dict[str, Any]]) -> None:
     doc = base_doc()
     for cmd in commands:
