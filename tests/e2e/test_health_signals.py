@@ -88,7 +88,9 @@ def node(
                     {"name": name, "model": MODEL, "url": sim.url, "engine": "vllm"}
                     for name, sim in zip(names, sims, strict=True)
                 ],
-                sections={"health": {**HEALTH, **(health or {})}},
+                # slow_start_s 0: weights are judged at once (the ramp after a start is
+                # issue 10's and tested there)
+                sections={"health": {**HEALTH, "slow_start_s": 0.0, **(health or {})}},
             )
         )
         proc = stack.enter_context(NodeProcess(config, log_path=tmp_path / "node.log"))
