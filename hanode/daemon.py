@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 import sys
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -18,6 +20,7 @@ import structlog
 from hanode.actuators.assembly import HealthTee, build_supervisor
 from hanode.actuators.supervisor import Supervisor, SupervisorSettings
 from hanode.addresses import HostPort, is_loopback_host, is_wildcard_host
+from hanode.api.credentials import channel_credentials
 from hanode.api.forward import forward_transfer
 from hanode.api.server import start_api_server
 from hanode.cluster.addresses import advertised_hostport
@@ -39,16 +42,24 @@ from hanode.policies.latency import LatencyTolerance
 from hanode.policies.memory import GrowthWatch
 from hanode.policies.restart import RestartPolicy
 from hanode.policies.retry import RetryPolicy
+from hanode.policies.slow_start import SlowStart
 from hanode.policies.weights import WeightThresholds
 from hanode.pool.snapshot import PoolView
 from hanode.router.frontdoor import FrontDoor, RouterSettings
 from hanode.router.validation import RequestLimits
 from hanode.runtime import stop_on_signals
+from hanode.sdnotify import Notifier
+from hanode.security.secret_files import secret_file_problem
+from hanode.security.tls import TlsError, TlsFiles, server_ssl_context
+from hanode.service import drain_router, status_line
 from hanode.settings.schema import build
 from hanode.standalone.pool import LocalPool
 from hanode.status import status_document
 
 log = structlog.get_logger("hanode.daemon")
+
+JOIN_WAIT_S = 20.0  # READY=1 at the latest this long after start (see Node._notify_ready)
+LEAVE_S = 5.0  # a stopping leader's handover, at most
 
 
 def router_settings(config: Config) -> RouterSettings:
@@ -138,6 +149,51 @@ def _raft_password(config: Config, insecure_dev: bool) -> str | None:
     return secret
 
 
+def secret_files(config: Config) -> list[tuple[str, Path]]:
+    """Every file of this config that holds a secret, with the key that names it."""
+    router, api, cluster = config.router, config.api, config.cluster
+    found = [
+        ("[cluster].secret_file", cluster.secret_file if cluster else None),
+        ("[router].api_key_file", router.api_key_file),
+        ("[router].tls_key_file", router.tls_key_file),
+        ("[metrics].token_file", config.metrics.token_file),
+        ("[api].api_key_file", api.api_key_file if api else None),
+        ("[api].read_only_key_file", api.read_only_key_file if api else None),
+        ("[api].tls_key_file", api.tls_key_file if api else None),
+    ]
+    return [(key, path) for key, path in found if path is not None]
+
+
+def check_secret_files(config: Config) -> None:
+    """Refuse to start with a secret file that group or others may read (one line)."""
+    for key, path in secret_files(config):
+        problem = secret_file_problem(path)
+        if problem is not None:
+            raise StartupError(f"{config.source}: {key}: {problem}")
+
+
+def read_token(path: Path) -> str:
+    """The first line of a token file that is not blank or a '#' comment."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StartupError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    for line in text.splitlines():
+        token = line.strip()
+        if token and not token.startswith("#"):
+            if len(token) < 16:
+                raise StartupError(f"{path}: the token must be at least 16 characters")
+            return token
+    raise StartupError(f"{path} holds no token")
+
+
+def api_tls(config: Config) -> TlsFiles | None:
+    api = config.api
+    if api is None or api.tls_cert_file is None or api.tls_key_file is None:
+        return None
+    return TlsFiles(api.tls_cert_file, api.tls_key_file, api.tls_client_ca_file)
+
+
 def listens(config: Config) -> list[tuple[str, HostPort]]:
     """Every address this node binds, with the key that sets it."""
     out = [("[router].listen", config.router.listen), ("[metrics].listen", config.metrics.listen)]
@@ -213,6 +269,9 @@ class Node:
         # Starts, restarts, sleeps and wakes the replicas with an actuator (docs/recovery.md);
         # None when no replica has one. The cluster side calls its set_desired/restart.
         self.supervisor: Supervisor | None = None
+        # systemd's notify socket (a no-op outside systemd): READY, STATUS, WATCHDOG, STOPPING.
+        self.notifier = Notifier()
+        self.router_server: HttpServer | None = None
 
     def status(self) -> dict[str, Any]:
         return self._with_processes(self._status())
@@ -257,7 +316,9 @@ class Node:
         config = self.config
         thresholds = _weight_thresholds(config)
         if config.cluster is None:
-            self.local_pool = LocalPool(config.replicas, thresholds)
+            self.local_pool = LocalPool(
+                config.replicas, thresholds, build(SlowStart, config.health)
+            )
             self.pool_view = self.local_pool
             return self.local_pool
         c = config.cluster
@@ -286,6 +347,18 @@ class Node:
         conflicts = listen_conflicts(config)
         if conflicts:
             raise StartupError(conflicts[0])
+        check_secret_files(config)
+        try:
+            router_tls = (
+                server_ssl_context(
+                    TlsFiles(config.router.tls_cert_file, config.router.tls_key_file)
+                )
+                if config.router.tls_cert_file is not None and config.router.tls_key_file
+                else None
+            )
+        except TlsError as exc:
+            raise StartupError(f"{config.source}: [router].tls_cert_file: {exc}") from None
+        ops_token = read_token(config.metrics.token_file) if config.metrics.token_file else None
         sink = self._make_pool()
         self.supervisor = self._make_supervisor()
         if self.supervisor is not None:
@@ -305,10 +378,19 @@ class Node:
             "[router].listen",
             config.router.listen,
             config,
-            router.listen(config.router.listen.host, config.router.listen.port),
+            router.listen(config.router.listen.host, config.router.listen.port, tls=router_tls),
         )
         self._servers.append(router)
-        ops = OpsEndpoint(self.metrics, self.status, self._events)
+        self.router_server = router
+        ops = OpsEndpoint(self.metrics, self.status, self._events, ops_token)
+        if ops_token is None and not is_loopback_host(config.metrics.listen.host):
+            log.warning(
+                "ops_endpoint_exposed_without_token",
+                listen=str(config.metrics.listen),
+                detail="/metrics, /status and /events show replica URLs, events and node "
+                "addresses to anyone who reaches them: set [metrics].token_file or listen on "
+                "loopback",
+            )
         ops_server = HttpServer(ops.handle, ServerLimits(max_body_bytes=64 * 1024), on_error)
         mhost, mport = await _bind(
             "[metrics].listen",
@@ -321,7 +403,19 @@ class Node:
         if self.cluster is not None:
             self.cluster.attach(door.core)
             token = config.api.api_keys[0] if config.api and config.api.api_keys else ""
-            self.control = ClusterControl(self.cluster, door.core, token, forward_transfer)
+            tls = api_tls(config)
+            try:
+                forward = (
+                    forward_transfer
+                    if tls is None  # to another node's API over TLS, as its client
+                    else functools.partial(
+                        forward_transfer,
+                        credentials=channel_credentials(tls.ca(), tls.cert(), tls.key()),
+                    )
+                )
+            except TlsError as exc:
+                raise StartupError(f"{config.source}: [api].tls_cert_file: {exc}") from None
+            self.control = ClusterControl(self.cluster, door.core, token, forward)
             if config.api is not None:
                 self._grpc, api_port = await _bind(
                     "[api].listen",
@@ -332,6 +426,8 @@ class Node:
                         config.api.listen.host,
                         config.api.listen.port,
                         config.api.api_keys,
+                        config.api.read_only_keys,
+                        tls,
                     ),
                 )
             assert config.cluster is not None
@@ -390,6 +486,56 @@ class Node:
             line["api_port"] = api_port
         sys.stdout.write(orjson.dumps(line).decode() + "\n")
         sys.stdout.flush()
+        loop = asyncio.get_running_loop()
+        self.notifier.start_watchdog(loop, self.status_line)
+        self._tasks.append(loop.create_task(self._notify_ready()))
+
+    def status_line(self) -> str:
+        """systemd's STATUS=: role, leader and replica counts."""
+        snap = self.pool_view.snapshot
+        if self.cluster is None:
+            return status_line("standalone", None, snap)
+        st = self.cluster.store.status()
+        return status_line(
+            "leader" if st.is_leader else "follower", self.cluster.leader_name(), snap
+        )
+
+    def joined(self) -> bool:
+        """Standalone, or a member that sees a quorum and its own node record."""
+        if self.cluster is None:
+            return True
+        store = self.cluster.store
+        return store.status().has_quorum and self.config.node.name in store.view.nodes
+
+    async def _notify_ready(self) -> None:
+        """READY=1 once the node has joined (the router already listens); a node that cannot
+        join within JOIN_WAIT_S says READY anyway, serving what it knows (fail static), so a
+        rolling start of a new cluster is not a deadlock of hosts waiting on each other."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + JOIN_WAIT_S
+        while not self.joined() and loop.time() < give_up:
+            await asyncio.sleep(0.1)
+        if not self.joined():
+            log.warning("ready_without_cluster", waited_s=JOIN_WAIT_S)
+        self.notifier.ready(self.status_line())
+
+    async def stop_gracefully(self) -> None:
+        """STOPPING=1; the router drains (new requests 503, in-flight ones finish, bounded);
+        a leader hands leadership over; then everything closes."""
+        self.notifier.stopping("draining")
+        if self.door is not None and self.router_server is not None:
+            await drain_router(self.door, self.router_server, self.config.router.drain_timeout_s)
+        if self.exit_code == 0 and self.cluster is not None and self.control is not None:
+            st = self.cluster.store.status()
+            if st.is_leader and len(st.members) > 1:
+                self.notifier.status("handing leadership over")
+                try:
+                    new = await asyncio.wait_for(self.control.transfer_leader(None), LEAVE_S)
+                    log.info("leadership_handed_over", new_leader=new)
+                except Exception as exc:  # best effort: the others elect one anyway
+                    log.warning("leadership_handover_failed", error=repr(exc))
+        self.notifier.status("stopping")
+        await self.close()
 
     def _replica_began(self, name: str) -> None:
         checker = self.checkers.get(name)
@@ -433,6 +579,7 @@ class Node:
         if self._store is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._store.close)
         self.gpu.close()
+        self.notifier.close()
 
 
 async def run_node(config: Config, insecure_dev: bool = False) -> int:
@@ -445,5 +592,5 @@ async def run_node(config: Config, insecure_dev: bool = False) -> int:
         raise
     await node.stop.wait()
     log.info("node_stopping", node=config.node.name)
-    await node.close()
+    await node.stop_gracefully()
     return node.exit_code

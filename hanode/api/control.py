@@ -20,6 +20,7 @@ class ControlErrorCode(enum.StrEnum):
     UNAVAILABLE = "unavailable"  # no quorum / no leader reachable
     UNKNOWN_OUTCOME = "unknown_outcome"  # consensus timed out: may or may not have applied
     UNAUTHENTICATED = "unauthenticated"
+    PERMISSION_DENIED = "permission_denied"  # a read-only token asked for a write
 
 
 class ControlError(Exception):

@@ -1,7 +1,11 @@
 """Calls one node's control API makes on another's: only the leader can hand leadership over,
-so a transfer asked of a follower is passed on to the leader's API, with this node's token."""
+so a transfer asked of a follower is passed on to the leader's API, with this node's token
+(and, where the API runs TLS, over TLS with this node's certificate as its client
+certificate)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import grpc
 
@@ -10,7 +14,11 @@ from hanode.api.control import ControlError, ControlErrorCode
 
 
 async def forward_transfer(
-    api_address: str, token: str, target: str | None, timeout_s: float = 10.0
+    api_address: str,
+    token: str,
+    target: str | None,
+    timeout_s: float = 10.0,
+    credentials: Any = None,
 ) -> str | None:
     """Ask the control API at ``api_address`` to transfer leadership; returns the new leader."""
     metadata = (("authorization", f"Bearer {token}"),) if token else None
@@ -18,7 +26,12 @@ async def forward_transfer(
     if target is not None:
         request.target = target
     try:
-        async with grpc.aio.insecure_channel(api_address) as channel:
+        channel = (
+            grpc.aio.insecure_channel(api_address)
+            if credentials is None
+            else grpc.aio.secure_channel(api_address, credentials)
+        )
+        async with channel:
             stub = control_pb2_grpc.ControlStub(channel)  # type: ignore[no-untyped-call]
             reply = await stub.TransferLeader(request, timeout=timeout_s, metadata=metadata)
     except grpc.aio.AioRpcError as exc:

@@ -7,8 +7,11 @@ with one line. Every error this service raises carries the trailing metadata
 ``hanode-error: <code>`` so a client can tell "the cluster said no" from "no answer".
 
 Authentication: with tokens configured, every call except the standard grpc.health.v1 service
-must carry ``authorization: Bearer <token>``; without tokens the API is open (one warning at
-start).
+must carry ``authorization: Bearer <token>``, and a read-only token may only read
+(``hanode.api.roles``: a write answers PERMISSION_DENIED). With TLS files the port speaks only
+TLS; with a client CA it also requires a client certificate that CA signed (mTLS), checked by
+gRPC before any method runs. Without tokens or client certificates the API is open (one
+warning at start).
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ from hanode.api.convert import (
     pb,
     status_to_proto,
 )
+from hanode.api.credentials import server_credentials
+from hanode.api.roles import Role, allows, method_needs
+from hanode.security.tls import TlsFiles
 
 __all__ = [
     "MAX_RECEIVE_BYTES",
@@ -70,6 +76,7 @@ _CODES: Mapping[ControlErrorCode, Any] = {
     ControlErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     ControlErrorCode.UNKNOWN_OUTCOME: grpc.StatusCode.DEADLINE_EXCEEDED,
     ControlErrorCode.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    ControlErrorCode.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
 }
 
 
@@ -395,12 +402,16 @@ def _digest(value: str) -> bytes:
 
 
 class _TokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Refuses calls without ``authorization: Bearer <token>`` (health checks exempt)."""
+    """Refuses calls without ``authorization: Bearer <token>`` (health checks exempt), and
+    writes with a read-only token."""
 
-    def __init__(self, tokens: tuple[str, ...]) -> None:
-        self._digests = tuple(_digest(t) for t in tokens)
+    def __init__(self, tokens: tuple[str, ...], read_only: tuple[str, ...] = ()) -> None:
+        self._digests = tuple((_digest(t), Role.ADMIN) for t in tokens) + tuple(
+            (_digest(t), Role.READ_ONLY) for t in read_only if t not in tokens
+        )
 
-    def _authorized(self, metadata: Any) -> bool:
+    def _authorized(self, metadata: Any) -> Role | None:
+        """The role of the call's token, None without a valid one."""
         header = ""
         for key, value in metadata or ():
             if key.lower() == "authorization":
@@ -408,29 +419,46 @@ class _TokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 break
         scheme, _, token = header.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            return False
+            return None
         given = _digest(token.strip())
-        ok = False
-        for digest in self._digests:  # constant time, and no early exit between tokens
-            ok |= hmac.compare_digest(given, digest)
-        return ok
+        found: Role | None = None
+        for digest, role in self._digests:  # constant time, and no early exit between tokens
+            if hmac.compare_digest(given, digest):
+                found = role
+        return found
 
     async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method or ""
         if handler is None or method.startswith(HEALTH_PREFIX):
             return handler
-        if self._authorized(handler_call_details.invocation_metadata):
-            return handler
-        return _deny_handler(handler)
+        role = self._authorized(handler_call_details.invocation_metadata)
+        if role is None:
+            return _deny_handler(handler)
+        if not allows(role, method_needs(method)):
+            name = method.rsplit("/", 1)[-1]
+            return _deny_handler(
+                handler,
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{name} needs an admin token; this token is read-only",
+                ControlErrorCode.PERMISSION_DENIED.value,
+            )
+        return handler
 
 
-def _deny_handler(handler: Any) -> Any:
-    message = "missing or invalid token (send metadata 'authorization: Bearer <token>')"
-    trailing = ((ERROR_METADATA_KEY, ControlErrorCode.UNAUTHENTICATED.value),)
+_NO_TOKEN = "missing or invalid token (send metadata 'authorization: Bearer <token>')"
+
+
+def _deny_handler(
+    handler: Any,
+    status: Any = grpc.StatusCode.UNAUTHENTICATED,
+    message: str = _NO_TOKEN,
+    tag: str = ControlErrorCode.UNAUTHENTICATED.value,
+) -> Any:
+    trailing = ((ERROR_METADATA_KEY, tag),)
 
     async def deny(request: Any, context: Any) -> None:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message, trailing_metadata=trailing)
+        await context.abort(status, message, trailing_metadata=trailing)
 
     # Same shape as the real method; requests stay raw bytes (never parsed before auth).
     if handler.request_streaming and handler.response_streaming:
@@ -465,17 +493,25 @@ SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
 
 
 async def start_api_server(
-    backend: ControlBackend, host: str, port: int, tokens: tuple[str, ...]
+    backend: ControlBackend,
+    host: str,
+    port: int,
+    tokens: tuple[str, ...],
+    read_only_tokens: tuple[str, ...] = (),
+    tls: TlsFiles | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Serve hanode.v1.Control and grpc.health.v1.Health on ``host:port`` (0 = any free port)
     on the running event loop; returns the started server and the bound port.
 
-    Stop it with ``await server.stop(grace)``. Raises OSError when the address cannot be bound
-    and ValueError for an empty token.
+    ``tokens`` are admin tokens, ``read_only_tokens`` may only read; ``tls`` makes the port
+    TLS only, with its ``ca_file`` requiring client certificates (mTLS). Stop it with
+    ``await server.stop(grace)``. Raises OSError when the address cannot be bound, ValueError
+    for an empty token, and TlsError for unreadable TLS files.
     """
-    if any(not t or t != t.strip() for t in tokens):
+    if any(not t or t != t.strip() for t in (*tokens, *read_only_tokens)):
         raise ValueError("API tokens must be non-empty and have no surrounding whitespace")
-    interceptors = [_TokenInterceptor(tokens)] if tokens else []
+    authenticated = bool(tokens or read_only_tokens)
+    interceptors = [_TokenInterceptor(tokens, read_only_tokens)] if authenticated else []
     server = grpc.aio.server(
         interceptors=interceptors,
         options=list(SERVER_OPTIONS),
@@ -486,7 +522,10 @@ async def start_api_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = _bind_address(host, port)
     try:
-        bound = server.add_insecure_port(address)
+        if tls is None:
+            bound = server.add_insecure_port(address)
+        else:
+            bound = server.add_secure_port(address, server_credentials(tls))
     except RuntimeError as exc:
         raise OSError(f"cannot listen on {address}: {_one_line(str(exc))}") from None
     if not bound:
@@ -495,8 +534,14 @@ async def start_api_server(
     serving = health_pb2.HealthCheckResponse.SERVING
     await health_servicer.set("", serving)
     await health_servicer.set(SERVICE_NAME, serving)
-    if tokens:
-        log.info("api_listening", address=_bind_address(host, bound), auth="bearer")
+    mtls = tls is not None and tls.ca_file is not None
+    if authenticated or mtls:
+        log.info(
+            "api_listening",
+            address=_bind_address(host, bound),
+            auth="+".join(a for a, on in (("bearer", authenticated), ("mtls", mtls)) if on),
+            tls=tls is not None,
+        )
     else:
         log.warning(
             "api_listening_without_authentication",

@@ -7,7 +7,10 @@ command (unknown name, rule, authentication, internal error); 2 usage or configu
 The endpoint and token come from ``--endpoint``/``--token``, else ``HANODE_ENDPOINT``/
 ``HANODE_TOKEN``, else the keys ``endpoint``/``token``/``timeout`` of
 ``$XDG_CONFIG_HOME/hanode/hanodectl.toml`` (``~/.config/hanode/hanodectl.toml``), else
-127.0.0.1:9200 without a token.
+127.0.0.1:9200 without a token. TLS the same way: ``--ca-file``/``--cert-file``/``--key-file``/
+``--server-name``, ``HANODE_CA_FILE``/``HANODE_CERT_FILE``/``HANODE_KEY_FILE``/
+``HANODE_SERVER_NAME``, or the keys ``ca_file``/``cert_file``/``key_file``/``server_name``; a
+CA file (or a client certificate) makes the connection TLS.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from hanode.cli.render import (
 )
 
 DEFAULT_ENDPOINT = "127.0.0.1:9200"
+TLS_KEYS = ("ca_file", "cert_file", "key_file", "server_name")
 DEFAULT_TIMEOUT = 5.0
 MAX_ANSWER_BYTES = 8 << 20
 
@@ -76,7 +80,13 @@ def _load_config(path: Path) -> dict[str, Any]:
         return {}
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise CtlError(f"{path}: {' '.join(str(exc).split())}", EXIT_USAGE) from None
-    for key, kind in (("endpoint", str), ("token", str), ("timeout", (int, float))):
+    kinds: list[tuple[str, type | tuple[type, ...]]] = [
+        ("endpoint", str),
+        ("token", str),
+        ("timeout", (int, float)),
+        *((k, str) for k in TLS_KEYS),
+    ]
+    for key, kind in kinds:
         if key in data and (not isinstance(data[key], kind) or isinstance(data[key], bool)):
             raise CtlError(f"{path}: key '{key}' has the wrong type", EXIT_USAGE)
     return data
@@ -96,6 +106,14 @@ class Settings:
     endpoint: str
     token: str | None
     timeout: float
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_name: str | None = None
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.ca_file or self.cert_file)
 
 
 def resolve_settings(args: argparse.Namespace) -> Settings:
@@ -110,7 +128,40 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
     timeout = args.timeout if args.timeout is not None else config.get("timeout", DEFAULT_TIMEOUT)
     if not float(timeout) > 0:
         raise CtlError("--timeout must be a positive number of seconds", EXIT_USAGE)
-    return Settings(_check_endpoint(str(endpoint)), token, float(timeout))
+    tls = {
+        key: getattr(args, key, None)
+        or os.environ.get(f"HANODE_{key.upper()}")
+        or config.get(key)
+        or None
+        for key in TLS_KEYS
+    }
+    if bool(tls["cert_file"]) != bool(tls["key_file"]):
+        raise CtlError("give a client certificate and its key together", EXIT_USAGE)
+    return Settings(_check_endpoint(str(endpoint)), token, float(timeout), **tls)
+
+
+def _read_file(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise CtlError(
+            f"cannot read the {what} {path}: {exc.strerror or exc}", EXIT_USAGE
+        ) from None
+
+
+def _channel(settings: Settings, options: list[tuple[str, Any]]) -> grpc.Channel:
+    if not settings.tls:
+        return grpc.insecure_channel(settings.endpoint, options=options)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=_read_file(settings.ca_file, "CA file") if settings.ca_file else None,
+        private_key=_read_file(settings.key_file, "key file") if settings.key_file else None,
+        certificate_chain=(
+            _read_file(settings.cert_file, "certificate file") if settings.cert_file else None
+        ),
+    )
+    if settings.server_name:
+        options = [*options, ("grpc.ssl_target_name_override", settings.server_name)]
+    return grpc.secure_channel(settings.endpoint, credentials, options=options)
 
 
 # ------------------------------------------------------------------ calls
@@ -139,6 +190,10 @@ def _rpc_error(exc: grpc.RpcError, settings: Settings, write: bool) -> CtlError:
         if write:
             message += " (outcome unknown: the command may still apply; it is safe to repeat)"
         return CtlError(message, EXIT_UNREACHABLE)
+    if code == C.PERMISSION_DENIED:
+        return CtlError(f"refused by {endpoint}: {details}", EXIT_CLUSTER)
+    if code == C.UNAVAILABLE and settings.tls and "handshake" in details.lower():
+        return CtlError(f"TLS with {endpoint} failed: {details}", EXIT_UNREACHABLE)
     if code == C.UNAUTHENTICATED:
         hint = "wrong token" if settings.token else "no token given"
         return CtlError(
@@ -162,9 +217,9 @@ class Client:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._channel = grpc.insecure_channel(
-            settings.endpoint,
-            options=[
+        self._channel = _channel(
+            settings,
+            [
                 ("grpc.max_receive_message_length", MAX_ANSWER_BYTES),
                 ("grpc.enable_retries", 0),
             ],
@@ -399,6 +454,14 @@ def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
     )
     parser.add_argument(
         "--timeout", type=float, default=default, help=f"seconds per call ({DEFAULT_TIMEOUT:g})"
+    )
+    parser.add_argument(
+        "--ca-file", default=default, help="CA that signed the node's certificate (TLS)"
+    )
+    parser.add_argument("--cert-file", default=default, help="client certificate (mTLS)")
+    parser.add_argument("--key-file", default=default, help="the client certificate's key")
+    parser.add_argument(
+        "--server-name", default=default, help="name to check the node's certificate against"
     )
 
 

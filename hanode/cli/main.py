@@ -50,6 +50,24 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_certs(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hanode.security.certs import CertError, init_ca, issue_node
+
+    directory = Path(args.dir)
+    try:
+        if args.certs_command == "init":
+            files = init_ca(directory)
+        else:
+            files = issue_node(directory, args.name, args.host)
+    except CertError as exc:
+        print(f"hanode certs: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {files.cert} and {files.key} (the key with mode 0600)")
+    return 0
+
+
 def _cmd_sim(args: argparse.Namespace) -> int:
     from hanode.sim.cli import main as sim_main
 
@@ -84,6 +102,21 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("config")
     check.set_defaults(func=_cmd_check_config)
+
+    certs = sub.add_parser("certs", help="a small CA and node certificates for TLS")
+    certs.add_argument("--dir", default="/etc/hanode/tls", help="where the CA and certs live")
+    csub = certs.add_subparsers(dest="certs_command", required=True)
+    csub.add_parser("init", help="create ca.crt and ca.key")
+    node = csub.add_parser("node", help="create NAME.crt and NAME.key signed by the CA")
+    node.add_argument("name", metavar="NAME", help="the node's name (a SAN of its certificate)")
+    node.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        help="an address or DNS name the node is reached at (repeat; 127.0.0.1 for hanodectl on "
+        "the host itself)",
+    )
+    certs.set_defaults(func=_cmd_certs)
 
     from hanode.sim.cli import add_arguments as add_sim_arguments
 

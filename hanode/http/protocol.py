@@ -213,6 +213,11 @@ class HttpServerProtocol(asyncio.Protocol):
             else:
                 responder.abort()
 
+    @property
+    def busy(self) -> bool:
+        """A request of this connection is being answered (or waits to be)."""
+        return self._current is not None or bool(self._pending)
+
     def response_done(self, keep_alive: bool) -> None:
         self._current = None
         self.flow = None

@@ -52,6 +52,11 @@ class Responder:
         self.started = False
         self.done = False
 
+    def close_connection(self) -> None:
+        """End the connection after this response (``connection: close``): a draining node
+        tells keep-alive clients to go elsewhere."""
+        self._keep_alive = False
+
     # -- whole responses -------------------------------------------------------------------
     def send(
         self,

@@ -12,6 +12,7 @@ in hanode (front door, simulator, metrics) gets them the same way.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -62,13 +63,26 @@ class HttpServer:
         oldest.close()
         return True
 
-    async def listen(self, host: str, port: int, backlog: int = 1024) -> tuple[str, int]:
-        """Start listening; returns the bound address (useful with port 0)."""
+    async def listen(
+        self, host: str, port: int, backlog: int = 1024, tls: ssl.SSLContext | None = None
+    ) -> tuple[str, int]:
+        """Start listening (HTTPS with ``tls``); returns the bound address (useful with port
+        0). A TLS handshake counts against ``header_timeout_s`` like the request after it."""
         self._server = await self.loop.create_server(
-            lambda: HttpServerProtocol(self), host, port, backlog=backlog, reuse_address=True
+            lambda: HttpServerProtocol(self),
+            host,
+            port,
+            backlog=backlog,
+            reuse_address=True,
+            ssl=tls,
+            ssl_handshake_timeout=self.limits.header_timeout_s if tls is not None else None,
         )
         sockname = self._server.sockets[0].getsockname()
         return sockname[0], sockname[1]
+
+    def busy(self) -> int:
+        """Connections with a request being answered (a graceful stop waits for none)."""
+        return sum(1 for conn in self.connections if conn.busy)
 
     async def close(self) -> None:
         if self._server is not None:

@@ -1,11 +1,15 @@
 """The node's operations endpoint on ``[metrics] listen``: /metrics, /status, /events.
 
 Prometheus text is rendered in a worker thread so a scrape never stalls request relaying.
+With a token (``[metrics].token_file``) every path but ``/health`` needs
+``authorization: Bearer <token>`` (Prometheus: ``authorization.credentials_file``); it shows
+replica URLs, events and node addresses.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 from collections.abc import Callable
 from typing import Any
 
@@ -24,15 +28,25 @@ class OpsEndpoint:
         metrics: NodeMetrics,
         status: Callable[[], dict[str, Any]],
         events: Callable[[int, int], list[dict[str, Any]]],
+        token: str | None = None,
     ) -> None:
         self._metrics = metrics
         self._status = status
         self._events = events
         self._loop = asyncio.get_running_loop()
+        self._token = token.encode() if token else None
+
+    def _authorized(self, request: Request) -> bool:
+        if self._token is None:
+            return True
+        scheme, _, given = request.headers.get(b"authorization", b"").strip().partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self._token)
 
     def handle(self, request: Request, responder: Responder) -> None:
         path, _, query = request.path.partition(b"?")
-        if request.method != b"GET":
+        if path != b"/health" and not self._authorized(request):
+            send_error(responder, 401, "missing or invalid token", code="invalid_api_key")
+        elif request.method != b"GET":
             send_error(responder, 405, "the operations endpoint is read-only: use GET")
         elif path == b"/metrics":
             self._loop.create_task(self._render_metrics(responder))

@@ -69,6 +69,9 @@ class FrontDoor:
         self.metrics = metrics
         self._keys = tuple(f"Bearer {k}".encode() for k in settings.api_keys)
         self._seed_bits = lambda: random.getrandbits(31)
+        # Set when the node stops: new requests get 503 and connection: close (in-flight ones
+        # finish), so clients and load balancers move to another node.
+        self.draining = False
         if not self._keys:
             log.warning("router_open", detail="no api_keys configured: the API is open to anyone")
 
@@ -79,7 +82,9 @@ class FrontDoor:
         if q >= 0:
             path = path[:q]
         method = request.method
-        if path == b"/v1/chat/completions" or path == b"/v1/completions":
+        if self.draining:
+            self._refuse_draining(responder)
+        elif path == b"/v1/chat/completions" or path == b"/v1/completions":
             if method != b"POST":
                 send_error(responder, 405, f"use POST for {path.decode()}")
             elif self._authorized(request, responder):
@@ -98,6 +103,17 @@ class FrontDoor:
         else:
             self.metrics.rejected.labels("not_found").inc()
             send_error(responder, 404, f"no route for {method.decode()} {path.decode()[:200]}")
+
+    def _refuse_draining(self, responder: Responder) -> None:
+        self.metrics.rejected.labels("draining").inc()
+        responder.close_connection()
+        send_error(
+            responder,
+            503,
+            "this node is stopping: send the request to another node",
+            code="node_draining",
+            retry_after=1,
+        )
 
     def _authorized(self, request: Request, responder: Responder) -> bool:
         if not self._keys:

@@ -275,6 +275,8 @@ def _read(t: Table, s: Setting) -> Any:
     if hint is Path:
         return t.get_path(key, required=True) or Path()
     if hint is HostPort:
+        if not s.required and t.absent(key):
+            return s.default
         return t.get_listen(key)
     if hint == tuple[HostPort, ...]:
         return t.get_addresses(key)

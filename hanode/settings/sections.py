@@ -10,7 +10,7 @@ module assembles them, in the order of the file, into :data:`SECTIONS`.
 
 from __future__ import annotations
 
-from hanode.settings.api_keys import MIN_API_KEY_LENGTH, with_keys
+from hanode.settings.api_keys import MIN_API_KEY_LENGTH, api_keys, router_keys
 from hanode.settings.schema import Section
 from hanode.settings.sections_cluster import (
     REDUNDANCY_MODES,
@@ -62,9 +62,9 @@ SECTIONS: tuple[Section, ...] = (
         RouterConfig,
         "the inference front door",
         presence="required",
-        check=with_keys,
+        check=router_keys,
     ),
-    Section("metrics", MetricsConfig, "the ops endpoint", presence="required"),
+    Section("metrics", MetricsConfig, "the ops endpoint (loopback by default)"),
     Section("health", HealthConfig, "L1 (process) and L2 (a real completion) probes"),
     Section(
         "thresholds",
@@ -93,7 +93,7 @@ SECTIONS: tuple[Section, ...] = (
         ApiConfig,
         "gRPC control API for hanodectl (cluster nodes only)",
         presence="optional",
-        check=with_keys,
+        check=api_keys,
     ),
     Section(
         "models",

@@ -98,13 +98,37 @@ class RouterConfig:
         to=bind(RequestLimits, "max_tokens"),
     )
     max_n: int = setting('largest "n" (choices per request) accepted', ge=1, to=RequestLimits)
+    tls_cert_file: Path | None = setting(
+        "serve the front door over TLS with this certificate chain (PEM); with tls_key_file",
+        default=None,
+        example="/etc/hanode/tls/gpu-node-1.crt",
+    )
+    tls_key_file: Path | None = setting(
+        "the front door's TLS private key (PEM; a secret file: mode 0600)",
+        default=None,
+        example="/etc/hanode/tls/gpu-node-1.key",
+    )
+    drain_timeout_s: float = setting(
+        "on stop: new requests get 503 and connection: close, in-flight ones get this long "
+        "to finish before the node exits",
+        default=30.0,
+        ge=0,
+    )
 
 
 @dataclass(frozen=True, slots=True)
 @settings
 class MetricsConfig:
-    listen: HostPort = required(
-        "Prometheus /metrics, /status and /events", example="127.0.0.1:9100"
+    listen: HostPort = setting(
+        "Prometheus /metrics, /status and /events; loopback unless a token_file guards it "
+        "(exposed without one, the node warns at start)",
+        default=HostPort("127.0.0.1", 9100),
+    )
+    token_file: Path | None = setting(
+        "bearer token the ops endpoint requires (first line; a secret file: mode 0600); "
+        "/health stays open",
+        default=None,
+        example="/etc/hanode/ops_token",
     )
 
 
@@ -119,4 +143,29 @@ class ApiConfig:
         "one key per line, '#' comments; merged with api_keys",
         default=None,
         example="/etc/hanode/ctl_keys",
+    )
+    read_only_keys: tuple[str, ...] = setting(
+        "bearer tokens that may only read (status, events, breakers, members, incidents)",
+        default=(),
+    )
+    read_only_key_file: Path | None = setting(
+        "one read-only token per line, '#' comments; merged with read_only_keys",
+        default=None,
+        example="/etc/hanode/ctl_read_keys",
+    )
+    tls_cert_file: Path | None = setting(
+        "serve the control API over TLS with this certificate chain (PEM); the node also "
+        "presents it to another node's API",
+        default=None,
+        example="/etc/hanode/tls/gpu-node-1.crt",
+    )
+    tls_key_file: Path | None = setting(
+        "the control API's TLS private key (PEM; a secret file: mode 0600)",
+        default=None,
+        example="/etc/hanode/tls/gpu-node-1.key",
+    )
+    tls_client_ca_file: Path | None = setting(
+        "require client certificates signed by this CA (mTLS; `hanode certs init` makes one)",
+        default=None,
+        example="/etc/hanode/tls/ca.crt",
     )

@@ -25,6 +25,7 @@ def cluster(tmp_path: Path, **values: Any) -> dict[str, Any]:
     data["metrics"]["listen"] = f"127.0.0.1:{free_port()}"
     secret = tmp_path / "secret"
     secret.write_text("s" * 20)
+    secret.chmod(0o600)  # secret files open to others are refused at start
     data["cluster"] = {
         "raft_listen": f"127.0.0.1:{free_port()}",
         "peers": ["127.0.0.1:1"],

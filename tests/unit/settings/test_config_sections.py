@@ -228,7 +228,6 @@ def test_listen_must_be_a_string() -> None:
         ("node", "name"),
         ("node", "data_dir"),
         ("router", "listen"),
-        ("metrics", "listen"),
     ],
 )
 def test_missing_required_key(section: str, key: str) -> None:
@@ -244,7 +243,7 @@ def test_missing_required_replica_key(key: str) -> None:
     assert one_error(data) == f"{SRC}: [[replicas]][0].{key}: missing required key"
 
 
-@pytest.mark.parametrize("section", ["node", "router", "metrics"])
+@pytest.mark.parametrize("section", ["node", "router"])
 def test_missing_required_section_is_one_error(section: str) -> None:
     data = minimal()
     del data[section]
@@ -382,3 +381,12 @@ def test_unknown_top_level_key() -> None:
 def test_nested_table_in_section_is_unknown_key() -> None:
     data = with_("router", tls={"cert": "x"})
     assert one_error(data) == f"{SRC}: [router].tls: unknown key"
+
+
+def test_the_ops_endpoint_is_loopback_by_default() -> None:
+    """Issue 14: without [metrics] the ops endpoint listens on loopback only."""
+    data = minimal()
+    del data["metrics"]
+    cfg = parse_config(data, SRC)
+    assert cfg.metrics.listen == HostPort("127.0.0.1", 9100)
+    assert cfg.metrics.token_file is None

@@ -56,6 +56,9 @@ def test_optional_sections_of_the_example_parse(tmp_path: Path) -> None:
     keys = tmp_path / "ctl_keys"
     keys.write_text("ctl-key-0123456789\n")
     data["api"]["api_key_file"] = str(keys)
+    read_keys = tmp_path / "ctl_read_keys"
+    read_keys.write_text("ctl-read-0123456789\n")
+    data["api"]["read_only_key_file"] = str(read_keys)
     data["node"]["advertise_host"] = "10.0.0.11"  # needed under [cluster]: loopback replicas
     cfg = parse_config(data, str(tmp_path / "hanode.toml"))
     assert isinstance(cfg, Config)
@@ -64,6 +67,7 @@ def test_optional_sections_of_the_example_parse(tmp_path: Path) -> None:
         "10.0.0.13:7001",
     ]
     assert cfg.api is not None and cfg.api.api_keys == ("ctl-key-0123456789",)
+    assert cfg.api.read_only_keys == ("ctl-read-0123456789",)
     assert [m.request_timeout_s for m in cfg.models] == [600.0]
 
 

@@ -1,0 +1,1 @@
+"""Secrets on disk, TLS material and a small certificate authority for a new cluster."""
