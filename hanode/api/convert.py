@@ -190,6 +190,10 @@ def _replica_to_proto(r: Mapping[str, Any]) -> pb.Replica:
         breaker_failure_class=_str(breaker.get("last_failure_class")),
         inflight=_uint(r.get("inflight")),
     )
+    process = r.get("process")
+    if isinstance(process, Mapping):
+        msg.process = _str(process.get("observed"))
+        msg.desired = _str(process.get("desired"))
     for field in (
         "gpu_mem",
         "kv_usage",
@@ -267,6 +271,7 @@ def _replica_from_proto(r: pb.Replica) -> dict[str, Any]:
             "last_failure_class": r.breaker_failure_class or None,
         },
         "inflight": r.inflight,
+        **({"process": {"observed": r.process, "desired": r.desired}} if r.process else {}),
     }
 
 

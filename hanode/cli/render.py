@@ -27,6 +27,17 @@ def _clock(ts: float | None) -> str:
     return "-" if ts is None else time.strftime("%H:%M:%S", time.localtime(ts))
 
 
+def _process(process: Any) -> str:
+    """A replica's process: what its node saw, and what is wanted when that differs."""
+    if not isinstance(process, dict) or not process.get("observed"):
+        return "-"
+    observed, desired = str(process["observed"]), str(process.get("desired") or "")
+    settled = {"run": ("running",), "sleep": ("sleeping",), "stop": ("stopped",)}
+    if not desired or observed in settled.get(desired, ()):
+        return observed
+    return f"{observed}->{desired}"
+
+
 def _yes_no(value: bool | None) -> str:
     return "?" if value is None else ("yes" if value else "no")
 
@@ -118,6 +129,7 @@ def status_table(doc: dict[str, Any]) -> str:
         "TTFT",
         "TPOT",
         "INFL",
+        "PROCESS",
         "REASON",
     )
     rows: list[tuple[Any, ...]] = []
@@ -140,6 +152,7 @@ def status_table(doc: dict[str, Any]) -> str:
                 _ms(r.get("ttft_ms")),
                 _ms1(r.get("tpot_ms")),
                 str(r.get("inflight", 0)),
+                _process(r.get("process")),
                 (r.get("reason") or "")[:60],
             )
         )

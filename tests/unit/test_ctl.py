@@ -393,3 +393,18 @@ def test_restart_sleep_wake(capsys: pytest.CaptureFixture[str], server: Threaded
     code, _, err = run(capsys, server, "wake", "nope")
     assert code == 1 and "nope" in err
     assert_one_line_error(err)
+
+
+def test_status_shows_each_replicas_process(
+    capsys: pytest.CaptureFixture[str], server: ThreadedServer
+) -> None:
+    server.backend.replicas["r3"]["process"] = {"observed": "sleeping", "desired": "sleep"}
+    server.backend.replicas["r2"]["process"] = {"observed": "sleeping", "desired": "run"}
+    code, out, _ = run(capsys, server, "status")
+    assert code == 0 and "PROCESS" in out
+    row = {line.split()[0]: line for line in out.splitlines() if line[:2] in ("r1", "r2", "r3")}
+    assert " sleeping " in row["r3"] and row["r2"].rstrip().endswith(" sleeping->run")
+    code, out, _ = run(capsys, server, "status", "--json")
+    reps = {r["name"]: r for r in json.loads(out)["replicas"]}
+    assert reps["r2"]["process"] == {"observed": "sleeping", "desired": "run"}
+    assert "process" not in reps["r1"]  # no actuator

@@ -78,7 +78,7 @@ class Node(_message.Message):
     def __init__(self, name: _Optional[str] = ..., raft_address: _Optional[str] = ..., api_address: _Optional[str] = ..., router_address: _Optional[str] = ..., reachable: _Optional[bool] = ..., lost: _Optional[bool] = ..., protocol: _Optional[int] = ...) -> None: ...
 
 class Replica(_message.Message):
-    __slots__ = ("name", "node", "model", "url", "engine", "role", "admin", "health", "health_level", "weight", "gpu_mem", "kv_usage", "queue_depth", "latency_ms", "ttft_ms", "reason", "breaker_state", "inflight", "breaker_open_until", "breaker_failure_class", "tpot_ms", "gpu_growth")
+    __slots__ = ("name", "node", "model", "url", "engine", "role", "admin", "health", "health_level", "weight", "gpu_mem", "kv_usage", "queue_depth", "latency_ms", "ttft_ms", "reason", "breaker_state", "inflight", "breaker_open_until", "breaker_failure_class", "tpot_ms", "gpu_growth", "process", "desired")
     NAME_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -101,6 +101,8 @@ class Replica(_message.Message):
     BREAKER_FAILURE_CLASS_FIELD_NUMBER: _ClassVar[int]
     TPOT_MS_FIELD_NUMBER: _ClassVar[int]
     GPU_GROWTH_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_FIELD_NUMBER: _ClassVar[int]
+    DESIRED_FIELD_NUMBER: _ClassVar[int]
     name: str
     node: str
     model: str
@@ -123,7 +125,9 @@ class Replica(_message.Message):
     breaker_failure_class: str
     tpot_ms: float
     gpu_growth: float
-    def __init__(self, name: _Optional[str] = ..., node: _Optional[str] = ..., model: _Optional[str] = ..., url: _Optional[str] = ..., engine: _Optional[str] = ..., role: _Optional[str] = ..., admin: _Optional[str] = ..., health: _Optional[str] = ..., health_level: _Optional[int] = ..., weight: _Optional[float] = ..., gpu_mem: _Optional[float] = ..., kv_usage: _Optional[float] = ..., queue_depth: _Optional[float] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., reason: _Optional[str] = ..., breaker_state: _Optional[str] = ..., inflight: _Optional[int] = ..., breaker_open_until: _Optional[float] = ..., breaker_failure_class: _Optional[str] = ..., tpot_ms: _Optional[float] = ..., gpu_growth: _Optional[float] = ...) -> None: ...
+    process: str
+    desired: str
+    def __init__(self, name: _Optional[str] = ..., node: _Optional[str] = ..., model: _Optional[str] = ..., url: _Optional[str] = ..., engine: _Optional[str] = ..., role: _Optional[str] = ..., admin: _Optional[str] = ..., health: _Optional[str] = ..., health_level: _Optional[int] = ..., weight: _Optional[float] = ..., gpu_mem: _Optional[float] = ..., kv_usage: _Optional[float] = ..., queue_depth: _Optional[float] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., reason: _Optional[str] = ..., breaker_state: _Optional[str] = ..., inflight: _Optional[int] = ..., breaker_open_until: _Optional[float] = ..., breaker_failure_class: _Optional[str] = ..., tpot_ms: _Optional[float] = ..., gpu_growth: _Optional[float] = ..., process: _Optional[str] = ..., desired: _Optional[str] = ...) -> None: ...
 
 class Freshness(_message.Message):
     __slots__ = ("has_quorum", "last_applied_age_s", "commit_index")
