@@ -56,6 +56,8 @@ COMPLETIONS_DEFAULT_MAX_TOKENS = 16
 # A stream whose unfinished event grows past this is relayed as it comes and no longer
 # followed (it cannot be continued): memory stays bounded whatever a replica sends.
 MAX_EVENT_BYTES = 4 * 1024 * 1024
+# Events relayed unread (the hot path) are read once they pass this size, or on a break.
+MAX_UNREAD_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,8 @@ class StreamFollower:
         "_echo",
         "_engine",
         "_inject_ids",
+        "_raw",
+        "_raw_size",
         "_rewrite",
         "_tokens_before",
         "body",
@@ -99,6 +103,8 @@ class StreamFollower:
         self.body = body
         self.chat = chat
         self._buf = b""
+        self._raw: list[bytes] = []  # whole events relayed as they came, not parsed yet
+        self._raw_size = 0
         self._engine = ""
         self._inject_ids = False  # this try's request asked for logprobs the client did not
         self._rewrite = False  # this try is a continuation: rewrite its events
@@ -123,6 +129,7 @@ class StreamFollower:
     def request(self, engine: str) -> bytes:
         """The body of the next try on an ``engine`` replica: the client's body for the first
         try, the continuation after a break."""
+        self.sync()
         self._engine = engine
         self._buf = b""
         self.error = None
@@ -143,6 +150,7 @@ class StreamFollower:
     def refusal(self, limit: int, engine: str | None = None) -> str | None:
         """Why this stream must not be continued (``engine``: of the replica that would), or
         None when it may."""
+        self.sync()
         body = self.body
         if self.opaque:
             return f"an event of the stream was larger than {MAX_EVENT_BYTES} bytes"
@@ -182,6 +190,7 @@ class StreamFollower:
 
     def remaining(self) -> int | None:
         """Tokens the continuation may still generate (None: the client set no limit)."""
+        self.sync()
         body = self.body
         limit = body.get("max_completion_tokens") if self.chat else None
         if limit is None:
@@ -221,6 +230,7 @@ class StreamFollower:
     def ended_in_full(self) -> bool:
         """Everything the client asked for was sent but the end: no continuation is needed,
         only the end of the stream (see :meth:`closing`)."""
+        self.sync()
         if self.finished:
             return True
         left = self.remaining()
@@ -229,6 +239,7 @@ class StreamFollower:
     def closing(self) -> bytes:
         """The end of a stream whose text is complete: a finish chunk if none was sent, the
         continued comment and [DONE]. (No usage chunk: the prompt's count is not known.)"""
+        self.sync()
         out = b""
         if not self.finished:
             choice: dict[str, Any] = {"index": 0, "finish_reason": "length"}
@@ -269,14 +280,34 @@ class StreamFollower:
             self._buf = buf
             return b""
         self._buf = buf[end + 2 :]
+        region = buf[: end + 2]
+        if not self._rewrite and not self._inject_ids and b"error" not in region:
+            # The hot path (a first try): relayed as it came, read only if the stream breaks.
+            raw = self._raw
+            raw.append(region)
+            self._raw_size += len(region)
+            if self._raw_size > MAX_UNREAD_BYTES:
+                self.sync()  # bounded memory: a long stream is read in batches
+            if b"[DONE]" in region:
+                self.done = True
+            return region
+        self.sync()
         out: list[bytes] = []
-        for event in buf[: end + 2].split(b"\n\n")[:-1]:
+        for event in region.split(b"\n\n")[:-1]:
             piece = self._event_out(event)
             if piece:
                 out.append(piece)
             elif self.broken:
                 break
         return b"".join(out)
+
+    def sync(self) -> None:
+        """Read the events relayed unread so far (what the client got is known from here)."""
+        raw, self._raw = self._raw, []
+        self._raw_size = 0
+        for region in raw:
+            for event in region.split(b"\n\n")[:-1]:
+                self._event_out(event)
 
     @property
     def broken(self) -> bool:

@@ -10,7 +10,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hanode.router.continuation import MAX_EVENT_BYTES, StreamFollower
+from hanode.router.continuation import MAX_EVENT_BYTES, MAX_UNREAD_BYTES, StreamFollower
 from tests.unit.router.fakes import chat_chunk, text_chunk, usage_chunk
 
 DONE = b"data: [DONE]\n\n"
@@ -49,6 +49,7 @@ def test_output_is_the_same_however_the_bytes_are_split(cuts: list[int]) -> None
     follow.request("vllm")
     out = b"".join(follow.feed(data[a:b]) for a, b in itertools.pairwise(bounds))
     assert out == data
+    follow.sync()  # the hot path reads what it relayed only when asked (or on a break)
     assert follow.done and follow.finished and follow.tokens == 3
     assert "".join(follow.text) == "one two three" and follow.id == "A"
 
@@ -175,3 +176,14 @@ def test_an_oversized_event_is_relayed_unfollowed_and_never_continued() -> None:
     assert follow.feed(big) == big and follow.opaque
     assert follow.feed(b"rest\n\n") == b"rest\n\n"
     assert "larger than" in (follow.refusal(limit=2) or "")
+
+
+def test_a_long_stream_is_read_in_batches_on_the_hot_path() -> None:
+    follow = StreamFollower({"messages": []}, chat=True)
+    follow.request("vllm")
+    event = chat_chunk("A", " w")
+    n = MAX_UNREAD_BYTES // len(event) + 2
+    for _ in range(n):
+        assert follow.feed(event) == event
+    assert len(follow.text) >= n - 1  # read already, without asking: memory stays bounded
+    assert follow.refusal(limit=2) is None and follow.tokens == n
