@@ -29,7 +29,7 @@ from hanode.cluster.raft_store import RaftStore
 from hanode.cluster.runtime import ClusterRuntime
 from hanode.config import Config
 from hanode.engines.registry import get_adapter
-from hanode.events import EventLog
+from hanode.events import Event, EventLog
 from hanode.gpu.nvml import GpuMemoryReader
 from hanode.health.checker import GpuMarks, HealthSettings, ObservationSink, ReplicaChecker
 from hanode.health.passive import PassiveStats
@@ -364,6 +364,7 @@ class Node:
         if self.supervisor is not None:
             sink = HealthTee(sink, self.supervisor)
             self.supervisor.on_began(self._replica_began)
+            self.events.subscribe(self._count_recovery)
         self.door = FrontDoor(
             self.pool_view, router_settings(config), self.metrics, self.passive, self.events
         )
@@ -536,6 +537,12 @@ class Node:
                     log.warning("leadership_handover_failed", error=repr(exc))
         self.notifier.status("stopping")
         await self.close()
+
+    def _count_recovery(self, event: Event) -> None:
+        if event.kind == "restart":
+            self.metrics.replica_restarts.labels(event.subject).inc()
+        elif event.kind == "crash_loop":
+            self.metrics.crash_loops.labels(event.subject).inc()
 
     def _replica_began(self, name: str) -> None:
         checker = self.checkers.get(name)

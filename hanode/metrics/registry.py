@@ -196,6 +196,18 @@ class NodeMetrics:
             buckets=MTTR_BUCKETS,
             registry=r,
         )
+        self.replica_restarts = Counter(
+            "hanode_replica_restarts",
+            "Restarts of a replica by its node's supervisor (after a backoff, or by an operator)",
+            ["replica"],
+            registry=r,
+        )
+        self.crash_loops = Counter(
+            "hanode_replica_crash_loops",
+            "Replicas stopped as a crash loop (restarted too often), until hanodectl restart",
+            ["replica"],
+            registry=r,
+        )
         self.gpu_events = Counter(
             "hanode_gpu_memory_events",
             "GPU memory level changes (prepare capacity, reduce, remove, normal)",

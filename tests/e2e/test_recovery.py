@@ -19,6 +19,7 @@ from pathlib import Path
 import openai
 import pytest
 
+from tests.e2e.conftest import metric_sum
 from tests.e2e.recovery_support import (
     MODEL,
     copies_running,
@@ -116,6 +117,9 @@ def test_a_replica_killed_under_load_is_restarted_by_its_node_with_no_client_err
             assert len(backoffs) == 1 and "exited" in backoffs[0]["message"]
             assert len(restarts) == 1
             assert served_by.get("r1", 0) > 0 and served_by.get("r2", 0) > 0
+            page = node.metrics_text()
+            assert metric_sum(page, "hanode_replica_restarts_total", replica="r0") == 1.0
+            assert metric_sum(page, "hanode_replica_crash_loops_total", replica="r0") == 0.0
 
 
 def test_restarting_the_daemon_adopts_the_replica_it_runs(tmp_path: Path) -> None:

@@ -11,10 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from prometheus_client import generate_latest
 
 from hanode.config import load_config
 from hanode.daemon import Node
 from hanode.pool.lifecycle import Observed
+from tests.e2e.conftest import metric_sum
 from tests.e2e.recovery_support import kill_replicas, sim_command, supervised, write_config
 from tests.support.procs import free_port
 
@@ -73,6 +75,9 @@ def test_an_exiting_start_command_backs_off_then_is_a_crash_loop_until_restarted
             assert "hanodectl restart r0" in str(loop_event["message"])
             report = sup.observed()["r0"]
             assert report.restarts == 3 and report.pid is None
+            page = generate_latest(node.metrics.registry).decode()
+            assert metric_sum(page, "hanode_replica_restarts_total", replica="r0") == 3.0
+            assert metric_sum(page, "hanode_replica_crash_loops_total", replica="r0") == 1.0
             # It stays stopped: more rounds start nothing.
             starts = len(of("restart")) + len(of("process"))
             for _ in range(3):
