@@ -36,8 +36,19 @@ e2e: $(STAMP) llama-server
 llama-server: $(STAMP)
 	PYTHON=$(BIN)/python bash scripts/build_llama_server.sh
 
-test: $(STAMP) lint typecheck llama-server chaos-deps
+test: $(STAMP) lint typecheck llama-server chaos-deps ops-deps
 	$(BIN)/pytest -q tests $(PYTEST_ARGS)
+
+# Tools the operations tests check the shipped files with: systemd-analyze (the units) and
+# promtool (the Prometheus alert rules in deploy/). From Debian, as root; the tests skip with
+# a reason where they are missing.
+.PHONY: ops-deps
+ops-deps:
+	@if command -v systemd-analyze >/dev/null && command -v promtool >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends systemd prometheus) || echo "ops-deps: apt-get failed"; \
+	else echo "ops-deps: systemd-analyze or promtool missing and not root: those checks will skip"; fi
 
 # The chaos suite (tests/chaos): three nodes in network namespaces, faults from nftables, link
 # state, signals and libfaketime. Its tools come from Debian; a no-op when they are there, apt-get
