@@ -83,6 +83,7 @@ def test_random_generation_varies() -> None:
 def test_deltas_concatenate_to_text() -> None:
     words = next_words(0, 0, ("x",), 7)
     assert "".join(token_deltas(words)) == join_tokens(words)
-    assert "".join(token_deltas(words, True)) == join_tokens(words, True) == " " + join_tokens(words)
+    led = join_tokens(words, True)
+    assert "".join(token_deltas(words, True)) == led == " " + join_tokens(words)
     assert count_words(join_tokens(words)) == 7
     assert next_words(0, 0, (), 0) == []
