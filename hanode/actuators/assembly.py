@@ -53,7 +53,7 @@ def build_supervisor(
         )
     if not actuators:
         return None
-    supervisor = Supervisor(actuators, events, settings, policy)
+    supervisor = Supervisor(actuators, events, settings, policy, state_dir=data_dir / "replicas")
     for name, want in desired.items():
         supervisor.set_desired(name, want)
     return supervisor

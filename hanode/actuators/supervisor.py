@@ -19,6 +19,7 @@ import contextlib
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -107,7 +108,11 @@ class Supervisor:
         policy: RestartPolicy | None = None,
         clock: Callable[[], float] | None = None,
         rand: Callable[[], float] = random.random,
+        state_dir: Path | None = None,
     ) -> None:
+        """``state_dir``: where a crash loop is remembered (NAME.crash_loop), so that a daemon
+        restart does not start a crash-looping replica again; None keeps it in memory only."""
+        self.state_dir = state_dir
         self.settings = settings or SupervisorSettings()
         self.policy = policy or RestartPolicy()
         self.events = events
@@ -169,6 +174,7 @@ class Supervisor:
             await self._adopt_once(r)  # a process left by an earlier daemon is this replica's
             r.restart = cleared()
             r.next_start_at = None
+            self._remember_loop(name, None)
             self.events.add("restart", name, "restart asked by an operator", reason="operator")
             try:
                 await r.actuator.restart()
@@ -258,6 +264,34 @@ class Supervisor:
             found = await r.actuator.adopt()
             if found:
                 self.events.add("process", r.name, found, action="adopt")
+            why = self._remembered_loop(r.name)
+            if why is not None:
+                r.restart = replace(r.restart, crash_loop=True)
+                self._set(r, Observed.CRASH_LOOP, f"crash loop (before a daemon restart): {why}")
+
+    # A crash loop outlives the daemon: it waits for an operator, not for the next start.
+    def _loop_marker(self, name: str) -> Path | None:
+        return None if self.state_dir is None else self.state_dir / f"{name}.crash_loop"
+
+    def _remembered_loop(self, name: str) -> str | None:
+        marker = self._loop_marker(name)
+        try:
+            return None if marker is None else marker.read_text(encoding="utf-8").strip()
+        except OSError:
+            return None
+
+    def _remember_loop(self, name: str, why: str | None) -> None:
+        marker = self._loop_marker(name)
+        if marker is None:
+            return
+        try:
+            if why is None:
+                marker.unlink(missing_ok=True)
+            else:
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.write_text(why[:500] + "\n", encoding="utf-8")
+        except OSError as exc:
+            log.warning("crash_loop_marker", replica=name, error=str(exc))
 
     async def _step(self, r: _Replica, st: ProcessStatus) -> None:
         now = self._now()
@@ -271,7 +305,8 @@ class Supervisor:
         if r.restart.crash_loop:
             if st.running:
                 await r.actuator.stop()
-            self._set(r, Observed.CRASH_LOOP, "crash loop: waiting for hanodectl restart")
+            kept = r.report.observed is Observed.CRASH_LOOP and r.report.detail
+            self._set(r, Observed.CRASH_LOOP, kept or "crash loop: waiting for hanodectl restart")
             return
         if not st.running:
             await self._not_running(r, st, now)
@@ -375,6 +410,7 @@ class Supervisor:
         r.restart = decision.state
         if decision.delay_s is None:
             r.next_start_at = None
+            self._remember_loop(r.name, why)
             self.events.add(
                 "crash_loop",
                 r.name,

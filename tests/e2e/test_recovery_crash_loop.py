@@ -83,9 +83,12 @@ def test_an_exiting_start_command_backs_off_then_is_a_crash_loop_until_restarted
             for _ in range(3):
                 assert (await sup.reconcile("r0")).observed is Observed.CRASH_LOOP
             assert len(of("restart")) + len(of("process")) == starts
+            marker = data_dir / "replicas" / "r0.crash_loop"  # a daemon restart keeps it
+            assert "code 3" in marker.read_text()
             # The operator fixes the cause and clears the loop.
             broken.unlink()
             await sup.restart("r0")
+            assert not marker.exists()
             assert observed() is not Observed.CRASH_LOOP
             assert of("restart")[-1]["fields"] == {"reason": "operator"}
             await until(lambda: observed() is Observed.RUNNING, 30, "r0 running")

@@ -3,6 +3,8 @@ exit or a health failure, crash loop and its clearing, sleep/wake/stop, adoption
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from hanode.actuators.supervisor import ReplicaReport, Supervisor, SupervisorSettings
@@ -314,3 +316,28 @@ async def test_an_operator_restart_before_the_first_look_adopts_first() -> None:
     await sup.restart("r0")
     assert act.calls[:3] == ["adopt", "stop", "start"]
     assert [e.fields.get("action") for e in events.recent(10) if e.kind == "process"] == ["adopt"]
+
+
+@run_async
+async def test_a_crash_loop_outlives_the_daemon_until_an_operator_clears_it(
+    tmp_path: Path,
+) -> None:
+    act = FakeActuator()
+    act.exit_at_once = True
+    clock = FakeClock()
+    sup = Supervisor({"r0": act}, EventLog(), SETTINGS, POLICY, clock, lambda: 0.0, tmp_path)
+    for _ in range(20):
+        report = await sup.reconcile("r0")
+        if report.observed is Observed.CRASH_LOOP:
+            break
+        clock.advance(10.0)
+    assert (tmp_path / "r0.crash_loop").read_text().startswith("exited")
+    # The daemon restarts: the new supervisor starts nothing.
+    again = FakeActuator()
+    sup2 = Supervisor({"r0": again}, EventLog(), SETTINGS, POLICY, clock, lambda: 0.0, tmp_path)
+    report = await sup2.reconcile("r0")
+    assert report.observed is Observed.CRASH_LOOP and "before a daemon restart" in report.detail
+    assert "start" not in again.calls
+    await sup2.restart("r0")
+    assert again.calls.count("start") == 1
+    assert not (tmp_path / "r0.crash_loop").exists()
