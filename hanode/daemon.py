@@ -35,6 +35,7 @@ from hanode.health.checker import GpuMarks, HealthSettings, ObservationSink, Rep
 from hanode.health.passive import PassiveStats
 from hanode.http.server import HttpServer, ServerLimits
 from hanode.metrics.endpoint import OpsEndpoint
+from hanode.metrics.node_state import ClusterFacts, ProcessFacts
 from hanode.metrics.registry import NodeMetrics
 from hanode.policies.breaker import BreakerConfig
 from hanode.policies.l3 import L3Thresholds
@@ -370,6 +371,7 @@ class Node:
         )
         door = self.door
         self.metrics.watch_pool(lambda: self.pool_view.snapshot, lambda: dict(door.inflight))
+        self.metrics.watch_node(self._cluster_facts, self._process_facts)
 
         def on_error(exc: Exception) -> None:
             log.error("handler_error", error=repr(exc))
@@ -490,6 +492,26 @@ class Node:
         loop = asyncio.get_running_loop()
         self.notifier.start_watchdog(loop, self.status_line)
         self._tasks.append(loop.create_task(self._notify_ready()))
+
+    def _cluster_facts(self) -> ClusterFacts | None:
+        if self.cluster is None:
+            return None
+        st = self.cluster.store.status()
+        return ClusterFacts(
+            has_quorum=st.has_quorum,
+            is_leader=st.is_leader,
+            leader_known=st.leader_address is not None,
+            members=len(st.members),
+            connected=len(st.connected),
+        )
+
+    def _process_facts(self) -> dict[str, ProcessFacts]:
+        if self.supervisor is None:
+            return {}
+        return {
+            name: ProcessFacts(r.observed.value, r.restarts)
+            for name, r in self.supervisor.observed().items()
+        }
 
     def status_line(self) -> str:
         """systemd's STATUS=: role, leader and replica counts."""

@@ -15,6 +15,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from hanode.metrics.hotpath import HotPathCollector, LabeledCounter, LabeledHistogram
+from hanode.metrics.node_state import ClusterFacts, NodeStateCollector, ProcessFacts
 from hanode.pool.snapshot import PoolSnapshot
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
@@ -170,6 +171,13 @@ class NodeMetrics:
             ["model", "result"],
             registry=r,
         )
+        self.hedges = Counter(
+            "hanode_hedges",
+            "Hedged first tries: sent, won (the hedge answered first), lost (cancelled: the "
+            "first try answered first), failed (on its own), budget (not sent: no budget)",
+            ["model", "result"],
+            registry=r,
+        )
         self.upstream_failures = Counter(
             "hanode_upstream_failures",
             "Failed tries against a replica, by failure class",
@@ -219,6 +227,14 @@ class NodeMetrics:
         self, snapshot: Callable[[], PoolSnapshot], inflight: Callable[[], Mapping[str, int]]
     ) -> None:
         self.registry.register(_ReplicaCollector(snapshot, inflight))
+
+    def watch_node(
+        self,
+        cluster: Callable[[], ClusterFacts | None],
+        processes: Callable[[], Mapping[str, ProcessFacts]],
+    ) -> None:
+        """Cluster view and supervised processes as gauges (hanode.metrics.node_state)."""
+        self.registry.register(NodeStateCollector(cluster, processes))
 
     # -- hot path ------------------------------------------------------------------------------
     def observe_request(

@@ -164,8 +164,10 @@ class FrontDoor:
                 code="model_not_found",
             )
             return
-        request_id = request.headers.get(b"x-request-id") or new_request_id().encode()
-        extra = b"x-request-id: %s\r\n" % request_id[:128]
+        # The client's id (or a new one) follows the request: logs of every try, the upstream
+        # request to each replica tried, and the response.
+        request_id = (request.headers.get(b"x-request-id") or new_request_id().encode())[:128]
+        extra = b"x-request-id: %s\r\n" % request_id
         body = request.body
         if self.settings.pin_seeds:
             seed = pin_seed(parsed.body, self._seed_bits)

@@ -7,6 +7,7 @@ import hmac
 import os
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -65,6 +66,7 @@ class SimApp:
         self._auth = b"Bearer " + options.api_key.encode() if options.api_key else None
         self.requests_total = 0
         self.per_endpoint: dict[str, int] = {}
+        self.request_ids: deque[str] = deque(maxlen=256)  # x-request-id of recent generations
         self.faults_injected: dict[str, int] = {}
         self._hangs: set[asyncio.TimerHandle] = set()
         self._routes: dict[bytes, dict[bytes, Route]] = {
@@ -160,6 +162,9 @@ class SimApp:
 
     def _generate(self, request: Request, responder: Responder, chat: bool) -> None:
         self._check_v1(request)
+        request_id = request.headers.get(b"x-request-id")
+        if request_id:  # what a real engine logs with the request (vLLM: X-Request-Id)
+            self.request_ids.append(request_id.decode(errors="replace"))
         req = parse_generation(request.body, chat, self.model, self.options.max_model_len)
         if self.sleep_mode.holds_requests:
             self._hold(req, responder)
@@ -310,6 +315,7 @@ class SimApp:
             "prompt_tokens": m.prompt_tokens,
             "generation_tokens": m.generation_tokens,
             "per_endpoint": dict(self.per_endpoint),
+            "request_ids": list(self.request_ids),
         }
 
     def _admin_state(self, request: Request, responder: Responder) -> None:
