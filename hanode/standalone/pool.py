@@ -21,7 +21,6 @@ from hanode.policies.weights import WeightInput, WeightThresholds, compute_weigh
 from hanode.pool.replica import AdminState, Observation, ReplicaSpec
 from hanode.pool.snapshot import PoolSnapshot, ReplicaState
 
-
 RAMP_REFRESH_S = 0.5
 
 
