@@ -27,6 +27,7 @@ from hanode.http.responder import Responder
 from hanode.metrics.registry import NodeMetrics
 from hanode.policies.affinity import ranking
 from hanode.policies.breaker import BreakerConfig, BreakerState, ReplicaBreaker, Transition
+from hanode.policies.hedge import FirstByteWindow, hedges
 from hanode.policies.picker import pick
 from hanode.policies.retry import RetryBudget, RetryPolicy
 from hanode.pool.replica import may_serve
@@ -77,6 +78,8 @@ class RouterSettings:
     # continuations per stream.
     stream_continuation: bool = True
     stream_continuation_limit: int = 2
+    # Hedged first tries (policies/hedge.py): "off", "unary", "streams" or "all".
+    hedge: str = "off"
     connect_timeout_s: float = 2.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     retry_budget_ratio: float = 0.2
@@ -118,6 +121,23 @@ class RouterCore:
         self._rand = random.random
         self._resource_errors = 0  # since the last log line about them
         self._resource_log_at = -math.inf  # no such line before this time
+        self._first_bytes: dict[tuple[str, bool], FirstByteWindow] = {}  # (model, stream)
+
+    # -- hedging -------------------------------------------------------------------------------
+    def first_byte(self, model: str, stream: bool, seconds: float) -> None:
+        """A try's time to its first byte (a 2xx head): the hedging window's input."""
+        key = (model, stream)
+        window = self._first_bytes.get(key)
+        if window is None:
+            window = self._first_bytes[key] = FirstByteWindow()
+        window.add(seconds)
+
+    def hedge_delay(self, model: str, stream: bool) -> float | None:
+        """When to hedge a first try of this kind: the p95 time to first byte, or None."""
+        if not hedges(self.settings.hedge, stream):
+            return None
+        window = self._first_bytes.get((model, stream))
+        return window.p95() if window is not None else None
 
     # -- choosing ------------------------------------------------------------------------------
     def choose(

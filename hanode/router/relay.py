@@ -39,12 +39,15 @@ client shortened with a header is the client's: its expiry gives no verdict on a
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
 
 from hanode.http.errors import send_error
 from hanode.policies.breaker import BreakerState
 from hanode.policies.failure import FailureClass
 from hanode.router.continuation import StreamFollower
+from hanode.router.hedge import HedgeTry
 from hanode.router.relay_outcomes import CLIENT_DEADLINE, RelayOutcomes
 from hanode.router.upstream import TryError
 from hanode.router.upstream_errors import error_message, retry_after_seconds
@@ -74,11 +77,14 @@ _STATUS_FOR_FAILURE = {
 class Relay(RelayOutcomes):
     # The rest is declared by RelayOutcomes. _follow: the stream's follower when it may be
     # continued; _session: the session key that pins the request to a replica (affinity).
-    __slots__ = ("_follow", "_session")
+    __slots__ = ("_follow", "_hedge", "_hedge_timer", "_sent", "_session")
 
     # -- trying ------------------------------------------------------------------------------
     def start(self, session: str | None = None) -> None:
         self._session = session
+        self._hedge: HedgeTry | None = None  # a second try in flight (policies/hedge.py)
+        self._hedge_timer: asyncio.TimerHandle | None = None
+        self._sent = b""  # the body of the last try sent
         self._follow: StreamFollower | None = None
         if self.parsed.stream and self._core.settings.stream_continuation:
             self._follow = StreamFollower(self.parsed.body, b"chat" in self._path)
@@ -127,16 +133,21 @@ class Relay(RelayOutcomes):
         pool = target.upstream(state.spec)
         follow = self._follow
         body = self._body if follow is None else follow.request(state.spec.engine)
+        self._sent = body
         payload = (
             b"POST %s HTTP/1.1\r\nhost: %s:%d\r\ncontent-type: application/json\r\n"
-            b"content-length: %d\r\n\r\n%s"
-            % (self._path, pool.host.encode(), pool.port, len(body), body)
+            b"x-request-id: %s\r\ncontent-length: %d\r\n\r\n%s"
+            % (self._path, pool.host.encode(), pool.port, self._request_id, len(body), body)
         )
         remaining = self._deadline - now
         self._timer = self._loop.call_later(
             min(core.settings.retry.per_try_timeout_s, remaining), self._on_try_timeout
         )
         self._handle = pool.send(self, payload)
+        if self._attempts == 1 and core.settings.hedge != "off":
+            delay = core.hedge_delay(self.parsed.model, self.parsed.stream)
+            if delay is not None and delay < remaining:
+                self._hedge_timer = self._loop.call_later(delay, self._start_hedge)
 
     # -- Exchange callbacks ------------------------------------------------------------------
     def on_head(self, status: int, headers: dict[bytes, bytes], chunked: bool) -> None:
@@ -151,7 +162,11 @@ class Relay(RelayOutcomes):
                 now + settings.stream_idle_timeout_s,
             )
             self._got_body = False  # of this try
+            if self._hedge is not None:  # this try answered first: the hedge is not needed
+                self._cancel_hedge("lost")
             follow = self._follow
+            if follow is None or not follow.continued:
+                self._core.first_byte(self.parsed.model, self.parsed.stream, now - self._try_t0)
             content_type = headers.get(b"content-type", b"application/json")
             if follow is not None and not content_type.startswith(b"text/event-stream"):
                 follow = self._follow = None if follow.continued == 0 else follow
@@ -376,6 +391,106 @@ class Relay(RelayOutcomes):
         )
         self._stream_broke(FailureClass.TIMEOUT, message, STREAM_STALL, code=STREAM_STALLED)
 
+    # -- hedging (hanode/router/hedge.py) -------------------------------------------------------
+    def _start_hedge(self) -> None:
+        """The first try waited past the pool's p95 time to first byte: try another replica
+        too (if the retry budget allows), the first answer wins."""
+        self._hedge_timer = None
+        core = self._core
+        if self._ok or self._responder.done or not self._counted or self._hedge is not None:
+            return
+        now = self._loop.time()
+        model = self.parsed.model
+        if not core.budget.try_spend(now):
+            core.metrics.hedges.labels(model, "budget").inc()
+            return
+        snap = core.view.snapshot
+        current = snap.replicas.get(self._replica)
+        name = core.choose(model, now, exclude=self._replica, session=self._session)
+        state = snap.replicas.get(name) if name is not None else None
+        if name is None or name == self._replica or state is None or current is None:
+            return
+        target = core.registry.get(name)
+        probe = target.breaker.state is BreakerState.HALF_OPEN
+        if state.spec.engine != current.spec.engine:  # the body may differ per engine
+            if probe:
+                target.breaker.release_probe()
+            return
+        hedge = HedgeTry(core, self, target, probe, now)
+        pool = target.upstream(state.spec)
+        body = self._sent
+        payload = (
+            b"POST %s HTTP/1.1\r\nhost: %s:%d\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n%s"
+            % (self._path, pool.host.encode(), pool.port, len(body), body)
+        )
+        self._hedge = hedge
+        hedge.handle = pool.send(hedge, payload)
+        core.metrics.hedges.labels(model, "sent").inc()
+
+    def hedge_won(
+        self, hedge: HedgeTry, status: int, headers: dict[bytes, bytes], chunked: bool
+    ) -> None:
+        """The hedge's 2xx head came before this try's: cancel this try, carry on with it."""
+        if hedge is not self._hedge or self._ok or self._responder.done:
+            hedge.cancel()
+            return
+        self._cancel_timer()
+        if self._handle is not None:
+            self._handle.abandon()  # the engine frees the slot
+            self._handle = None
+        self._drop_probe()  # cancelled: no verdict on the first replica
+        self._release()
+        self._core.metrics.hedges.labels(self.parsed.model, "won").inc()
+        self._adopt_hedge(hedge, answered=True)
+        self.on_head(status, headers, chunked)
+
+    def hedge_gone(self, hedge: HedgeTry) -> None:
+        """The hedge failed on its own before answering: this relay's try goes on alone."""
+        if self._hedge is hedge:
+            self._hedge = None
+            self._core.metrics.hedges.labels(self.parsed.model, "failed").inc()
+
+    def _adopt_hedge(self, hedge: HedgeTry, *, answered: bool = False) -> None:
+        """Make the hedge this relay's current try (it answered, or the first try failed)."""
+        self._hedge = None
+        hedge.hand_over()
+        self._attempts += 1
+        self._target = hedge.target
+        self._replica = hedge.name
+        self._probe = hedge.probe
+        self._try_t0 = hedge.t0
+        self._handle = hedge.handle
+        self._counted = True
+        self._core.track(hedge.target, self)
+        self._status = 0
+        self._err = []
+        self._err_size = 0
+        self._upstream_headers = {}
+        if not answered:
+            now = self._loop.time()
+            left = self._try_t0 + self._core.settings.retry.per_try_timeout_s - now
+            self._cancel_timer()
+            self._timer = self._loop.call_later(
+                max(0.0, min(left, self._deadline - now)), self._on_try_timeout
+            )
+
+    def _cancel_hedge(self, result: str | None) -> None:
+        if self._hedge_timer is not None:
+            self._hedge_timer.cancel()
+            self._hedge_timer = None
+        hedge, self._hedge = self._hedge, None
+        if hedge is not None:
+            hedge.cancel()
+            if result is not None:
+                self._core.metrics.hedges.labels(self.parsed.model, result).inc()
+
+    def _account(
+        self, status: int, *, usable: bool, complete: bool, count_replica: str | None = None
+    ) -> None:
+        self._cancel_hedge("lost")  # the request is over: a hedge still waiting is not needed
+        super()._account(status, usable=usable, complete=complete, count_replica=count_replica)
+
     # -- a stream broken after its first byte --------------------------------------------------
     def _stream_broke(
         self,
@@ -528,6 +643,10 @@ class Relay(RelayOutcomes):
     ) -> None:
         """Schedule the next try, or answer the client with the last error."""
         core = self._core
+        if self._hedge is not None and not self._responder.done:
+            # The hedge already waits on another replica: it is the next try.
+            self._adopt_hedge(self._hedge)
+            return
         self._last_error = (_STATUS_FOR_FAILURE.get(failure, 503), message, failure.value)
         if retry_after is not None:
             self._retry_after = retry_after

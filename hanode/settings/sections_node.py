@@ -7,6 +7,7 @@ from pathlib import Path
 
 from hanode.addresses import HostPort, is_wildcard_host, parse_host
 from hanode.http.server import ServerLimits
+from hanode.policies.hedge import HEDGE_CLASSES
 from hanode.router.frontdoor import RouterSettings
 from hanode.router.validation import RequestLimits
 from hanode.settings.schema import bind, required, setting, settings
@@ -81,6 +82,13 @@ class RouterConfig:
     stream_continuation_limit: int = setting(
         "continuations of one stream at most; then it ends with an error event",
         ge=0,
+        to=RouterSettings,
+    )
+    hedge: str = setting(
+        "hedged first tries: a second try on another replica once the first waited past the "
+        "pool's p95 time to first byte, for these requests (unary = non-streamed); each "
+        "hedge spends the retry budget",
+        choices=HEDGE_CLASSES,
         to=RouterSettings,
     )
     connect_timeout_s: float = setting(

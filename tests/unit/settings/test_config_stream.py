@@ -1,5 +1,5 @@
-"""[router] stream_continuation and stream_continuation_limit: parsed, defaulted, refused when
-malformed, and carried into the router's settings."""
+"""[router] stream_continuation, stream_continuation_limit and hedge: parsed, defaulted, refused
+when malformed, and carried into the router's settings."""
 
 from __future__ import annotations
 
@@ -24,3 +24,10 @@ def test_malformed_values_name_the_key() -> None:
     assert "[router].stream_continuation" in line and "true or false" in line
     line = one_error(with_("router", stream_continuation_limit=-1))
     assert "stream_continuation_limit" in line
+
+
+def test_hedge_is_off_by_default_and_takes_its_classes() -> None:
+    assert router_settings(parse_config(minimal(), SRC)).hedge == "off"
+    settings = router_settings(parse_config(with_("router", hedge="unary"), SRC))
+    assert settings.hedge == "unary"
+    assert "[router].hedge" in one_error(with_("router", hedge="sometimes"))
