@@ -7,6 +7,8 @@ import copy
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hanode.cluster.document import Doc, empty_doc, stamp
 from hanode.cluster.state import CommandError, Fenced, IncompatibleCommand, apply
@@ -170,3 +172,75 @@ def test_a_protocol_2_state_is_the_same_whichever_code_applied_it() -> None:
     apply(doc, {"op": "set_role", "replica": "a-1", "role": "active", "ts": 3})
     apply(before, {"op": "set_role", "replica": "a-1", "role": "active", "ts": 3})
     assert "desired" not in doc["replicas"]["a-1"] and doc == before
+
+
+REPLICAS = st.sampled_from(["a-0", "a-1", "plain"])
+RECOVERY_COMMANDS = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "op": st.just("set_desired"),
+            "replica": REPLICAS,
+            "desired": st.sampled_from(["run", "sleep", "stop"]),
+            "by": st.sampled_from(["operator", "planner", ""]),
+        }
+    ),
+    st.fixed_dictionaries(
+        {"op": st.just("request_restart"), "replica": REPLICAS, "gen": st.integers(1, 5)}
+    ),
+    st.fixed_dictionaries(
+        {
+            "op": st.just("report_process"),
+            "replica": REPLICAS,
+            "node": st.just("n1"),
+            "state": st.sampled_from([o.value for o in Observed]),
+            "restart_done": st.integers(0, 5),
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "op": st.just("open_incident"),
+            "replica": REPLICAS,
+            "model": st.just("m"),
+            "term": st.just(5),
+            "leader": st.just("n1"),
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "op": st.just("note_incident"),
+            "id": st.sampled_from(["a-0#1", "a-1#2", "plain#1"]),
+            "key": st.sampled_from(["restored", "original_back", "restart"]),
+            "restored": st.booleans(),
+            "closed": st.booleans(),
+            "term": st.just(5),
+            "leader": st.just("n1"),
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "op": st.just("set_role"),
+            "replica": REPLICAS,
+            "role": st.sampled_from(["active", "standby"]),
+        }
+    ),
+)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(st.lists(st.tuples(RECOVERY_COMMANDS, st.floats(1.0, 100.0)), max_size=12))
+def test_every_recovery_command_applied_twice_is_applied_once(
+    commands: list[tuple[dict[str, Any], float]],
+) -> None:
+    """A consensus timeout is an unknown outcome: a caller repeats the command, and the state
+    must be what one application made of it."""
+    doc = doc_with()
+    for cmd, ts in commands:
+        cmd = stamp({**cmd, "ts": ts})
+        try:
+            apply(doc, copy.deepcopy(cmd))
+        except CommandError:
+            continue
+        once = copy.deepcopy(doc)
+        apply(doc, copy.deepcopy(cmd))
+        assert doc == once, cmd
+        freeze(doc, 1)  # and the view still reads it
