@@ -469,7 +469,7 @@ def _open_incident(doc: Doc, cmd: Command) -> str:
         "id": f"{name}#{seq}",
         "model": str(cmd["model"]),
         "replica": name,
-        "want": int(cmd.get("want", 1)),
+        "want": min(max(1, int(cmd.get("want", 1))), 10_000),
         "detected": ts,
         "restored": None,
         "closed": None,
