@@ -269,6 +269,22 @@ def _drain_request(args: argparse.Namespace) -> pb.DrainRequest:
     return pb.DrainRequest(replica=args.replica, force=getattr(args, "force", False))
 
 
+def _cmd_plan(client: Client, args: argparse.Namespace) -> int:
+    from hanode.cli.plan import PlanError, model_settings, plans, plans_json, plans_table
+
+    try:
+        settings = model_settings(Path(args.config) if args.config else None)
+    except PlanError as exc:
+        raise CtlError(str(exc), EXIT_USAGE) from None
+    doc = status_from_proto(client.call("GetStatus", pb.GetStatusRequest()))
+    items = plans(doc, settings, args.gpu_price)
+    if args.json:
+        _print_json(plans_json(items))
+    else:
+        print(plans_table(items))
+    return EXIT_OK
+
+
 def _cmd_drain(client: Client, args: argparse.Namespace) -> int:
     answer = client.call("Drain", _drain_request(args), write=True)
     print(f"drained: {', '.join(answer.replicas) or '(nothing to drain)'}")
@@ -433,6 +449,16 @@ def _address_arg(value: str) -> str:
     return value.strip()
 
 
+def _price(value: str) -> float:
+    try:
+        price = float(value)
+    except ValueError:
+        price = -1.0
+    if not price >= 0:
+        raise argparse.ArgumentTypeError(f"expected a price >= 0, got {value!r}")
+    return price
+
+
 def _count(value: str) -> int:
     if not value.isdigit():
         raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value!r}")
@@ -485,6 +511,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("status", "nodes, leader and replicas at a glance", _cmd_status)
     p.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+
+    p = command("plan", "redundancy per model: cost, utilization, losing one host", _cmd_plan)
+    p.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    p.add_argument(
+        "--config",
+        metavar="HANODE_TOML",
+        help="a node's config: [[models]] redundancy and gpu_price_per_hour (else n_plus_1)",
+    )
+    p.add_argument("--gpu-price", type=_price, metavar="PER_HOUR", help="one GPU, per hour")
 
     for name, func, verb in (
         ("drain", _cmd_drain, "stop routing new requests to"),

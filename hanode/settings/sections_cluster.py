@@ -88,6 +88,12 @@ class ModelConfig:
         gt=0,
         example=600.0,
     )
+    gpu_price_per_hour: float | None = setting(
+        "what one of its replicas' GPUs costs an hour, for `hanodectl plan` (shown only)",
+        default=None,
+        ge=0,
+        example=2.5,
+    )
 
 
 def check_models(t: Table, m: ModelConfig, earlier: Sequence[tuple[int, ModelConfig]]) -> None:
