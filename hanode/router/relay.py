@@ -119,6 +119,20 @@ class Relay(RelayOutcomes):
                 breaker.release_probe()
             self._respond_last_error()
             return
+        follow = self._follow
+        if follow is not None and follow.continued:
+            # Can this replica's engine continue it (a chat on TGI cannot)?
+            why = follow.refusal(1 << 30, engine=state.spec.engine)
+            if why:
+                if probe:
+                    breaker.release_probe()
+                core.metrics.stream_continuation_refused.labels(
+                    self.parsed.model, _refusal_code(why)
+                ).inc()
+                self._cut(f"the stream could not be continued: {why}", NOT_CONTINUED)
+                self._finish_continued(complete=False)
+                self._account(200, usable=False, complete=False)
+                return
         self._attempts += 1
         self._target = target
         self._replica = name
@@ -131,7 +145,6 @@ class Relay(RelayOutcomes):
         self._err_size = 0
         self._upstream_headers = {}
         pool = target.upstream(state.spec)
-        follow = self._follow
         body = self._body if follow is None else follow.request(state.spec.engine)
         self._sent = body
         payload = (

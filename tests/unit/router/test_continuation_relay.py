@@ -12,6 +12,8 @@ import orjson
 
 from hanode.http.request import Request
 from hanode.policies.breaker import BreakerConfig
+from hanode.pool.replica import ReplicaSpec
+from hanode.pool.snapshot import ReplicaState
 from tests.unit.router.fakes import (
     MODEL,
     FakeResponder,
@@ -20,6 +22,7 @@ from tests.unit.router.fakes import (
     reset,
     rig,
     sse,
+    state,
     text_chunk,
     usage_chunk,
 )
@@ -258,5 +261,28 @@ def test_continuation_off_cuts_with_an_error_event() -> None:
             r.a.script.append(sse(first_part(), then="reset"))
             err = refused(await finished(send(r, {"max_tokens": 9})))
             assert "stream_continuation" in err["message"] and r.b.seen == []
+
+    run(main)
+
+
+def test_a_chat_is_not_continued_on_an_engine_that_cannot() -> None:
+    async def main() -> None:
+        async with rig() as r:
+            a = state("a", r.a.port)
+            b_spec = state("b", r.b.port)
+            tgi = ReplicaState(
+                ReplicaSpec("b", MODEL, f"http://127.0.0.1:{r.b.port}", engine="tgi"),
+                b_spec.role,
+                b_spec.admin,
+                b_spec.observation,
+                b_spec.weight,
+            )
+            r.view.publish(a, tgi)
+            r.a.script.append(sse(first_part(), then="reset"))
+            r.a.default = reset()
+            err = refused(await finished(send(r, {"max_tokens": 9})))
+            assert "engine 'tgi' cannot continue" in err["message"] and r.b.seen == []
+            m = "hanode_stream_continuation_refused_total"
+            assert r.metric(m, model=MODEL, reason="engine") == 1
 
     run(main)
