@@ -125,8 +125,10 @@ def test_idle_reserving_fleet_is_healthy_full_weight_and_promotes_nothing(tmp_pa
             direct.completions.create(model=MODEL, prompt="hi", max_tokens=2)
 
         def settled() -> dict[str, dict[str, Any]] | None:
+            # idle again (a scrape may have seen one of those requests running) with r1's TTFT
             reps = {r["name"]: r for r in c.status(0)["replicas"]}
-            return reps if reps["r1"].get("ttft_ms") is not None else None
+            idle = all(reps[n]["gpu_mem"] == 0.0 for n in ("r1", "r2"))
+            return reps if idle and reps["r1"].get("ttft_ms") is not None else None
 
         reps = wait_until(settled, timeout=10.0, message="r1's engine TTFT in hanodectl status")
         for name in ("r1", "r2"):
