@@ -25,12 +25,13 @@ Doc = dict[str, Any]
 Command = dict[str, Any]
 
 SCHEMA = 2
-PROTOCOL = 3
+PROTOCOL = 4
 
 # The protocol each command needs. Protocol 1 is hanode before versioning (no "v" field, wall
 # clock breaker deadlines); 2 adds leader claims and fencing, node leases, and breaker opens as
 # durations; 3 adds recovery: each replica's desired process state, restart requests, what
-# its node observed of its process, and incidents. An op missing here is unknown to this code.
+# its node observed of its process, and incidents; 4 adds rolling reloads (``rollout``).
+# An op missing here is unknown to this code.
 #
 # Protocol 3 needs no new SCHEMA: its keys (a replica's "desired", "desired_by",
 # "restart_gen", "proc"; the document's "incidents" and "incident_seq") appear only when a
@@ -58,9 +59,19 @@ COMMAND_PROTOCOL: dict[str, int] = {
     "report_process": 3,
     "open_incident": 3,
     "note_incident": 3,
+    "start_rollout": 4,
+    "rollout_step": 4,
+    "rollout_note": 4,
+    "finish_rollout": 4,
+    "abort_rollout": 4,
+    "report_inflight": 4,
+    "report_reload": 4,
 }
 
 RECOVERY_PROTOCOL = 3  # desired state, restarts, process reports and incidents need this
+# Rolling reloads (protocol 4): the document's "rollouts" (one per model, the latest) appear
+# only once a protocol-4 command writes them; no new SCHEMA, like protocol 3.
+ROLLOUT_PROTOCOL = 4
 
 OBS_FIELDS = (
     "gpu_mem_frac",

@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from hanode.cluster.document import RECOVERY_PROTOCOL, Command
+from hanode.cluster.document import RECOVERY_PROTOCOL, ROLLOUT_PROTOCOL, Command
 from hanode.cluster.incidents import plan_incidents
 from hanode.cluster.leases import plan_leases
 from hanode.cluster.planner import (
@@ -29,12 +29,15 @@ from hanode.cluster.planner import (
     plan_weights,
 )
 from hanode.cluster.process_plan import plan_process
+from hanode.cluster.rollout import RolloutMemory, RolloutSettings, plan_rollouts, rolling_models
 from hanode.cluster.store import ClusterStore, ConsensusRejected, ConsensusTimeout
 from hanode.cluster.view import ClusterView
 
 log = structlog.get_logger("hanode.leader")
 
 Write = Callable[[Command], Awaitable[Any]]
+# Sends one warm-up prompt to a replica (its url, engine, model); True when it answered.
+WarmUp = Callable[[str, str, str], Awaitable[bool]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,7 @@ class LeaderSettings:
     interval_s: float
     lease_s: float
     checkpoint_s: float  # how often the nodes compare state digests
+    rollout: RolloutSettings | None = None  # rolling reloads ([rollout]); None: never started
 
 
 class LeaderLoop:
@@ -56,8 +60,12 @@ class LeaderLoop:
         planner: PlannerSettings,
         settings: LeaderSettings,
         clock: Callable[[], float] = time.monotonic,
+        warm_up: WarmUp | None = None,
     ) -> None:
         self.node = node
+        self._warm_up = warm_up
+        self.rollouts = RolloutMemory()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.store = store
         self._write = write
         self.policies = policies
@@ -97,6 +105,7 @@ class LeaderLoop:
             self.term = status.term
             self._since = self._clock()
             self.memory = PlannerMemory()  # hold timers start afresh with each leader
+            self.rollouts = RolloutMemory()  # so do a rollout's drain, reload and ramp timers
             self._breaker_seen.clear()
             self._checkpoint_at = self._clock()
             log.info("leading", node=self.node, term=self.term)
@@ -114,6 +123,16 @@ class LeaderLoop:
             await self._write({"op": "claim_leader", "node": self.node, "term": self.term})
             return  # decide on the next round, from a view that holds the claim
         for command in self.decide(view, fenced):
+            if str(command.get("op", "")).endswith("_rollout") or command.get("op") == (
+                "rollout_step"
+            ):
+                log.info(
+                    "rollout_decision",
+                    op=command["op"],
+                    replica=command.get("replica"),
+                    step=command.get("step"),
+                    reason=command.get("reason"),
+                )
             if command.get("op") in ("set_role", "set_desired"):
                 log.info(
                     "planner_decision",
@@ -135,7 +154,14 @@ class LeaderLoop:
         weights = plan_weights(view, self.planner)
         if weights is not None:
             out.append(weights)
-        roles = plan_roles(view, self.policies, self.planner, self.memory, now)
+        rolling = self._rolling(view, fenced)
+        if rolling is not None:
+            plan = plan_rollouts(view, self.policies, self.rollouts, now, rolling)
+            out += plan.commands
+            for rid, name in plan.warmups:
+                self._start_warm_up(view, rid, name, rolling.warmup_prompts)
+        hold = rolling_models(view) if rolling is not None else frozenset()
+        roles = plan_roles(view, self.policies, self.planner, self.memory, now, hold)
         out += roles
         if fenced and min(view.cluster_version, self.store.protocol) >= RECOVERY_PROTOCOL:
             process = plan_process(
@@ -154,6 +180,45 @@ class LeaderLoop:
                 command["term"] = self.term
                 command["leader"] = self.node
         return out
+
+    def _rolling(self, view: ClusterView, fenced: bool) -> RolloutSettings | None:
+        """Rollout settings when the whole cluster speaks the rollout protocol."""
+        if not fenced or self.settings.rollout is None:
+            return None
+        if min(view.cluster_version, self.store.protocol) < ROLLOUT_PROTOCOL:
+            return None
+        return self.settings.rollout
+
+    def _start_warm_up(self, view: ClusterView, rid: str, name: str, prompts: int) -> None:
+        """Warm-up prompts to a reloaded replica, off the round (the next round sees them
+        done). The first requests after a load are the slow ones: better ours than a
+        client's."""
+        rec = view.replicas.get(name)
+        key = (rid, name)
+        if rec is None or key in self.rollouts.warming:
+            return
+        self.rollouts.warming.add(key)
+        memory = self.rollouts
+
+        async def go() -> None:
+            try:
+                ok = 0
+                for _ in range(max(1, prompts) * 3):  # bounded: a few failures are allowed
+                    if self._warm_up is None or await self._warm_up(
+                        rec.spec.url, rec.spec.engine, rec.spec.model
+                    ):
+                        ok += 1
+                    if ok >= prompts:
+                        memory.warmed.add(key)
+                        log.info("rollout_warmed_up", replica=name, prompts=ok)
+                        return
+                    await asyncio.sleep(0.2)
+            finally:
+                memory.warming.discard(key)
+
+        task = asyncio.get_running_loop().create_task(go())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _expired_breakers(self, view: ClusterView, now: float) -> dict[str, str]:
         """Breaker records whose open period has passed since this leader first saw them."""

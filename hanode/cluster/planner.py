@@ -98,8 +98,10 @@ def plan_roles(
     settings: PlannerSettings,
     memory: PlannerMemory,
     now: float,
+    hold: frozenset[str] = frozenset(),
 ) -> list[Command]:
-    """At most one role change per model per round: the cluster settles, then we look again."""
+    """At most one role change per model per round: the cluster settles, then we look again.
+    Models in ``hold`` (a rolling reload runs) get no demotion: the rollout counts on them."""
     out: list[Command] = []
     by_model: dict[str, list[ReplicaRecord]] = {}
     for rec in view.replicas.values():
@@ -107,6 +109,9 @@ def plan_roles(
     for model, recs in sorted(by_model.items()):
         policy = policies.get(model, ModelPolicy(model))
         cmd = _plan_model(recs, policy, settings, memory, now, view.lost_nodes)
+        if cmd is not None and model in hold and cmd["role"] == Role.STANDBY.value:
+            memory.calm_since.pop(model, None)
+            continue
         if cmd is not None:
             out.append(cmd)
     return out

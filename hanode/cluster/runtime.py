@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from hanode.actuators.engine_reload import RELOAD_ENGINES, EngineReload
 from hanode.cluster.addresses import advertised_hostport, advertised_url
 from hanode.cluster.agent import ObservationReporter, ReportHysteresis
 from hanode.cluster.checkpoints import divergence
@@ -35,8 +36,11 @@ from hanode.cluster.leader import LeaderLoop, LeaderSettings
 from hanode.cluster.planner import ModelPolicy, PlannerSettings, Redundancy
 from hanode.cluster.pool import ClusterPool
 from hanode.cluster.reconcile import NodeActuation, Reconciler
+from hanode.cluster.rollout import RolloutSettings
+from hanode.cluster.rollout_node import RolloutNode
 from hanode.cluster.store import ClusterStore, ConsensusRejected, ConsensusTimeout
-from hanode.cluster.view import ClusterView, IncidentRecord
+from hanode.cluster.view import ClusterView, IncidentRecord, RolloutRecord
+from hanode.cluster.warmup import warm_up
 from hanode.config import Config
 from hanode.events import Event, EventLog
 from hanode.policies.breaker import ReplicaBreaker, Transition
@@ -117,8 +121,15 @@ class ClusterRuntime:
                 config.cluster.planner_interval_s,
                 config.cluster.node_lease_s,
                 config.cluster.checkpoint_s,
+                RolloutSettings(
+                    reload_timeout_s=config.cluster.rollout_reload_timeout_s,
+                    ramp_s=config.health.slow_start_s,
+                    warmup_prompts=config.cluster.rollout_warmup_prompts,
+                ),
             ),
+            warm_up=warm_up,
         )
+        self.rollout_node: RolloutNode | None = None
         self.max_ejection_percent = config.breaker.max_ejection_percent
         self.door: RouterPort | None = None
         self._loop = asyncio.get_running_loop()
@@ -136,6 +147,8 @@ class ClusterRuntime:
         self._actuated: Mapping[str, ActuatorSpec] = {}
         self._incident_listeners: list[Callable[[IncidentRecord], None]] = []
         self._restored_seen: set[str] = set()
+        self._rollout_listeners: list[Callable[[RolloutRecord], None]] = []
+        self._rollouts_seen: set[str] = set()
         self._started_wall = time.time()
         self._ramp_timer: asyncio.TimerHandle | None = None
         store.subscribe(self._on_view)
@@ -144,6 +157,14 @@ class ClusterRuntime:
     # -- start and stop ------------------------------------------------------------------------
     def attach(self, door: RouterPort) -> None:
         self.door = door
+        inflight: Mapping[str, int] = getattr(door, "inflight", {})
+        self.rollout_node = RolloutNode(
+            self.node,
+            self._send_with_failure,
+            lambda: inflight,
+            lambda view: min(view.cluster_version, self.store.protocol),
+            self._engine_reloads(),
+        )
         door.listen_breaker_opens(self._local_breaker_opened)
         self._on_view(self.store.view)
 
@@ -161,6 +182,22 @@ class ClusterRuntime:
             lambda view: min(view.cluster_version, self.store.protocol),
         )
         self.reconciler.on_view(self.store.view)
+        if self.rollout_node is not None:
+            self.rollout_node.set_reloads(self._engine_reloads())
+
+    def _engine_reloads(self) -> dict[str, Any]:
+        """The engine reload calls of this node's ``reload = "engine"`` replicas."""
+        specs = {s.name: s for s in self.config.replicas}
+        return {
+            name: EngineReload(
+                specs[name].url,
+                specs[name].engine,
+                specs[name].model,
+                self.config.cluster.rollout_reload_timeout_s if self.config.cluster else 600.0,
+            ).reload
+            for name, a in self._actuated.items()
+            if a.reload == "engine" and name in specs and specs[name].engine in RELOAD_ENGINES
+        }
 
     def listen_incidents(self, listener: Callable[[IncidentRecord], None]) -> None:
         """Call ``listener`` once for each incident whose capacity came back (its MTTR)
@@ -178,6 +215,8 @@ class ClusterRuntime:
             self._ramp_timer.cancel()
         if self.reconciler is not None:
             self.reconciler.close()
+        if self.rollout_node is not None:
+            self.rollout_node.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -252,6 +291,8 @@ class ClusterRuntime:
         if actuation is not None:
             doc["actuated"] = True
             doc["standby"] = actuation.standby.value
+            if actuation.reload != "restart":
+                doc["reload"] = actuation.reload
         return doc
 
     # -- the consensus thread ------------------------------------------------------------------
@@ -271,7 +312,10 @@ class ClusterRuntime:
         self._schedule_ramp()
         if self.reconciler is not None:
             self.reconciler.on_view(view)
+        if self.rollout_node is not None:
+            self.rollout_node.on_view(view)
         self._announce_incidents(view)
+        self._announce_rollouts(view)
         self._resend_changed_observations(view)
         self._check_state(view)
         self._check_registered(view)
@@ -293,6 +337,21 @@ class ClusterRuntime:
                 self._schedule_ramp()
 
         self._ramp_timer = self._loop.call_later(RAMP_REFRESH_S, tick)
+
+    def listen_rollouts(self, listener: Callable[[RolloutRecord], None]) -> None:
+        """Call ``listener`` once for each rollout that ended after this node started
+        (its duration and each replica's unavailable time are in the record)."""
+        self._rollout_listeners.append(listener)
+
+    def _announce_rollouts(self, view: ClusterView) -> None:
+        for ro in view.rollouts.values():
+            key = f"{ro.model}/{ro.id}"
+            if ro.running or key in self._rollouts_seen:
+                continue
+            self._rollouts_seen.add(key)
+            if ro.finished is not None and ro.finished >= self._started_wall:
+                for listener in self._rollout_listeners:
+                    listener(ro)
 
     def _announce_incidents(self, view: ClusterView) -> None:
         """Each node exports the same MTTRs, from the replicated incidents; one restored before

@@ -544,6 +544,265 @@ def _note_incident(doc: Doc, cmd: Command) -> bool:
     return True
 
 
+# -- rolling reloads (protocol 4) -------------------------------------------------------------
+# A replica's steps, in order; "failed" may follow any of them. See ``cluster/rollout.py``.
+ROLLOUT_STEPS = ("waiting", "draining", "reloading", "warming", "ramping", "done")
+ROLLOUT_STATES = ("running", "done", "failed", "aborted")
+MAX_ROLLOUT_REPLICAS = 64
+
+
+def _rollout(doc: Doc, cmd: Command, running: bool = True) -> dict[str, Any] | None:
+    """The model's rollout this command is about (its ``id`` must match), or None when the
+    command is late (another rollout, or this one already over: nothing to do)."""
+    ro = doc.get("rollouts", {}).get(str(cmd["model"]))
+    if ro is None or ro["id"] != str(cmd["id"]):
+        return None
+    if running and ro["state"] != "running":
+        return None
+    rollout: dict[str, Any] = ro
+    return rollout
+
+
+def _restore_admin(doc: Doc, ro: dict[str, Any], ts: float, why: str) -> None:
+    """Enable again every replica this rollout drained (an operator's own drains stay)."""
+    for name, step in ro["replicas"].items():
+        if step.get("drained"):
+            step["drained"] = False
+            rec = doc["replicas"].get(name)
+            if rec is not None and rec["admin"] != AdminState.ENABLED.value:
+                rec["admin"] = AdminState.ENABLED.value
+                _event(doc, ts, "admin", name, f"enabled by the rollout ({why})")
+            if step.get("down_at") is not None and step.get("unavailable_s") is None:
+                step["unavailable_s"] = round(max(0.0, ts - float(step["down_at"])), 3)
+
+
+def _start_rollout(doc: Doc, cmd: Command) -> bool:
+    """An operator's ``hanodectl reload MODEL``: the replicas in the order they will reload.
+    One running rollout per model; the same ``id`` again changes nothing."""
+    model = _text(cmd["model"])
+    rid = _text(cmd["id"], 40)
+    rollouts = doc.setdefault("rollouts", {})
+    current = rollouts.get(model)
+    if current is not None and current["id"] == rid:
+        return False
+    if current is not None and current["state"] == "running":
+        raise CommandError(f"a rollout of {model} is already running ({current['id']})")
+    names = [str(n) for n in cmd["replicas"]]
+    if not names or len(names) > MAX_ROLLOUT_REPLICAS or len(set(names)) != len(names):
+        raise CommandError(f"a rollout needs 1 to {MAX_ROLLOUT_REPLICAS} distinct replicas")
+    for name in names:
+        if _replica(doc, name)["spec"]["model"] != model:
+            raise CommandError(f"replica {name!r} does not serve {model}")
+    surge = str(cmd.get("surge_replica", ""))
+    if surge and surge not in names:
+        raise CommandError(f"the surge replica {surge!r} is not part of the rollout")
+    max_unavailable = int(cmd.get("max_unavailable", 1))
+    drain_timeout_s = float(cmd.get("drain_timeout_s", 60.0))
+    if not 1 <= max_unavailable <= MAX_ROLLOUT_REPLICAS:
+        raise CommandError("max_unavailable must be at least 1")
+    if not 0.0 <= drain_timeout_s <= 86400.0:
+        raise CommandError("drain_timeout_s must be in [0, 86400]")
+    ts = float(cmd["ts"])
+    rollouts[model] = {
+        "id": rid,
+        "model": model,
+        "state": "running",
+        "by": _text(cmd.get("by", ""), 40),
+        "max_unavailable": max_unavailable,
+        "surge": bool(cmd.get("surge", False)),
+        "surge_replica": surge,
+        "surge_state": "",
+        "drain_timeout_s": drain_timeout_s,
+        "started": ts,
+        "finished": None,
+        "reason": "",
+        "waiting": "",
+        "order": names,
+        "replicas": {
+            n: {"step": "waiting", "gen": 0, "drained": False, "inflight": {}, "reason": ""}
+            for n in names
+        },
+    }
+    _event(
+        doc,
+        ts,
+        "rollout",
+        model,
+        f"rollout {rid} of {model} started by {cmd.get('by', '?')}: {', '.join(names)}"
+        + (f" (surge with {surge})" if surge else ""),
+        id=rid,
+        replicas=names,
+    )
+    return True
+
+
+def _rollout_step(doc: Doc, cmd: Command) -> bool:
+    """The leader moves one replica of the rollout to its next step (forward only; a step
+    written again changes nothing). Draining takes the replica out of routing everywhere;
+    reloading asks its node for the restart (a new restart generation) or the engine reload;
+    ramping and failed put it back into routing."""
+    _fence(doc, cmd, required=True)
+    ro = _rollout(doc, cmd)
+    if ro is None:
+        return False
+    name = str(cmd["replica"])
+    step = ro["replicas"].get(name)
+    if step is None:
+        raise CommandError(f"replica {name!r} is not part of rollout {ro['id']}")
+    new = str(cmd["step"])
+    if new != "failed" and new not in ROLLOUT_STEPS:
+        raise CommandError(f"unknown rollout step {new!r}")
+    old = str(step["step"])
+    if old in ("done", "failed") or (
+        new != "failed" and ROLLOUT_STEPS.index(new) <= ROLLOUT_STEPS.index(old)
+    ):
+        return False
+    rec = _replica(doc, name)
+    ts = float(cmd["ts"])
+    if new == "draining":
+        step["inflight"] = {}
+        if rec["admin"] == AdminState.ENABLED.value:
+            rec["admin"] = AdminState.DRAINED.value
+            step["drained"] = True
+            step["down_at"] = ts
+    if new == "reloading":
+        gen = int(cmd["gen"])
+        if not 0 < gen < 2**31:
+            raise CommandError(f"reload gen must be in (0, 2**31), got {gen}")
+        step["gen"] = gen
+        step.setdefault("down_at", ts)
+        key = "reload_gen" if cmd.get("how") == "engine" else "restart_gen"
+        step["how"] = "engine" if key == "reload_gen" else "restart"
+        rec[key] = max(int(rec.get(key, 0)), gen)
+    if new in ("ramping", "done", "failed") and step.get("drained"):
+        step["drained"] = False
+        rec["admin"] = AdminState.ENABLED.value
+    if new in ("ramping", "done", "failed") and step.get("down_at") is not None:
+        step.setdefault("unavailable_s", round(max(0.0, ts - float(step["down_at"])), 3))
+    step["step"] = new
+    step["since"] = ts
+    step["reason"] = _text(cmd.get("reason", ""))
+    _event(
+        doc,
+        ts,
+        "rollout",
+        name,
+        f"rollout {ro['id']}: {name} {old} -> {new}"
+        + (f": {step['reason']}" if step["reason"] else ""),
+        id=ro["id"],
+        step=new,
+    )
+    return True
+
+
+def _rollout_note(doc: Doc, cmd: Command) -> bool:
+    """The leader's word on why the rollout waits, or on its surge standby."""
+    _fence(doc, cmd, required=True)
+    ro = _rollout(doc, cmd, running=False)
+    if ro is None:
+        return False
+    changed = False
+    if "waiting" in cmd and ro["waiting"] != _text(cmd["waiting"]):
+        ro["waiting"] = _text(cmd["waiting"])
+        changed = True
+    if "surge_state" in cmd:
+        state = str(cmd["surge_state"])
+        if state not in ("", "woken", "promoted", "released"):
+            raise CommandError(f"unknown surge state {state!r}")
+        if ro["surge_state"] != state:
+            ro["surge_state"] = state
+            changed = True
+            _event(
+                doc,
+                float(cmd["ts"]),
+                "rollout",
+                ro["surge_replica"],
+                f"rollout {ro['id']}: surge standby {ro['surge_replica']} {state}",
+                id=ro["id"],
+            )
+    return changed
+
+
+def _finish_rollout(doc: Doc, cmd: Command) -> bool:
+    """The leader ends the rollout (done, or failed with the reason); every replica it
+    drained is enabled again."""
+    _fence(doc, cmd, required=True)
+    ro = _rollout(doc, cmd)
+    if ro is None:
+        return False
+    state = str(cmd["state"])
+    if state not in ("done", "failed"):
+        raise CommandError(f"a rollout finishes done or failed, not {state!r}")
+    return _end(doc, ro, state, _text(cmd.get("reason", "")), float(cmd["ts"]))
+
+
+def _end(doc: Doc, ro: dict[str, Any], state: str, reason: str, ts: float) -> bool:
+    _restore_admin(doc, ro, ts, state)
+    ro["state"] = state
+    ro["reason"] = reason
+    ro["finished"] = ts
+    ro["waiting"] = ""
+    duration = round(max(0.0, ts - float(ro["started"])), 3)
+    ro["duration_s"] = duration
+    _event(
+        doc,
+        ts,
+        "rollout",
+        str(ro["model"]),
+        f"rollout {ro['id']} of {ro['model']} {state} after {duration:g}s"
+        + (f": {reason}" if reason else ""),
+        id=ro["id"],
+        state=state,
+        duration_s=duration,
+    )
+    return True
+
+
+def _abort_rollout(doc: Doc, cmd: Command) -> bool:
+    """An operator's ``hanodectl reload --abort MODEL``: the rollout stops at once and every
+    replica it drained is enabled again (one mid-reload serves once it passes L2)."""
+    model = str(cmd["model"])
+    ro = doc.get("rollouts", {}).get(model)
+    if ro is None or ro["state"] != "running":
+        return False
+    if cmd.get("id") and str(cmd["id"]) != ro["id"]:
+        return False
+    by = _text(cmd.get("by", "?"), 40)
+    return _end(doc, ro, "aborted", f"aborted by {by}", float(cmd["ts"]))
+
+
+def _report_inflight(doc: Doc, cmd: Command) -> bool:
+    """A node's router's count of requests still in flight on a draining replica."""
+    ro = _rollout(doc, cmd)
+    if ro is None:
+        return False
+    step = ro["replicas"].get(str(cmd["replica"]))
+    node = str(cmd["node"])
+    if step is None or step["step"] != "draining" or node not in doc["nodes"]:
+        return False
+    count = int(cmd["inflight"])
+    if not 0 <= count < 2**31:
+        raise CommandError(f"inflight must be in [0, 2**31), got {count}")
+    if step["inflight"].get(node) == count:
+        return False
+    step["inflight"][node] = count
+    return True
+
+
+
+def _report_reload(doc: Doc, cmd: Command) -> bool:
+    """The replica's own node carried out the engine reload of this generation."""
+    name = str(cmd["replica"])
+    rec = _replica(doc, name)
+    if str(cmd["node"]) != str(rec["spec"].get("node", "")):
+        raise CommandError(f"{cmd['node']!r} does not run replica {name!r}")
+    done = int(cmd["done"])
+    if done <= int(rec.get("reload_done", 0)):
+        return False
+    rec["reload_done"] = done
+    _event(doc, float(cmd["ts"]), "process", name, f"engine reload {done} done", gen=done)
+    return True
+
 _HANDLERS = {
     "register_node": _register_node,
     "register_replica": _register_replica,
@@ -566,4 +825,11 @@ _HANDLERS = {
     "report_process": _report_process,
     "open_incident": _open_incident,
     "note_incident": _note_incident,
+    "start_rollout": _start_rollout,
+    "rollout_step": _rollout_step,
+    "rollout_note": _rollout_note,
+    "finish_rollout": _finish_rollout,
+    "abort_rollout": _abort_rollout,
+    "report_inflight": _report_inflight,
+    "report_reload": _report_reload,
 }

@@ -44,6 +44,10 @@ class ReplicaRecord:
     process_detail: str = ""
     restart_gen: int = 0  # restart requests so far...
     restart_done: int = 0  # ...and the last one its node carried out
+    # Rolling reloads (protocol 4):
+    reload: str = "restart"  # how its node reloads it: "restart" or "engine" (its own call)
+    reload_gen: int = 0  # engine reloads asked so far...
+    reload_done: int = 0  # ...and the last one its node carried out
 
     @property
     def process_up(self) -> bool:
@@ -108,6 +112,49 @@ class IncidentRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class RolloutReplica:
+    """One replica's place in a rollout (times: the leader's wall clock)."""
+
+    name: str
+    step: str  # waiting | draining | reloading | warming | ramping | done | failed
+    gen: int  # the restart (or engine reload) generation the rollout asked for
+    how: str  # "restart" | "engine"
+    drained: bool  # the rollout took it out of routing (and must put it back)
+    inflight: Mapping[str, int]  # requests still in flight on it, per node's router
+    reason: str
+    since: float | None
+    unavailable_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutRecord:
+    """A model's latest rolling reload (see ``cluster/rollout.py``)."""
+
+    id: str
+    model: str
+    state: str  # running | done | failed | aborted
+    by: str
+    max_unavailable: int
+    surge: bool
+    surge_replica: str
+    surge_state: str  # "" | woken | promoted | released
+    drain_timeout_s: float
+    started: float
+    finished: float | None
+    duration_s: float | None
+    reason: str
+    waiting: str  # why it cannot go on right now ("" while it can)
+    replicas: tuple[RolloutReplica, ...]  # in reload order
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    def step(self, name: str) -> RolloutReplica | None:
+        return next((r for r in self.replicas if r.name == name), None)
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterView:
     index: int = 0
     nodes: Mapping[str, NodeRecord] = field(default_factory=lambda: MappingProxyType({}))
@@ -123,6 +170,7 @@ class ClusterView:
     checkpoint_id: str = ""  # the leader's last checkpoint, and the digests nodes reported
     checkpoint_reports: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     incidents: tuple[IncidentRecord, ...] = ()  # oldest first
+    rollouts: Mapping[str, RolloutRecord] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def cluster_version(self) -> int:
@@ -200,6 +248,47 @@ def _replica(rec: Mapping[str, Any]) -> ReplicaRecord:
         process_detail=str(proc.get("detail", "")),
         restart_gen=int(rec.get("restart_gen", 0)),
         restart_done=int(proc.get("restart_done", 0)),
+        reload=str(raw_spec.get("reload", "restart")),
+        reload_gen=int(rec.get("reload_gen", 0)),
+        reload_done=int(rec.get("reload_done", 0)),
+    )
+
+
+def _rollout(raw: Mapping[str, Any]) -> RolloutRecord:
+    def opt(value: Any) -> float | None:
+        return float(value) if value is not None else None
+
+    steps = raw.get("replicas", {})
+    return RolloutRecord(
+        id=str(raw["id"]),
+        model=str(raw["model"]),
+        state=str(raw["state"]),
+        by=str(raw.get("by", "")),
+        max_unavailable=int(raw.get("max_unavailable", 1)),
+        surge=bool(raw.get("surge", False)),
+        surge_replica=str(raw.get("surge_replica", "")),
+        surge_state=str(raw.get("surge_state", "")),
+        drain_timeout_s=float(raw.get("drain_timeout_s", 60.0)),
+        started=float(raw["started"]),
+        finished=opt(raw.get("finished")),
+        duration_s=opt(raw.get("duration_s")),
+        reason=str(raw.get("reason", "")),
+        waiting=str(raw.get("waiting", "")),
+        replicas=tuple(
+            RolloutReplica(
+                name=str(name),
+                step=str(steps[name]["step"]),
+                gen=int(steps[name].get("gen", 0)),
+                how=str(steps[name].get("how", "restart")),
+                drained=bool(steps[name].get("drained", False)),
+                inflight=MappingProxyType(dict(steps[name].get("inflight", {}))),
+                reason=str(steps[name].get("reason", "")),
+                since=opt(steps[name].get("since")),
+                unavailable_s=opt(steps[name].get("unavailable_s")),
+            )
+            for name in raw.get("order", [])
+            if name in steps
+        ),
     )
 
 
@@ -250,4 +339,7 @@ def freeze(doc: Doc, index: int, halted: str | None = None) -> ClusterView:
         checkpoint_id=str(checkpoint.get("id", "")),
         checkpoint_reports=MappingProxyType(dict(checkpoint.get("reports", {}))),
         incidents=tuple(_incident(i) for i in doc.get("incidents", [])),
+        rollouts=MappingProxyType(
+            {m: _rollout(r) for m, r in doc.get("rollouts", {}).items()}
+        ),
     )

@@ -50,6 +50,7 @@ def desired_for_standby(mode: StandbyMode) -> Desired:
 
 
 ACTUATORS = ("none", "command", "systemd")
+RELOADS = ("restart", "engine")  # a rolling reload restarts the process, or asks the engine
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,3 +63,4 @@ class ActuatorSpec:
     command: tuple[str, ...] = ()  # "command": the program and its arguments
     unit: str | None = None  # "systemd": the unit, e.g. "vllm@0.service"
     standby: StandbyMode = StandbyMode.HOT  # how it waits while it is a standby
+    reload: str = "restart"  # one of RELOADS: how a rolling reload reloads it

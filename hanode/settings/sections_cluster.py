@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hanode.addresses import HostPort, normalize_url
-from hanode.pool.lifecycle import ACTUATORS, ActuatorSpec, StandbyMode
+from hanode.pool.lifecycle import ACTUATORS, RELOADS, ActuatorSpec, StandbyMode
 from hanode.pool.replica import ENGINES, ReplicaSpec, Role
 from hanode.settings.reader import Table
 from hanode.settings.schema import required, setting, settings
 from hanode.settings.sections_recovery import check_actuation
 from hanode.settings.value_checks import NAME_RE, l2_path, period
 
+ENGINE_RELOADS = ("vllm", "sglang")  # engines with a weight reload call (actuators.engine_reload)
 REDUNDANCY_MODES = ("n_plus_1", "primary_standby", "active_active")
 
 
@@ -60,6 +61,24 @@ class ClusterConfig:
         "diverged from the majority's takes the cluster's again)",
         default=30.0,
         gt=0,
+    )
+    # Rolling reloads (hanodectl reload; docs/rollouts.md), carried out by the leader.
+    rollout_reload_timeout_s: float = setting(
+        "a reloaded replica that has not passed L2 by then fails the rollout (models take "
+        "minutes to load)",
+        default=600.0,
+        gt=0,
+    )
+    rollout_warmup_prompts: int = setting(
+        "warm-up prompts the leader sends a reloaded replica after L2, before it ramps up",
+        default=2,
+        ge=0,
+    )
+    rollout_drain_timeout_s: float = setting(
+        "how long a rollout waits for a draining replica's in-flight requests (every "
+        "router's) by default (hanodectl reload --drain-timeout)",
+        default=60.0,
+        ge=0,
     )
 
 
@@ -152,6 +171,13 @@ class ReplicaSettings:
         "how it waits while a standby: loaded and hot, in the engine's sleep mode, or stopped",
         to=ActuatorSpec,
     )
+    reload: str = setting(
+        'how a rolling reload (hanodectl reload) reloads it: "restart" its process or unit '
+        '(after you changed the command or unit), or "engine": the engine\'s own call (vLLM '
+        "/collective_rpc reload_weights, SGLang /update_weights_from_disk)",
+        choices=RELOADS,
+        to=ActuatorSpec,
+    )
 
 
 def check_replicas(
@@ -163,3 +189,12 @@ def check_replicas(
     if first is not None:
         t.error("name", f"{r.name!r} is already used by [[replicas]][{first}]")
     check_actuation(t, r.actuator, r.command, r.unit, r.standby, r.engine)
+    if r.reload == "engine" and "reload" not in t.bad:
+        if r.engine not in ENGINE_RELOADS:
+            t.error(
+                "reload",
+                f'reload = "engine" needs an engine with a reload call '
+                f"({', '.join(ENGINE_RELOADS)}), not {r.engine!r}",
+            )
+        elif r.actuator == "none":
+            t.error("reload", 'reload = "engine" needs an actuator ("command" or "systemd")')
