@@ -63,6 +63,7 @@ class Reconciler:
         self._names = set(actuation.names())
         self._desired: dict[str, Desired] = {}
         self._done: dict[str, int] = {}  # the last restart generation carried out
+        self._asked: dict[str, int] = {}  # the last one started
         self._inflight: dict[str, tuple[str, int, str]] = {}
         self._view: ClusterView | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -84,11 +85,21 @@ class Reconciler:
             if not recovery:
                 continue
             done = self._done.setdefault(name, rec.restart_done)
-            if rec.restart_gen > done:
-                self._done[name] = rec.restart_gen
+            if rec.restart_gen > max(done, self._asked.get(name, 0)):
+                # Reported done only once the restart was carried out: a rolling reload
+                # takes "done and RUNNING" for the new process having passed L2.
+                self._asked[name] = rec.restart_gen
                 log.info("restart_requested", replica=name, gen=rec.restart_gen)
-                self._spawn(self.actuation.restart(name))
+                self._spawn(self._restart(name, rec.restart_gen))
             self._report(name, view)
+
+    async def _restart(self, name: str, gen: int) -> None:
+        try:
+            await self.actuation.restart(name)
+        finally:
+            self._done[name] = max(self._done.get(name, 0), gen)
+            if self._view is not None:
+                self._report(name, self._view)
 
     def _changed(self, name: str, report: Any) -> None:
         if self._view is not None and name in self._names:
