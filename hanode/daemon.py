@@ -306,6 +306,14 @@ class Node:
             return self.control.events(after, limit)
         return [e.as_dict() for e in self.events.recent(limit, after)]
 
+    def _rollout_metrics(self, ro: Any) -> None:
+        """A rolling reload ended (``cluster.view.RolloutRecord``): its duration, and how long
+        each replica was out of routing."""
+        self.metrics.rollout_duration.labels(ro.model, ro.state).observe(ro.duration_s or 0.0)
+        for step in ro.replicas:
+            if step.unavailable_s is not None:
+                self.metrics.rollout_unavailable.labels(ro.model).observe(step.unavailable_s)
+
     def _fatal(self, problem: str) -> None:
         """Consensus stopped working: exit non-zero so the service manager restarts us,
         rather than serve a view that can no longer change."""
@@ -442,6 +450,7 @@ class Node:
             self.cluster.listen_incidents(
                 lambda inc: mttr.labels(inc.model).observe(inc.mttr_s or 0.0)
             )
+            self.cluster.listen_rollouts(self._rollout_metrics)
             self.cluster.start(
                 {
                     "raft": str(config.cluster.raft_listen),

@@ -96,6 +96,27 @@ class ControlBackend(Protocol):
 
     async def wake(self, replica: str) -> None: ...
 
+    async def reload(
+        self,
+        model: str,
+        max_unavailable: int = 1,
+        surge: bool = False,
+        drain_timeout_s: float | None = None,
+    ) -> dict[str, Any]:
+        """Start a rolling reload of ``model`` (or answer the one running); returns it:
+        ``{"id", "model", "state", "waiting", "reason", "surge_replica", "serving",
+        "replicas": [{"name", "step", "reason", "inflight", "unavailable_s", "serving"}],
+        ...}`` (see ``cluster.rollout.rollout_doc``). A reload is an admin action."""
+        ...
+
+    def reload_status(self, model: str | None = None) -> list[dict[str, Any]]:
+        """Every model's latest rollout, or ``model``'s (empty: none yet)."""
+        ...
+
+    async def abort_reload(self, model: str) -> dict[str, Any]:
+        """Stop ``model``'s running rollout; every replica it drained is enabled again."""
+        ...
+
     async def remove_member(self, address: str) -> None: ...
 
     async def transfer_leader(self, target: str | None = None) -> str | None:

@@ -394,3 +394,70 @@ def incident_from_proto(msg: pb.Incident) -> dict[str, Any]:
         "duration_s": _optional(msg, "duration_s"),
         "timeline": [{"ts": s.ts, "what": s.what, "message": s.message} for s in msg.timeline],
     }
+
+
+# ------------------------------------------------------------------ rolling reloads
+
+
+def rollout_to_proto(ro: Mapping[str, Any]) -> pb.Rollout:
+    msg = pb.Rollout(
+        id=_str(ro.get("id")),
+        model=_str(ro.get("model")),
+        state=_str(ro.get("state")),
+        waiting=_str(ro.get("waiting")),
+        reason=_str(ro.get("reason")),
+        by=_str(ro.get("by")),
+        surge_replica=_str(ro.get("surge_replica")),
+        surge_state=_str(ro.get("surge_state")),
+        max_unavailable=max(0, int(ro.get("max_unavailable") or 0)),
+        drain_timeout_s=_opt_float(ro.get("drain_timeout_s")) or 0.0,
+        started=_opt_float(ro.get("started")) or 0.0,
+        serving=max(0, int(ro.get("serving") or 0)),
+    )
+    for key in ("finished", "duration_s"):
+        value = _opt_float(ro.get(key))
+        if value is not None:
+            setattr(msg, key, value)
+    for rep in ro.get("replicas") or ():
+        item = pb.RolloutReplica(
+            name=_str(rep.get("name")),
+            step=_str(rep.get("step")),
+            reason=_str(rep.get("reason")),
+            inflight=max(0, int(rep.get("inflight") or 0)),
+            serving=bool(rep.get("serving")),
+        )
+        value = _opt_float(rep.get("unavailable_s"))
+        if value is not None:
+            item.unavailable_s = value
+        msg.replicas.append(item)
+    return msg
+
+
+def rollout_from_proto(msg: pb.Rollout) -> dict[str, Any]:
+    return {
+        "id": msg.id,
+        "model": msg.model,
+        "state": msg.state,
+        "waiting": msg.waiting,
+        "reason": msg.reason,
+        "by": msg.by,
+        "surge_replica": msg.surge_replica,
+        "surge_state": msg.surge_state,
+        "max_unavailable": msg.max_unavailable,
+        "drain_timeout_s": msg.drain_timeout_s,
+        "started": msg.started,
+        "finished": _optional(msg, "finished"),
+        "duration_s": _optional(msg, "duration_s"),
+        "serving": msg.serving,
+        "replicas": [
+            {
+                "name": r.name,
+                "step": r.step,
+                "reason": r.reason,
+                "inflight": r.inflight,
+                "unavailable_s": _optional(r, "unavailable_s"),
+                "serving": r.serving,
+            }
+            for r in msg.replicas
+        ],
+    }

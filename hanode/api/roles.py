@@ -18,7 +18,7 @@ class Role(enum.StrEnum):
 
 
 READ_METHODS = frozenset(
-    {"GetStatus", "ListBreakers", "ListMembers", "StreamEvents", "ListIncidents"}
+    {"GetStatus", "ListBreakers", "ListMembers", "StreamEvents", "ListIncidents", "ReloadStatus"}
 )
 _CONTROL = "/hanode.v1.Control/"
 

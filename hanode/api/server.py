@@ -35,6 +35,7 @@ from hanode.api.convert import (
     incident_to_proto,
     member_to_proto,
     pb,
+    rollout_to_proto,
     status_to_proto,
 )
 from hanode.api.credentials import server_credentials
@@ -281,6 +282,36 @@ class ControlService(control_pb2_grpc.ControlServicer):
             return pb.ListIncidentsResponse(incidents=[incident_to_proto(i) for i in items])
 
         return await self._run(context, "ListIncidents", False, call)
+
+    async def StartReload(self, request: pb.StartReloadRequest, context: Any) -> pb.Rollout:
+        async def call() -> pb.Rollout:
+            model = _name(request.model, "model")
+            drain = request.drain_timeout_s if request.HasField("drain_timeout_s") else None
+            if drain is not None and not 0.0 <= drain <= 86400.0:
+                raise _invalid("drain_timeout_s must be 0 to 86400")
+            ro = await self._backend.reload(
+                model, max(1, int(request.max_unavailable)), bool(request.surge), drain
+            )
+            return rollout_to_proto(ro)
+
+        return await self._run(context, "StartReload", True, call)
+
+    async def ReloadStatus(
+        self, request: pb.ReloadStatusRequest, context: Any
+    ) -> pb.ReloadStatusResponse:
+        async def call() -> pb.ReloadStatusResponse:
+            model = _name(request.model, "model") if request.HasField("model") else None
+            items = self._backend.reload_status(model)
+            return pb.ReloadStatusResponse(rollouts=[rollout_to_proto(r) for r in items])
+
+        return await self._run(context, "ReloadStatus", False, call)
+
+    async def AbortReload(self, request: pb.AbortReloadRequest, context: Any) -> pb.Rollout:
+        async def call() -> pb.Rollout:
+            ro = await self._backend.abort_reload(_name(request.model, "model"))
+            return rollout_to_proto(ro)
+
+        return await self._run(context, "AbortReload", True, call)
 
     async def AddMember(self, request: pb.MemberRequest, context: Any) -> pb.Ack:
         async def call() -> pb.Ack:

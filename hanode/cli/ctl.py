@@ -36,6 +36,7 @@ from hanode.api.convert import (
     incident_from_proto,
     member_from_proto,
     pb,
+    rollout_from_proto,
     status_from_proto,
 )
 from hanode.cli.render import (
@@ -43,6 +44,7 @@ from hanode.cli.render import (
     event_line,
     incidents_table,
     members_table,
+    rollouts_table,
     status_table,
 )
 
@@ -358,6 +360,37 @@ def _cmd_incidents(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_reload(client: Client, args: argparse.Namespace) -> int:
+    """Start, show or abort a rolling reload (docs/rollouts.md)."""
+    if args.status:
+        request = pb.ReloadStatusRequest()
+        if args.model is not None:
+            request.model = args.model
+        answer = client.call("ReloadStatus", request)
+        rollouts = [rollout_from_proto(r) for r in answer.rollouts]
+        if args.json:
+            _print_json({"rollouts": rollouts})
+        else:
+            print(rollouts_table(rollouts))
+        return EXIT_OK
+    if args.abort:
+        ro = rollout_from_proto(
+            client.call("AbortReload", pb.AbortReloadRequest(model=args.model), write=True)
+        )
+    else:
+        request_start = pb.StartReloadRequest(
+            model=args.model, max_unavailable=args.max_unavailable, surge=args.surge
+        )
+        if args.drain_timeout is not None:
+            request_start.drain_timeout_s = args.drain_timeout
+        ro = rollout_from_proto(client.call("StartReload", request_start, write=True))
+    if args.json:
+        _print_json({"rollout": ro})
+    else:
+        print(rollouts_table([ro]))
+    return EXIT_OK
+
+
 def _cmd_events(client: Client, args: argparse.Namespace) -> int:
     request = pb.StreamEventsRequest(after_seq=args.after, follow=args.follow)
     if args.last is not None:
@@ -465,6 +498,22 @@ def _count(value: str) -> int:
     return int(value)
 
 
+def _positive_count(value: str) -> int:
+    if not value.isdigit() or int(value) < 1 or int(value) > 64:
+        raise argparse.ArgumentTypeError(f"expected a whole number 1 to 64, got {value!r}")
+    return int(value)
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 86400:
+        raise argparse.ArgumentTypeError(f"expected seconds from 0 to 86400, got {value!r}")
+    return seconds
+
+
 def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
     default = argparse.SUPPRESS if suppress else None
     parser.add_argument(
@@ -562,6 +611,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--last", type=_count, metavar="N", help="only the newest N (default 50)")
 
+    p = command(
+        "reload",
+        "rolling reload of a model's replicas (--status: progress, --abort: stop it)",
+        _cmd_reload,
+    )
+    p.add_argument("model", nargs="?", metavar="MODEL")
+    p.add_argument("--status", action="store_true", help="show the rollouts (or MODEL's)")
+    p.add_argument("--abort", action="store_true", help="stop MODEL's running rollout")
+    p.add_argument(
+        "--max-unavailable",
+        type=_positive_count,
+        default=1,
+        metavar="N",
+        help="replicas out of service at once (default 1; never below min_active serving)",
+    )
+    p.add_argument(
+        "--surge",
+        action="store_true",
+        help="first reload and promote a standby, so capacity never dips",
+    )
+    p.add_argument(
+        "--drain-timeout",
+        type=_seconds,
+        metavar="S",
+        help="wait at most S seconds for a draining replica's requests in flight",
+    )
+    p.add_argument("--json", action="store_true")
+
     p = command("events", "cluster events (oldest first)", _cmd_events)
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -590,6 +667,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.command in ("drain", "undrain") and (args.replica is None) == (args.node is None):
         parser.error(f"{args.command}: name a REPLICA or --node NODE (one of them)")
+    if args.command == "reload":
+        if args.status and args.abort:
+            parser.error("reload: --status or --abort, not both")
+        if not args.status and args.model is None:
+            parser.error("reload: name a MODEL")
 
 
 # ------------------------------------------------------------------ main

@@ -226,3 +226,37 @@ def incidents_table(incidents: list[dict[str, Any]]) -> str:
             offset = float(step["ts"]) - start
             out.append(f"  +{offset:6.2f}s  {step['what']:<16} {step['message']}".rstrip())
     return "\n".join(out)
+
+
+def rollouts_table(rollouts: list[dict[str, Any]]) -> str:
+    """Each rollout: its state (and why it waits), then one row per replica."""
+    if not rollouts:
+        return "no rollouts"
+    out: list[str] = []
+    for ro in rollouts:
+        if out:
+            out.append("")
+        head = f"rollout {ro['id']} of {ro['model']}: {ro['state']}"
+        if ro.get("duration_s") is not None:
+            head += f" after {_secs(ro.get('duration_s'))}"
+        head += f", {ro.get('serving', 0)} serving"
+        if ro.get("surge_replica"):
+            head += f", surge {ro['surge_replica']} {ro.get('surge_state') or 'planned'}"
+        out.append(head)
+        if ro.get("waiting"):
+            out.append(f"  {ro['waiting']}")
+        if ro.get("reason"):
+            out.append(f"  {ro['reason']}")
+        rows = [
+            (
+                r["name"],
+                r["step"],
+                "yes" if r.get("serving") else "no",
+                str(r.get("inflight", 0)) if r["step"] == "draining" else "",
+                _secs(r.get("unavailable_s")),
+                r.get("reason", ""),
+            )
+            for r in ro.get("replicas", [])
+        ]
+        out += table(("REPLICA", "STEP", "SERVING", "IN FLIGHT", "UNAVAILABLE", "WHY"), rows)
+    return "\n".join(out)

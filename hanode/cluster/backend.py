@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from hanode.addresses import split_hostport
 from hanode.api.control import ControlError, ControlErrorCode
-from hanode.cluster.document import RECOVERY_PROTOCOL
+from hanode.cluster.document import RECOVERY_PROTOCOL, ROLLOUT_PROTOCOL
+from hanode.cluster.rollout import plan_order, rollout_doc
 from hanode.cluster.runtime import CONSENSUS_STALL_S, ClusterRuntime
 from hanode.cluster.store import ConsensusRejected, ConsensusTimeout
 from hanode.cluster.view import IncidentRecord
@@ -378,6 +380,99 @@ class ClusterControl:
         """Wake (or start) the replica; it serves once L2 passes, ramping up its weight."""
         self._actuated(replica)
         await self._set_desired(replica, Desired.RUN)
+
+    # -- rolling reloads -------------------------------------------------------------------------
+    def _rollout_gate(self) -> None:
+        view = self.runtime.store.view
+        if min(view.cluster_version, self.runtime.store.protocol) < ROLLOUT_PROTOCOL:
+            raise ControlError(
+                ControlErrorCode.FAILED_PRECONDITION,
+                f"the cluster runs protocol {view.cluster_version}; reload needs every member "
+                f"on protocol {ROLLOUT_PROTOCOL}",
+            )
+
+    async def reload(
+        self,
+        model: str,
+        max_unavailable: int = 1,
+        surge: bool = False,
+        drain_timeout_s: float | None = None,
+    ) -> dict[str, Any]:
+        """Start a rolling reload of ``model`` (the leader carries it out); returns it.
+        Repeating the call while it runs returns the same rollout (idempotent)."""
+        self._rollout_gate()
+        view = self.runtime.store.view
+        current = view.rollouts.get(model)
+        if current is not None and current.running:
+            return rollout_doc(current, view)
+        if max_unavailable < 1:
+            raise ControlError(ControlErrorCode.INVALID, "--max-unavailable must be at least 1")
+        cluster = self.runtime.config.cluster
+        drain = (
+            drain_timeout_s
+            if drain_timeout_s is not None
+            else (cluster.rollout_drain_timeout_s if cluster is not None else 60.0)
+        )
+        if not 0.0 <= drain <= 86400.0:
+            raise ControlError(ControlErrorCode.INVALID, "--drain-timeout must be 0 to 86400 s")
+        order, surge_replica, problem = plan_order(view, model, surge)
+        if problem:
+            code = (
+                ControlErrorCode.NOT_FOUND
+                if problem.startswith("unknown model")
+                else ControlErrorCode.FAILED_PRECONDITION
+            )
+            raise ControlError(code, problem)
+        self._quorum_or_fail()
+        rid = uuid.uuid4().hex[:8]
+        await self._write(
+            {
+                "op": "start_rollout",
+                "model": model,
+                "id": rid,
+                "replicas": order,
+                "surge_replica": surge_replica,
+                "surge": surge,
+                "max_unavailable": max_unavailable,
+                "drain_timeout_s": drain,
+                "by": f"operator via {self.node_name}",
+            }
+        )
+        started = self.runtime.store.view.rollouts.get(model)
+        if started is None:
+            raise ControlError(ControlErrorCode.UNAVAILABLE, "the rollout did not apply here yet")
+        return rollout_doc(started, self.runtime.store.view)
+
+    def reload_status(self, model: str | None = None) -> list[dict[str, Any]]:
+        view = self.runtime.store.view
+        if model is not None and model not in view.rollouts:
+            if not any(r.spec.model == model for r in view.replicas.values()):
+                raise ControlError(ControlErrorCode.NOT_FOUND, f"unknown model '{model}'")
+            return []
+        return [
+            rollout_doc(ro, view)
+            for m, ro in sorted(view.rollouts.items())
+            if model is None or m == model
+        ]
+
+    async def abort_reload(self, model: str) -> dict[str, Any]:
+        self._rollout_gate()
+        view = self.runtime.store.view
+        ro = view.rollouts.get(model)
+        if ro is None or not ro.running:
+            raise ControlError(
+                ControlErrorCode.FAILED_PRECONDITION, f"no rollout of {model} is running"
+            )
+        self._quorum_or_fail()
+        await self._write(
+            {
+                "op": "abort_rollout",
+                "model": model,
+                "id": ro.id,
+                "by": f"operator via {self.node_name}",
+            }
+        )
+        return rollout_doc(self.runtime.store.view.rollouts[model], self.runtime.store.view)
 
     async def _membership(self, call: Callable[[], Awaitable[T]]) -> T:
         try:

@@ -240,8 +240,8 @@ def _plan_running(
 def _reload(ro: RolloutRecord, rec: ReplicaRecord, why: str) -> Command:
     """The reload request: the next generation, in the same command as the step."""
     engine = rec.reload == "engine"
-    current = max(rec.reload_gen, rec.reload_done) if engine else max(
-        rec.restart_gen, rec.restart_done
+    current = (
+        max(rec.reload_gen, rec.reload_done) if engine else max(rec.restart_gen, rec.restart_done)
     )
     return _step(
         ro,
@@ -314,3 +314,76 @@ def _release_surge(view: ClusterView, ro: RolloutRecord, policy: ModelPolicy) ->
         },
         release,
     ]
+
+
+def plan_order(view: ClusterView, model: str, surge: bool) -> tuple[list[str], str, str]:
+    """The replicas a new rollout of ``model`` reloads, in order, its surge standby, and a
+    problem that refuses it ("" when none). Standbys take no traffic: they go first (the
+    surge standby first of all); a standby asleep or stopped starts from the new version when
+    it is next started, so only a surge standby of theirs is reloaded. Replicas an operator
+    drained are left out."""
+    recs = sorted(
+        (r for r in view.replicas.values() if r.spec.model == model), key=lambda r: r.spec.name
+    )
+    if not recs:
+        return [], "", f"unknown model '{model}'"
+    enabled = [r for r in recs if r.admin is AdminState.ENABLED]
+    standbys = [r for r in enabled if r.role is Role.STANDBY]
+    running = [r for r in standbys if r.desired is Desired.RUN]
+    actives = [r for r in enabled if r.role is Role.ACTIVE]
+    pick = ""
+    if surge:
+        spare = [r for r in standbys if r.actuated and r not in running] + [
+            r for r in running if r.actuated
+        ]
+        if not spare:
+            return [], "", f"--surge needs an enabled standby of {model} with an actuator"
+        pick = spare[0].spec.name
+    order = ([pick] if pick else []) + [
+        r.spec.name for r in [*running, *actives] if r.spec.name != pick
+    ]
+    for name in order:
+        if not view.replicas[name].actuated:
+            return (
+                [],
+                "",
+                (
+                    f'\'{name}\' has no actuator (set actuator = "command" or "systemd" in its '
+                    "[[replicas]] entry): hanode cannot reload it"
+                ),
+            )
+    if not order:
+        return [], "", f"{model} has no enabled replica to reload"
+    return order, pick, ""
+
+
+def rollout_doc(ro: RolloutRecord, view: ClusterView) -> dict[str, object]:
+    """A rollout as the control API's dicts (and ``hanodectl reload --status --json``)."""
+    lost = view.lost_nodes
+    return {
+        "id": ro.id,
+        "model": ro.model,
+        "state": ro.state,
+        "waiting": ro.waiting,
+        "reason": ro.reason,
+        "by": ro.by,
+        "surge_replica": ro.surge_replica,
+        "surge_state": ro.surge_state,
+        "max_unavailable": ro.max_unavailable,
+        "drain_timeout_s": ro.drain_timeout_s,
+        "started": ro.started,
+        "finished": ro.finished,
+        "duration_s": ro.duration_s,
+        "serving": len(_serving(view, ro.model)),
+        "replicas": [
+            {
+                "name": st.name,
+                "step": st.step,
+                "reason": st.reason,
+                "inflight": sum(st.inflight.values()),
+                "unavailable_s": st.unavailable_s,
+                "serving": (rec := view.replicas.get(st.name)) is not None and rec.may_serve(lost),
+            }
+            for st in ro.replicas
+        ],
+    }

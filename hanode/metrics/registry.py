@@ -204,6 +204,22 @@ class NodeMetrics:
             buckets=MTTR_BUCKETS,
             registry=r,
         )
+        self.rollout_duration = Histogram(
+            "hanode_rollout_duration_seconds",
+            "Rolling reloads (hanodectl reload) from start to end, per model and outcome "
+            "(done, failed, aborted; from the replicated record: every node exports the same)",
+            ["model", "state"],
+            buckets=MTTR_BUCKETS,
+            registry=r,
+        )
+        self.rollout_unavailable = Histogram(
+            "hanode_rollout_replica_unavailable_seconds",
+            "How long each replica was out of routing during a rolling reload (drained to "
+            "back in service), per model",
+            ["model"],
+            buckets=MTTR_BUCKETS,
+            registry=r,
+        )
         self.replica_restarts = Counter(
             "hanode_replica_restarts",
             "Restarts of a replica by its node's supervisor (after a backoff, or by an operator)",

@@ -322,3 +322,83 @@ class ListIncidentsResponse(_message.Message):
     INCIDENTS_FIELD_NUMBER: _ClassVar[int]
     incidents: _containers.RepeatedCompositeFieldContainer[Incident]
     def __init__(self, incidents: _Optional[_Iterable[_Union[Incident, _Mapping]]] = ...) -> None: ...
+
+class StartReloadRequest(_message.Message):
+    __slots__ = ("model", "max_unavailable", "surge", "drain_timeout_s")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MAX_UNAVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    SURGE_FIELD_NUMBER: _ClassVar[int]
+    DRAIN_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    max_unavailable: int
+    surge: bool
+    drain_timeout_s: float
+    def __init__(self, model: _Optional[str] = ..., max_unavailable: _Optional[int] = ..., surge: _Optional[bool] = ..., drain_timeout_s: _Optional[float] = ...) -> None: ...
+
+class ReloadStatusRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class AbortReloadRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class RolloutReplica(_message.Message):
+    __slots__ = ("name", "step", "reason", "inflight", "unavailable_s", "serving")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    INFLIGHT_FIELD_NUMBER: _ClassVar[int]
+    UNAVAILABLE_S_FIELD_NUMBER: _ClassVar[int]
+    SERVING_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    step: str
+    reason: str
+    inflight: int
+    unavailable_s: float
+    serving: bool
+    def __init__(self, name: _Optional[str] = ..., step: _Optional[str] = ..., reason: _Optional[str] = ..., inflight: _Optional[int] = ..., unavailable_s: _Optional[float] = ..., serving: _Optional[bool] = ...) -> None: ...
+
+class Rollout(_message.Message):
+    __slots__ = ("id", "model", "state", "waiting", "reason", "by", "surge_replica", "surge_state", "max_unavailable", "drain_timeout_s", "started", "finished", "duration_s", "serving", "replicas")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    BY_FIELD_NUMBER: _ClassVar[int]
+    SURGE_REPLICA_FIELD_NUMBER: _ClassVar[int]
+    SURGE_STATE_FIELD_NUMBER: _ClassVar[int]
+    MAX_UNAVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    DRAIN_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    SERVING_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    model: str
+    state: str
+    waiting: str
+    reason: str
+    by: str
+    surge_replica: str
+    surge_state: str
+    max_unavailable: int
+    drain_timeout_s: float
+    started: float
+    finished: float
+    duration_s: float
+    serving: int
+    replicas: _containers.RepeatedCompositeFieldContainer[RolloutReplica]
+    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., state: _Optional[str] = ..., waiting: _Optional[str] = ..., reason: _Optional[str] = ..., by: _Optional[str] = ..., surge_replica: _Optional[str] = ..., surge_state: _Optional[str] = ..., max_unavailable: _Optional[int] = ..., drain_timeout_s: _Optional[float] = ..., started: _Optional[float] = ..., finished: _Optional[float] = ..., duration_s: _Optional[float] = ..., serving: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[RolloutReplica, _Mapping]]] = ...) -> None: ...
+
+class ReloadStatusResponse(_message.Message):
+    __slots__ = ("rollouts",)
+    ROLLOUTS_FIELD_NUMBER: _ClassVar[int]
+    rollouts: _containers.RepeatedCompositeFieldContainer[Rollout]
+    def __init__(self, rollouts: _Optional[_Iterable[_Union[Rollout, _Mapping]]] = ...) -> None: ...

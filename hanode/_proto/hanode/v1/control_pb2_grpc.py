@@ -114,6 +114,21 @@ class ControlStub:
                 request_serializer=hanode_dot_v1_dot_control__pb2.ListIncidentsRequest.SerializeToString,
                 response_deserializer=hanode_dot_v1_dot_control__pb2.ListIncidentsResponse.FromString,
                 _registered_method=True)
+        self.StartReload = channel.unary_unary(
+                '/hanode.v1.Control/StartReload',
+                request_serializer=hanode_dot_v1_dot_control__pb2.StartReloadRequest.SerializeToString,
+                response_deserializer=hanode_dot_v1_dot_control__pb2.Rollout.FromString,
+                _registered_method=True)
+        self.ReloadStatus = channel.unary_unary(
+                '/hanode.v1.Control/ReloadStatus',
+                request_serializer=hanode_dot_v1_dot_control__pb2.ReloadStatusRequest.SerializeToString,
+                response_deserializer=hanode_dot_v1_dot_control__pb2.ReloadStatusResponse.FromString,
+                _registered_method=True)
+        self.AbortReload = channel.unary_unary(
+                '/hanode.v1.Control/AbortReload',
+                request_serializer=hanode_dot_v1_dot_control__pb2.AbortReloadRequest.SerializeToString,
+                response_deserializer=hanode_dot_v1_dot_control__pb2.Rollout.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -226,6 +241,29 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartReload(self, request, context):
+        """Rolling reloads (docs/rollouts.md). StartReload starts one (the leader carries it out;
+        while one runs it answers that one: idempotent); FAILED_PRECONDITION for a replica without
+        an actuator, --surge without a standby, or a member on an older protocol. ReloadStatus
+        reads (every model's latest rollout, or one model's); AbortReload stops the running one
+        and enables every replica it drained.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReloadStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AbortReload(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -308,6 +346,21 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.ListIncidents,
                     request_deserializer=hanode_dot_v1_dot_control__pb2.ListIncidentsRequest.FromString,
                     response_serializer=hanode_dot_v1_dot_control__pb2.ListIncidentsResponse.SerializeToString,
+            ),
+            'StartReload': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartReload,
+                    request_deserializer=hanode_dot_v1_dot_control__pb2.StartReloadRequest.FromString,
+                    response_serializer=hanode_dot_v1_dot_control__pb2.Rollout.SerializeToString,
+            ),
+            'ReloadStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReloadStatus,
+                    request_deserializer=hanode_dot_v1_dot_control__pb2.ReloadStatusRequest.FromString,
+                    response_serializer=hanode_dot_v1_dot_control__pb2.ReloadStatusResponse.SerializeToString,
+            ),
+            'AbortReload': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbortReload,
+                    request_deserializer=hanode_dot_v1_dot_control__pb2.AbortReloadRequest.FromString,
+                    response_serializer=hanode_dot_v1_dot_control__pb2.Rollout.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -742,6 +795,87 @@ class Control:
             '/hanode.v1.Control/ListIncidents',
             hanode_dot_v1_dot_control__pb2.ListIncidentsRequest.SerializeToString,
             hanode_dot_v1_dot_control__pb2.ListIncidentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartReload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hanode.v1.Control/StartReload',
+            hanode_dot_v1_dot_control__pb2.StartReloadRequest.SerializeToString,
+            hanode_dot_v1_dot_control__pb2.Rollout.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReloadStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hanode.v1.Control/ReloadStatus',
+            hanode_dot_v1_dot_control__pb2.ReloadStatusRequest.SerializeToString,
+            hanode_dot_v1_dot_control__pb2.ReloadStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AbortReload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hanode.v1.Control/AbortReload',
+            hanode_dot_v1_dot_control__pb2.AbortReloadRequest.SerializeToString,
+            hanode_dot_v1_dot_control__pb2.Rollout.FromString,
             options,
             channel_credentials,
             insecure,
