@@ -23,6 +23,8 @@ class MetricNames:
     gpu_mem: tuple[str, ...] = ()
     ttft: str | None = None  # histogram base name, seconds
     tpot: tuple[str, ...] = ()  # time-per-output-token histogram base names, seconds
+    # counters (seconds spent generating, tokens generated) where there is no TPOT histogram
+    tpot_totals: tuple[str, str] | None = None
     # (info gauge, label) carrying the share of device memory the engine reserved
     reservation: tuple[str, str] | None = None
     sleep_state: str | None = None  # gauge labelled sleep_state="awake"|..., 1 for the current
@@ -39,6 +41,7 @@ def metrics_from_text(text: str, names: MetricNames) -> EngineMetrics:
         gpu_mem_frac=_first_fraction(page, names.gpu_mem),
         ttft_buckets=page.buckets(names.ttft) if names.ttft else None,
         tpot_buckets=_first_buckets(page, names.tpot),
+        tpot_totals=_totals(page, names.tpot_totals),
         reserved_frac=_label_fraction(page, names.reservation),
         sleeping=_sleeping(page, names.sleep_state),
     )
@@ -52,6 +55,13 @@ def _sleeping(page: MetricsPage, name: str | None) -> bool | None:
     if not states:
         return None
     return any(value >= 1.0 and state != "awake" for state, value in states)
+
+
+def _totals(page: MetricsPage, names: tuple[str, str] | None) -> tuple[float, float] | None:
+    if names is None:
+        return None
+    seconds, tokens = (_count(page.value(n)) for n in names)
+    return (seconds, tokens) if seconds is not None and tokens is not None else None
 
 
 def _first_buckets(page: MetricsPage, names: tuple[str, ...]) -> Buckets | None:

@@ -25,6 +25,7 @@ class EngineMetrics:
     gpu_mem_frac: float | None = None  # 0..1 device memory used, when the engine reports it
     ttft_buckets: tuple[tuple[float, float], ...] | None = None  # (le seconds, cumulative count)
     tpot_buckets: tuple[tuple[float, float], ...] | None = None  # time per output token, same
+    tpot_totals: tuple[float, float] | None = None  # (generation seconds, tokens) counters
     reserved_frac: float | None = None  # share of device memory the engine says it reserved
     sleeping: bool | None = None  # the engine says it is in its sleep mode (memory released)
 

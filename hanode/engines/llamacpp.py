@@ -19,5 +19,7 @@ class LlamaCppAdapter(StandardAdapter):
         running="llamacpp:requests_processing",
         waiting="llamacpp:requests_deferred",
         kv_usage=("llamacpp:kv_cache_usage_ratio",),
+        # newer builds: time per token from the generation counters (no histograms)
+        tpot_totals=("llamacpp:tokens_predicted_seconds_total", "llamacpp:tokens_predicted_total"),
     )
     context_patterns = CONTEXT_PATTERNS

@@ -110,6 +110,25 @@ class EngineLatency:
         return value * 1000.0
 
 
+class EngineRate:
+    """Time per token (ms) from an engine's counters (llama.cpp): generation seconds over tokens
+    since the last scrape, or since the engine started when none were generated since."""
+
+    __slots__ = ("_prev",)
+
+    def __init__(self) -> None:
+        self._prev: tuple[float, float] | None = None
+
+    def per_token_ms(self, totals: tuple[float, float] | None) -> float | None:
+        if totals is None:
+            return None
+        seconds, tokens = totals
+        prev, self._prev = self._prev, totals
+        if prev is not None and tokens > prev[1] and seconds >= prev[0]:
+            return (seconds - prev[0]) / (tokens - prev[1]) * 1000.0
+        return seconds / tokens * 1000.0 if tokens > 0 else None
+
+
 class ReplicaChecker:
     def __init__(
         self,
@@ -153,6 +172,7 @@ class ReplicaChecker:
         self._l2_configured = l2_path is not None
         self._engine_ttft = EngineLatency()
         self._engine_tpot = EngineLatency()
+        self._engine_rate = EngineRate()
         self.level = HealthLevel.DOWN
         self._checks = 0
         self._last_l2 = -math.inf
@@ -272,6 +292,8 @@ class ReplicaChecker:
         if engine is not None:  # read every scrape, so "since the last one" stays true
             engine_ttft = self._engine_ttft.median_ms(engine.ttft_buckets)
             engine_tpot = self._engine_tpot.median_ms(engine.tpot_buckets)
+            rate = self._engine_rate.per_token_ms(engine.tpot_totals)
+            engine_tpot = engine_tpot if engine_tpot is not None else rate
             ttft = ttft if ttft is not None else engine_ttft
             tpot = tpot if tpot is not None else engine_tpot
         gpu_level, previous = self.gate.update(pressure)

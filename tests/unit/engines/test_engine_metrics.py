@@ -157,3 +157,12 @@ def test_vllm_sleep_state() -> None:
     assert adapter.parse_metrics(page(1)).sleeping is True
     assert adapter.parse_metrics(page(2)).sleeping is True
     assert adapter.parse_metrics("vllm:num_requests_running 1\n").sleeping is None
+
+
+def test_llamacpp_generation_counters_for_tpot() -> None:
+    """Newer llama-server builds: no histograms, but seconds and tokens generated."""
+    m = metrics("llamacpp", "llamacpp_b0c1e570_metrics.txt")  # recorded: nothing generated yet
+    assert m.tpot_totals == (0.0, 0.0) and m.tpot_buckets is None
+    page = "llamacpp:tokens_predicted_seconds_total 1.5\nllamacpp:tokens_predicted_total 300\n"
+    assert get_adapter("llamacpp").parse_metrics(page).tpot_totals == (1.5, 300.0)
+    assert metrics("llamacpp", "llamacpp_metrics.txt").tpot_totals is None  # older builds

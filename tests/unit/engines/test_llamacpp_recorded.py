@@ -19,7 +19,9 @@ ADAPTER = get_adapter("llamacpp")
 
 def test_metrics_page_of_the_built_server() -> None:
     page = (FIXTURES / "llamacpp_b0c1e570_metrics.txt").read_text()
-    assert ADAPTER.parse_metrics(page) == EngineMetrics(running=4.0, waiting=4.0)
+    assert ADAPTER.parse_metrics(page) == EngineMetrics(
+        running=4.0, waiting=4.0, tpot_totals=(0.0, 0.0)
+    )
     # This build has no KV-usage gauge at all (older ones had llamacpp:kv_cache_usage_ratio).
     assert "kv_cache" not in page
 

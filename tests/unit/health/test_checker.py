@@ -13,7 +13,7 @@ import orjson
 
 from hanode.engines.registry import get_adapter
 from hanode.events import EventLog
-from hanode.health.checker import GpuMarks, HealthSettings, ReplicaChecker
+from hanode.health.checker import EngineRate, GpuMarks, HealthSettings, ReplicaChecker
 from hanode.health.passive import PassiveStats
 from hanode.http.request import Request
 from hanode.http.responder import Responder
@@ -529,3 +529,13 @@ def test_sleep_and_wake_relearn_the_baseline_without_a_growth_event() -> None:
             assert grown == [True]
 
     run(main)
+
+
+def test_engine_rate_is_per_token_since_the_last_scrape() -> None:
+    rate = EngineRate()
+    assert rate.per_token_ms(None) is None
+    assert rate.per_token_ms((0.0, 0.0)) is None  # nothing generated yet
+    assert rate.per_token_ms((1.0, 200.0)) == 5.0  # since start
+    assert rate.per_token_ms((2.5, 300.0)) == 15.0  # 1.5 s over the 100 new tokens
+    assert rate.per_token_ms((2.5, 300.0)) == 2500.0 / 300.0  # idle: the whole life
+    assert rate.per_token_ms((0.2, 10.0)) == 20.0  # counters reset: the engine restarted
