@@ -1,0 +1,239 @@
+"""Rolling reloads end to end: replicas run by their node (actuator = "command" starting
+``hanode sim``), steady load from the official openai client (streaming and not), hanodectl.
+
+- a three-replica model reloads with no failed request and never fewer than min_active
+  serving (polled from ``hanodectl reload --status``), without and with --surge; every
+  replica runs a new process afterwards (one restart each, from the recorded pids);
+- a replica whose start command fails stops the rollout; the others serve;
+- ``--abort`` stops a rollout and every replica serves again.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hanode.devtools.procs import http_get, wait_until
+from tests.e2e.cluster_support import FAST_SIM, MESSAGES, MODEL, RaftCluster, Replica
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+
+HEALTH = {
+    "interval_s": 0.2,
+    "timeout_s": 0.4,
+    "l2_interval_s": 0.5,
+    "l2_timeout_s": 0.5,
+    "slow_start_s": 1.0,
+}
+RECOVERY = {"poll_interval_s": 0.2, "backoff_base_s": 0.3, "backoff_max_s": 1.0}
+ROLLOUT = {"rollout_reload_timeout_s": 20.0, "rollout_warmup_prompts": 1}
+SIM = (*FAST_SIM, "--load-s", "1")
+
+
+class Load:
+    """Chat completions through the router from two threads (one streams) until stopped."""
+
+    def __init__(self, cluster: RaftCluster) -> None:
+        self.cluster = cluster
+        self.ok = 0
+        self.streams = 0
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._plain, daemon=True),
+            threading.Thread(target=self._stream, daemon=True),
+        ]
+
+    def _plain(self) -> None:
+        node = self.cluster.nodes[0]
+        client = node.openai(timeout=10.0)
+        while not self._stop.is_set():
+            try:
+                node.ask(client)
+                self.ok += 1
+            except Exception as exc:
+                self.errors.append(repr(exc))
+                time.sleep(0.05)
+
+    def _stream(self) -> None:
+        client = self.cluster.nodes[0].openai(timeout=10.0)
+        while not self._stop.is_set():
+            try:
+                stream = client.chat.completions.create(
+                    model=MODEL, messages=MESSAGES, max_tokens=8, stream=True
+                )
+                finish = None
+                for chunk in stream:
+                    if chunk.choices and chunk.choices[0].finish_reason:
+                        finish = chunk.choices[0].finish_reason
+                assert finish is not None, "stream ended without a finish_reason"
+                self.streams += 1
+            except Exception as exc:
+                self.errors.append(repr(exc))
+                time.sleep(0.05)
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=15.0)
+
+
+def start(tmp_path: Path, replicas: list[Replica], min_active: int) -> RaftCluster:
+    sections: dict[str, dict[str, Any]] = {
+        "health": dict(HEALTH),
+        "recovery": dict(RECOVERY),
+        "cluster": dict(ROLLOUT),
+    }
+    c = RaftCluster(
+        tmp_path,
+        [("n1", replicas)],
+        sections=sections,
+        models=[{"name": MODEL, "min_active": min_active}],
+    )
+    return c.start(timeout=40.0)
+
+
+def status(c: RaftCluster) -> dict[str, Any]:
+    rollouts: list[dict[str, Any]] = c.ctl_json(0, "reload", "--status", MODEL)["rollouts"]
+    return rollouts[0] if rollouts else {}
+
+
+def wait_ready(c: RaftCluster, names: list[str]) -> None:
+    node = c.nodes[0]
+    c.wait_leader()
+    wait_until(
+        lambda: all(
+            (r := node.ops_replicas()[n])["health"] == "healthy" and r["weight"] > 0 for n in names
+        ),
+        60.0,
+        0.2,
+        message="every active replica serving",
+    )
+
+
+def follow(c: RaftCluster, min_active: int, timeout: float = 120.0) -> tuple[dict[str, Any], int]:
+    """Poll the rollout until it ends; the fewest serving replicas seen on the way."""
+    fewest = 99
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ro = status(c)
+        fewest = min(fewest, int(ro.get("serving", 99)))
+        if ro.get("state") != "running" and ro.get("surge_state") not in ("woken", "promoted"):
+            return ro, fewest
+        time.sleep(0.2)
+    raise AssertionError(f"rollout still running: {status(c)}")
+
+
+@pytest.mark.parametrize("surge", [False, True], ids=["plain", "surge"])
+def test_a_three_replica_model_reloads_under_load_without_a_failed_request(
+    tmp_path: Path, surge: bool
+) -> None:
+    reps = [Replica(f"r{i}", actuator="command", sim_args=SIM) for i in range(3)]
+    if surge:  # min_active 3: without a surge standby the rollout could not take one out
+        reps.append(
+            Replica("s", role="standby", actuator="command", standby="stopped", sim_args=SIM)
+        )
+    min_active = 3 if surge else 2
+    c = start(tmp_path, reps, min_active)
+    try:
+        node = c.nodes[0]
+        wait_ready(c, ["r0", "r1", "r2"])
+        before = node.supervised_pids()
+        with Load(c) as load:
+            wait_until(lambda: load.ok >= 20 and load.streams >= 5, 20.0, 0.1, message="load")
+            args = ["reload", MODEL, "--drain-timeout", "10"] + (["--surge"] if surge else [])
+            c.ctl_ok(0, *args)
+            ro, fewest = follow(c, min_active)
+            served = load.ok
+            wait_until(lambda: load.ok >= served + 10, 20.0, 0.1, message="load after")
+        assert ro["state"] == "done", ro
+        assert [r["step"] for r in ro["replicas"]] == ["done"] * len(ro["replicas"]), ro
+        assert fewest >= min_active, (fewest, ro)
+        assert load.errors == [], load.errors[:5]
+        after = node.supervised_pids()
+        for name in ("r0", "r1", "r2"):  # a new process each
+            assert after[name] != before[name], (before, after)
+        lines = c.ctl_ok(0, "events", "--json").splitlines()
+        restarts = [
+            e for e in map(json.loads, lines)
+            if e["kind"] == "rollout" and (e.get("fields") or {}).get("step") == "reloading"
+        ]  # fmt: skip
+        per = {e["subject"] for e in restarts}
+        assert len(restarts) == len(per) == len(ro["replicas"]), restarts  # once each
+        if surge:
+            assert ro["surge_replica"] == "s" and ro["surge_state"] == "released", ro
+            assert node.ops_replicas()["s"]["role"] == "standby"
+        code, _, body = http_get(f"http://127.0.0.1:{node.metrics_port}/metrics", 3.0)
+        text = body.decode()
+        assert f'hanode_rollout_duration_seconds_count{{model="{MODEL}",state="done"}} 1.0' in text
+        assert "hanode_rollout_replica_unavailable_seconds_count" in text
+    finally:
+        c.stop_all()
+        for n in c.nodes:
+            n.stop_supervised()
+
+
+def test_a_failing_reload_stops_the_rollout_and_abort_leaves_every_replica_serving(
+    tmp_path: Path,
+) -> None:
+    flag = tmp_path / "broken"
+    script = tmp_path / "sim.sh"
+    reps = [Replica(f"r{i}", actuator="command", sim_args=SIM) for i in range(3)]
+    # r1 runs through a wrapper: once the flag file exists its start command fails
+    script.write_text(f'#!/bin/sh\n[ -e "{flag}" ] && exit 3\nexec "$@"\n')
+    script.chmod(0o755)
+    import sys
+
+    reps[1].command = (
+        str(script), sys.executable, "-m", "hanode.sim", "--port", str(reps[1].port),
+        "--model", MODEL, *SIM,
+    )  # fmt: skip
+    c = start(tmp_path, reps, 2)
+    try:
+        node = c.nodes[0]
+        wait_ready(c, ["r0", "r1", "r2"])
+        flag.write_text("1")
+        with Load(c) as load:
+            wait_until(lambda: load.ok >= 20, 20.0, 0.1, message="load")
+            c.ctl_ok(0, "reload", MODEL)
+            ro, fewest = follow(c, 2)
+            assert ro["state"] == "failed" and "r1 did not pass L2" in ro["reason"], ro
+            steps = {r["name"]: r["step"] for r in ro["replicas"]}
+            assert steps == {"r0": "done", "r1": "failed", "r2": "waiting"}, steps
+            served = load.ok
+            wait_until(lambda: load.ok >= served + 20, 20.0, 0.1, message="the others serve")
+        assert load.errors == [], load.errors[:5]
+        reps_now = node.ops_replicas()
+        assert all(reps_now[n]["admin"] == "enabled" for n in ("r0", "r1", "r2")), reps_now
+        # --abort: a new rollout, stopped while it drains or reloads
+        flag.unlink()
+        c.ctl_ok(0, "restart", "r1")
+        wait_ready(c, ["r0", "r1", "r2"])
+        c.ctl_ok(0, "reload", MODEL, "--max-unavailable", "1")
+        wait_until(
+            lambda: any(r["step"] in ("draining", "reloading") for r in status(c)["replicas"]),
+            20.0,
+            0.1,
+            message="a replica out",
+        )
+        out = c.ctl_ok(0, "reload", "--abort", MODEL)
+        assert "aborted" in out, out
+        assert status(c)["state"] == "aborted"
+        wait_ready(c, ["r0", "r1", "r2"])
+        assert all(r["admin"] == "enabled" for r in node.ops_replicas().values())
+        refused = c.ctl(0, "reload", "--abort", MODEL)
+        assert refused.returncode == 1 and "no rollout" in refused.stderr, refused.stderr
+    finally:
+        c.stop_all()
+        for n in c.nodes:
+            n.stop_supervised()
