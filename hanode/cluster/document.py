@@ -83,6 +83,10 @@ OBS_FIELDS = (
     "tpot_ms",
     "gpu_growth",
 )
+# Observation fields protocol 2 nodes do not know: they would drop them when applying an
+# observe, and their state digest would differ from the others' (the divergence guard would
+# resync them again and again). Sent only once every member speaks protocol 3 or later.
+OBS_FIELDS_SINCE = {"tpot_ms": 3, "gpu_growth": 3}
 
 MAX_EVENTS = 500
 MAX_INCIDENTS = 100  # kept in the state, newest last; older ones live on in the event log

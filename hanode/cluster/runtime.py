@@ -31,7 +31,7 @@ from hanode.actuators.engine_reload import RELOAD_ENGINES, EngineReload
 from hanode.cluster.addresses import advertised_hostport, advertised_url
 from hanode.cluster.agent import ObservationReporter, ReportHysteresis
 from hanode.cluster.checkpoints import divergence
-from hanode.cluster.document import Command, spec_doc, stamp
+from hanode.cluster.document import OBS_FIELDS_SINCE, Command, spec_doc, stamp
 from hanode.cluster.leader import LeaderLoop, LeaderSettings
 from hanode.cluster.planner import ModelPolicy, PlannerSettings, Redundancy
 from hanode.cluster.pool import ClusterPool
@@ -245,6 +245,11 @@ class ClusterRuntime:
 
     def _send_observation(self, command: Command) -> None:
         replica = str(command["replica"])
+        version = min(self.store.view.cluster_version, self.store.protocol)
+        obs = command["obs"]
+        for key, since in OBS_FIELDS_SINCE.items():
+            if version < since:
+                obs.pop(key, None)
         self._spawn_write(command, on_failure=lambda: self.reporter.forget(replica))
 
     def advertised(self, addresses: Mapping[str, str]) -> dict[str, str]:
