@@ -173,7 +173,7 @@ def test_a_three_replica_model_reloads_under_load_without_a_failed_request(
         if surge:
             assert ro["surge_replica"] == "s" and ro["surge_state"] == "released", ro
             assert node.ops_replicas()["s"]["role"] == "standby"
-        code, _, body = http_get(f"http://127.0.0.1:{node.metrics_port}/metrics", 3.0)
+        _, _, body = http_get(f"http://127.0.0.1:{node.metrics_port}/metrics", 3.0)
         text = body.decode()
         assert f'hanode_rollout_duration_seconds_count{{model="{MODEL}",state="done"}} 1.0' in text
         assert "hanode_rollout_replica_unavailable_seconds_count" in text
@@ -206,7 +206,7 @@ def test_a_failing_reload_stops_the_rollout_and_abort_leaves_every_replica_servi
         with Load(c) as load:
             wait_until(lambda: load.ok >= 20, 20.0, 0.1, message="load")
             c.ctl_ok(0, "reload", MODEL)
-            ro, fewest = follow(c, 2)
+            ro, _ = follow(c, 2)
             assert ro["state"] == "failed" and "r1 did not pass L2" in ro["reason"], ro
             steps = {r["name"]: r["step"] for r in ro["replicas"]}
             assert steps == {"r0": "done", "r1": "failed", "r2": "waiting"}, steps
@@ -233,6 +233,74 @@ def test_a_failing_reload_stops_the_rollout_and_abort_leaves_every_replica_servi
         assert all(r["admin"] == "enabled" for r in node.ops_replicas().values())
         refused = c.ctl(0, "reload", "--abort", MODEL)
         assert refused.returncode == 1 and "no rollout" in refused.stderr, refused.stderr
+    finally:
+        c.stop_all()
+        for n in c.nodes:
+            n.stop_supervised()
+
+
+def test_killing_the_leader_mid_reload_a_new_leader_finishes_it_reloading_nothing_twice(
+    tmp_path: Path,
+) -> None:
+    import signal
+
+    reps = [Replica(f"r{i}", actuator="command", sim_args=SIM) for i in range(3)]
+    sections: dict[str, dict[str, Any]] = {
+        "health": dict(HEALTH),
+        "recovery": dict(RECOVERY),
+        "cluster": dict(ROLLOUT),
+    }
+    c = RaftCluster(
+        tmp_path,
+        # the rolled model's node is never the one killed; the others serve another model
+        [
+            ("n1", reps),
+            ("n2", [Replica("o2", model="other")]),
+            ("n3", [Replica("o3", model="other")]),
+        ],
+        sections=sections,
+        models=[{"name": MODEL, "min_active": 2}],
+    ).start(timeout=40.0)
+    try:
+        node = c.nodes[0]
+        wait_ready(c, ["r0", "r1", "r2"])
+        leader = c.wait_leader()
+        if leader == "n1":
+            c.ctl_ok(0, "leader", "transfer", "--to", c.nodes[1].raft)
+            leader = c.wait_leader(exclude="n1")
+        victim = next(n for n in c.nodes if n.name == leader)
+        before = node.supervised_pids()
+        with Load(c) as load:
+            wait_until(lambda: load.ok >= 20, 20.0, 0.1, message="load")
+            c.ctl_ok(0, "reload", MODEL)
+            wait_until(
+                lambda: (
+                    {r["name"]: r["step"] for r in status(c)["replicas"]}["r1"]
+                    in ("reloading", "warming")
+                ),
+                60.0,
+                0.1,
+                message="r1 mid-reload",
+            )
+            assert victim.proc is not None
+            victim.proc.kill(signal.SIGKILL)
+            victim.proc.wait_exit(10.0)
+            alive = [n for n in c.nodes if n is not victim]
+            c.wait_leader(alive, timeout=30.0, exclude=leader)
+            ro, fewest = follow(c, 2)
+        assert ro["state"] == "done", ro
+        assert fewest >= 2
+        assert load.errors == [], load.errors[:5]
+        lines = c.ctl_ok(0, "events", "--json").splitlines()
+        reloads = [
+            e["subject"] for e in map(json.loads, lines)
+            if e["kind"] == "rollout" and (e.get("fields") or {}).get("step") == "reloading"
+        ]  # fmt: skip
+        assert sorted(reloads) == ["r0", "r1", "r2"], reloads  # no replica reloaded twice
+        after = node.supervised_pids()
+        assert all(after[n] != before[n] for n in ("r0", "r1", "r2")), (before, after)
+        leaders = [e for e in map(json.loads, lines) if e["kind"] == "leader"]
+        assert len(leaders) >= 2, leaders
     finally:
         c.stop_all()
         for n in c.nodes:
