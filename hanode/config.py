@@ -29,8 +29,10 @@ from hanode.settings.sections import (
     SECTIONS,
     ApiConfig,
     BreakerSettings,
+    ClassConfig,
     ClusterConfig,
     HealthConfig,
+    KeyConfig,
     MetricsConfig,
     ModelConfig,
     NodeConfig,
@@ -40,6 +42,7 @@ from hanode.settings.sections import (
     SloConfig,
     ThresholdsConfig,
 )
+from hanode.settings.sections_classes import class_reference_errors
 
 __all__ = [
     "REDUNDANCY_MODES",
@@ -82,6 +85,8 @@ class Config:
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     # Per replica, in the order of `replicas`: how this node acts on it. Local only.
     actuators: tuple[ActuatorSpec, ...] = ()
+    classes: tuple[ClassConfig, ...] = ()  # request classes beyond/over the built-in ones
+    api_keys: tuple[KeyConfig, ...] = ()  # keys naming their class
 
 
 def parse_config(data: Mapping[str, Any], source: str) -> Config:
@@ -99,6 +104,9 @@ def parse_config(data: Mapping[str, Any], source: str) -> Config:
             f"{source}: [api]: the control API runs on cluster nodes only; add [cluster] "
             "or remove [api]"
         )
+    errors.extend(
+        class_reference_errors(source, cfg.classes, cfg.api_keys, cfg.router.default_class)
+    )
     if cfg.cluster is not None and cfg.node.advertise_host is None and not errors:
         errors.extend(_unadvertised(cfg))
     for key, value in data.items():

@@ -54,6 +54,7 @@ from hanode.security.secret_files import secret_file_problem
 from hanode.security.tls import TlsError, TlsFiles, server_ssl_context
 from hanode.service import drain_router, status_line
 from hanode.settings.schema import build
+from hanode.settings.sections_classes import build_admission
 from hanode.standalone.pool import LocalPool
 from hanode.status import status_document
 
@@ -77,6 +78,7 @@ def router_settings(config: Config) -> RouterSettings:
         model_timeouts={
             m.name: m.request_timeout_s for m in config.models if m.request_timeout_s is not None
         },
+        admission=build_admission(config.router, config.classes, config.api_keys, config.models),
     )
 
 
@@ -556,7 +558,10 @@ class Node:
         a leader hands leadership over; then everything closes."""
         self.notifier.stopping("draining")
         if self.door is not None and self.router_server is not None:
-            await drain_router(self.door, self.router_server, self.config.router.drain_timeout_s)
+            router = self.config.router
+            await drain_router(
+                self.door, self.router_server, router.drain_timeout_s, router.drain_notice_s
+            )
         if self.exit_code == 0 and self.cluster is not None and self.control is not None:
             st = self.cluster.store.status()
             if st.is_leader and len(st.members) > 1:

@@ -327,6 +327,10 @@ class ClusterRuntime:
         door = self.door
         if door is None:
             return
+        # Each router admits its share: capacity / live routers (docs/degradation.md).
+        gate = getattr(door, "admission", None)
+        if gate is not None:
+            gate.set_routers(sum(1 for n in view.nodes.values() if not n.lost))
         door.pool_changed()  # e.g. a lost node's replicas: their tries fail over at once
         self._apply_peer_breakers(door, view)
         self._apply_resets(door, view)

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from hanode.metrics.admission import AdmissionMetrics
 from hanode.metrics.hotpath import HotPathCollector, LabeledCounter, LabeledHistogram
 from hanode.metrics.node_state import ClusterFacts, NodeStateCollector, ProcessFacts
 from hanode.pool.snapshot import PoolSnapshot
@@ -232,6 +233,7 @@ class NodeMetrics:
             ["replica"],
             registry=r,
         )
+        self.admission = AdmissionMetrics(r)  # admission, degradation, SLOs
         self.gpu_events = Counter(
             "hanode_gpu_memory_events",
             "GPU memory level changes (prepare capacity, reduce, remove, normal)",

@@ -32,6 +32,8 @@ from hanode.policies.picker import pick
 from hanode.policies.retry import RetryBudget, RetryPolicy
 from hanode.pool.replica import may_serve
 from hanode.pool.snapshot import PoolSnapshot, PoolView, ReplicaState
+from hanode.router.admission import AdmissionGate
+from hanode.router.admission_config import AdmissionConfig
 from hanode.router.registry import Replica, ReplicaRegistry, Try
 from hanode.router.routing_table import RoutingTable
 from hanode.router.validation import RequestLimits
@@ -89,6 +91,8 @@ class RouterSettings:
     no_replica_retry_after_s: float = 2.0
     pin_seeds: bool = True
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    # Classes, keys, capacity, queues, degradation, fallbacks (docs/degradation.md).
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)
 
 
 class RouterCore:
@@ -122,6 +126,7 @@ class RouterCore:
         self._resource_errors = 0  # since the last log line about them
         self._resource_log_at = -math.inf  # no such line before this time
         self._first_bytes: dict[tuple[str, bool], FirstByteWindow] = {}  # (model, stream)
+        self.admission = AdmissionGate(view, settings.admission, self.loop, metrics, events)
 
     # -- hedging -------------------------------------------------------------------------------
     def first_byte(self, model: str, stream: bool, seconds: float) -> None:
@@ -280,6 +285,7 @@ class RouterCore:
         Run by a timer while tries are in flight; a pool owner may call it right after it
         publishes a snapshot."""
         snap = self._watched = self.view.snapshot
+        self.admission.pool_changed()  # capacity may have changed: wake the queues
         for replica in [r for r in self.registry if r.tries]:
             why = no_longer_serving(snap.replicas.get(replica.name))
             if why is not None:
@@ -341,6 +347,7 @@ class RouterCore:
             self.replica_dead(replica, "its breaker opened")
 
     def close(self) -> None:
+        self.admission.close()
         if self._watch is not None:
             self._watch.cancel()
             self._watch = None

@@ -11,6 +11,7 @@ failover and timers that decide *when* these happen live in :mod:`hanode.router.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import structlog
@@ -68,6 +69,7 @@ class RelayOutcomes:
         "_last_error",
         "_loop",
         "_ok",
+        "_on_end",
         "_path",
         "_probe",
         "_replica",
@@ -101,8 +103,12 @@ class RelayOutcomes:
         extra_headers: bytes,
         timeout_s: float,
         deadline_by: bytes | None = None,
+        on_end: Callable[[int, bool, float], None] | None = None,
     ) -> None:
-        """``deadline_by``: the client header that shortened the deadline, if one did."""
+        """``deadline_by``: the client header that shortened the deadline, if one did;
+        ``on_end(status, functional success, duration)``: called once when the request is
+        counted (the admission gate frees its place and records the SLO)."""
+        self._on_end = on_end
         self._core = core
         self._loop = core.loop
         self._responder = responder
@@ -277,3 +283,5 @@ class RelayOutcomes:
             duration,
             ttft if self.parsed.stream else None,
         )
+        if self._on_end is not None:
+            self._on_end(status, outcome.technical and outcome.functional, duration)

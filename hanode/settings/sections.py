@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from hanode.settings.api_keys import MIN_API_KEY_LENGTH, api_keys, router_keys
 from hanode.settings.schema import Section
+from hanode.settings.sections_classes import ClassConfig, KeyConfig, check_classes, check_keys
 from hanode.settings.sections_cluster import (
     REDUNDANCY_MODES,
     ClusterConfig,
@@ -41,8 +42,10 @@ __all__ = [
     "SECTIONS",
     "ApiConfig",
     "BreakerSettings",
+    "ClassConfig",
     "ClusterConfig",
     "HealthConfig",
+    "KeyConfig",
     "MetricsConfig",
     "ModelConfig",
     "NodeConfig",
@@ -102,6 +105,24 @@ SECTIONS: tuple[Section, ...] = (
         presence="optional",
         many=True,
         entry_check=check_models,
+    ),
+    Section(
+        "classes",
+        ClassConfig,
+        "optional; request classes (built in: interactive, internal, batch; "
+        "docs/degradation.md)",
+        presence="optional",
+        many=True,
+        entry_check=check_classes,
+    ),
+    Section(
+        "api_keys",
+        KeyConfig,
+        "optional; API keys that name their request class (a key or its SHA-256)",
+        presence="optional",
+        many=True,
+        entry_check=check_keys,
+        examples=({"key": None},),
     ),
     Section(
         "replicas",

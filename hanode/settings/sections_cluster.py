@@ -107,6 +107,56 @@ class ModelConfig:
         gt=0,
         example=600.0,
     )
+    fallback: tuple[str, ...] = setting(
+        "models that answer this model's requests of classes with fallback = true when it is "
+        "out of capacity or has no serving replica, in order (docs/degradation.md)",
+        default=(),
+        example=("llama-8b",),
+    )
+    max_concurrency: int | None = setting(
+        "requests one of its replicas serves at once ([router].max_concurrency when absent)",
+        default=None,
+        ge=1,
+        example=64,
+    )
+    degrade_max_tokens: int | None = setting(
+        "under pressure, new requests' max_tokens is capped at this (tighter as pressure grows)",
+        default=None,
+        ge=1,
+        example=512,
+    )
+    degrade_max_tokens_floor: int = setting(
+        "the max_tokens cap never goes below this (reasoning models need room to answer)",
+        default=0,
+        ge=0,
+    )
+    degrade_max_prompt_tokens: int | None = setting(
+        "under pressure, prompts estimated above this many tokens get 400 "
+        "context_length_exceeded",
+        default=None,
+        ge=1,
+        example=4096,
+    )
+    degrade_temperature: float | None = setting(
+        "under pressure, temperatures above this are lowered to it",
+        default=None,
+        ge=0,
+        example=0.7,
+    )
+    degrade_max_tokens_engage: float = setting(
+        "pressure at which the max_tokens cap engages", default=1.2, gt=0
+    )
+    degrade_max_tokens_release: float = setting(
+        "pressure at which it releases again (below the engage level)", default=0.9, ge=0
+    )
+    degrade_prompt_engage: float = setting(
+        "pressure at which the prompt limit engages", default=2.0, gt=0
+    )
+    degrade_prompt_release: float = setting("... and releases", default=1.2, ge=0)
+    degrade_temperature_engage: float = setting(
+        "pressure at which the temperature cap engages", default=1.5, gt=0
+    )
+    degrade_temperature_release: float = setting("... and releases", default=1.0, ge=0)
     gpu_price_per_hour: float | None = setting(
         "what one of its replicas' GPUs costs an hour, for `hanodectl plan` (shown only)",
         default=None,
@@ -118,6 +168,12 @@ class ModelConfig:
 def check_models(t: Table, m: ModelConfig, earlier: Sequence[tuple[int, ModelConfig]]) -> None:
     if any(e.name == m.name for _, e in earlier):
         t.error("name", f"model {m.name!r} is configured twice")
+    if m.name in m.fallback:
+        t.error("fallback", "a model cannot be its own fallback")
+    for policy in ("max_tokens", "prompt", "temperature"):
+        engage = getattr(m, f"degrade_{policy}_engage")
+        if getattr(m, f"degrade_{policy}_release") >= engage:
+            t.error(f"degrade_{policy}_release", f"must be below degrade_{policy}_engage")
 
 
 @dataclass(frozen=True, slots=True)

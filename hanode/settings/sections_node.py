@@ -106,6 +106,20 @@ class RouterConfig:
         to=bind(RequestLimits, "max_tokens"),
     )
     max_n: int = setting('largest "n" (choices per request) accepted', ge=1, to=RequestLimits)
+    admission: bool = setting(
+        "admission control: per model, requests beyond this router's share of the serving "
+        "replicas' capacity wait in per-class queues or are shed with 429 (docs/degradation.md)",
+        default=True,
+    )
+    max_concurrency: int = setting(
+        "requests one replica serves at once, unless [[models]] max_concurrency says (or the "
+        "engine queues: then what it runs)",
+        default=32,
+        ge=1,
+    )
+    default_class: str = setting(
+        "the class of requests whose key names none ([[classes]])", default="interactive"
+    )
     tls_cert_file: Path | None = setting(
         "serve the front door over TLS with this certificate chain (PEM); with tls_key_file",
         default=None,
@@ -120,6 +134,13 @@ class RouterConfig:
         "on stop: new requests get 503 and connection: close, in-flight ones get this long "
         "to finish before the node exits",
         default=30.0,
+        ge=0,
+    )
+    drain_notice_s: float = setting(
+        "on stop: keep answering 503 (/health too) at least this long before the port "
+        "closes, so load balancers see it and send nothing more (a connection they open "
+        "as the port closes is reset)",
+        default=2.0,
         ge=0,
     )
 
