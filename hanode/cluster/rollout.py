@@ -183,8 +183,12 @@ def _plan_running(
                     out.append(_promote(ro, rec))
                     out.append(_cmd(ro, "rollout_note", surge_state="promoted"))
                 out.append(_step(ro, st.name, "ramping", "warmed up"))
-            elif not may_serve_enabled(rec, lost) and elapsed >= settings.reload_timeout_s:
-                why = f"{st.name} stopped passing L2 while warming up"
+            elif elapsed >= settings.reload_timeout_s:
+                why = (
+                    f"{st.name} stopped passing L2 while warming up"
+                    if not may_serve_enabled(rec, lost)
+                    else f"{st.name}'s warm-up prompts failed for {settings.reload_timeout_s:g}s"
+                )
                 out.append(_step(ro, st.name, "failed", why))
                 out.append(_finish(ro, "failed", why))
                 return out, warm

@@ -118,6 +118,7 @@ class RolloutNode:
         except Exception as exc:  # reported by not passing L2: the rollout then fails
             log.warning("engine_reload_failed", replica=name, gen=gen, error=str(exc))
             return
+
         def failed() -> None:  # asked again on the next view
             self._asked.pop(name, None)
 
