@@ -39,15 +39,19 @@ def status_line(role: str, leader: str | None, snapshot: PoolSnapshot) -> str:
     return "; ".join(parts)
 
 
-async def drain_router(door: FrontDoor, server: HttpServer, timeout_s: float) -> int:
-    """Refuse new requests and wait for those in flight; returns how many were still being
-    answered when ``timeout_s`` ran out (0: all finished)."""
+async def drain_router(
+    door: FrontDoor, server: HttpServer, timeout_s: float, notice_s: float = 0.0
+) -> int:
+    """Refuse new requests and wait for those in flight, and at least ``notice_s`` (load
+    balancers see /health answer 503 before the port closes); returns how many were still
+    being answered when ``timeout_s`` ran out (0: all finished)."""
     door.draining = True
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
+    start = loop.time()
+    deadline = start + max(timeout_s, notice_s)
     busy = server.busy()
-    log.info("router_draining", in_flight=busy, timeout_s=timeout_s)
-    while busy and loop.time() < deadline:
+    log.info("router_draining", in_flight=busy, timeout_s=timeout_s, notice_s=notice_s)
+    while (busy or loop.time() < start + notice_s) and loop.time() < deadline:
         await asyncio.sleep(DRAIN_POLL_S)
         busy = server.busy()
     if busy:

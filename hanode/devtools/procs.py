@@ -323,6 +323,8 @@ def node_config_toml(
     }
     for table, values in (sections or {}).items():
         tables.setdefault(table, {}).update(values)
+    # No load balancer watches these nodes' /health: a stopping node need not wait for one.
+    tables["router"].setdefault("drain_notice_s", 0.0)
     if "cluster" in tables:  # a cluster on one host: peers reach its replicas on loopback
         tables["node"].setdefault("advertise_host", "127.0.0.1")
     out: list[str] = []

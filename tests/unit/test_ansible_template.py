@@ -30,6 +30,10 @@ def render(tmp_path: Path, **overrides: Any) -> Path:
         "hanode_data_dir": str(tmp_path / "data"),
         "hanode_config_dir": str(tmp_path),
         "hanode_raft_bind": "10.0.0.11",
+        # Defaults that are templates (the host's own address, generated keys) given here.
+        "hanode_router_listen": "10.0.0.11:8080",
+        "hanode_api_listen": "10.0.0.11:9200",
+        "hanode_api_keys": [],
         "hanode_advertise_host": "10.0.0.11",
         "hanode_raft_peers": ["10.0.0.12:7100", "10.0.0.13:7100"],
         "hanode_replicas": [
@@ -72,3 +76,17 @@ def test_cluster_config_renders_and_loads(tmp_path: Path) -> None:
 def test_standalone_config_renders_and_loads(tmp_path: Path, cluster: bool) -> None:
     cfg = load_config(render(tmp_path, hanode_cluster=cluster, hanode_models=[]))
     assert cfg.cluster is None and cfg.api is None
+
+
+def test_defaults_are_closed() -> None:
+    """Issue 14: keys and tokens generated unless given, listeners on the host's own address,
+    the ops endpoint on loopback."""
+    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+    for key in ("hanode_api_keys", "hanode_api_tokens"):
+        assert len(defaults[key]) == 1 and "lookup('ansible.builtin.password'" in defaults[key][0]
+    assert "lookup('ansible.builtin.password'" in defaults["hanode_raft_secret"]
+    assert defaults["hanode_open_front_door"] is False
+    assert defaults["hanode_router_listen"].startswith("{{ hanode_advertise_host }}:")
+    assert defaults["hanode_api_listen"].startswith("{{ hanode_advertise_host }}:")
+    assert defaults["hanode_metrics_listen"].startswith("127.0.0.1:")
+    assert "0.0.0.0" not in (ROLE / "defaults" / "main.yml").read_text()
