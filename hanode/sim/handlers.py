@@ -84,7 +84,10 @@ class SimApp:
             b"/sleep": {b"POST": self._sleep},
             b"/wake_up": {b"POST": self._wake_up},
             b"/is_sleeping": {b"GET": self._is_sleeping},
+            # vLLM's dev-mode RPC to its workers; the simulator knows "reload_weights"
+            b"/collective_rpc": {b"POST": self._collective_rpc},
         }
+        self.weight_reloads = 0
 
     # -- entry point -------------------------------------------------------------------------
     def handle(self, request: Request, responder: Responder) -> None:
@@ -279,6 +282,22 @@ class SimApp:
     def _is_sleeping(self, request: Request, responder: Responder) -> None:
         responder.send(200, orjson.dumps({"is_sleeping": self.sleep_mode.is_sleeping}))
 
+    def _collective_rpc(self, request: Request, responder: Responder) -> None:
+        """``{"method": "reload_weights"}``: the weights are read again (it takes ``wake_s``;
+        requests wait meanwhile like vLLM's, the answer comes once done)."""
+        method = self._json_object(request).get("method")
+        if method != "reload_weights":
+            raise bad_request(f"collective_rpc: the simulator knows reload_weights, not {method!r}")
+
+        def done() -> None:
+            self._hangs.discard(timer)
+            self.weight_reloads += 1
+            if not responder.done:
+                responder.send(200, orjson.dumps({"results": [None]}))
+
+        timer = self.loop.call_later(self.sleep_mode.wake_s, done)
+        self._hangs.add(timer)  # cancelled at shutdown
+
     # -- admin routes ------------------------------------------------------------------------
     def _json_object(self, request: Request) -> dict[str, Any]:
         try:
@@ -295,6 +314,7 @@ class SimApp:
             "model": self.model,
             "loading": self.loading,
             "sleeping": self.sleep_mode.is_sleeping,
+            "weight_reloads": self.weight_reloads,
             "faults": self.faults.as_dict(),
             "faults_injected": dict(self.faults_injected),
             "running": e.running,
