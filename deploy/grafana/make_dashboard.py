@@ -81,9 +81,13 @@ PANELS = [
          "503 no replica {{model}}"),
         ("sum by (model) (rate(hanode_retry_budget_exhausted_total[5m]))",
          "retry budget spent {{model}}"),
+        ('sum by (model, class) (hanode_admission_queue_length{model=~"$model"})',
+         "admission queue {{model}}/{{class}}"),
+        ('sum by (model, outcome) (rate(hanode_admission_total{model=~"$model",'
+         'outcome=~"full|timeout|no_replica"}[5m]))', "shed {{model}}: {{outcome}}"),
     ], 12, 16,
-        description="Engine queue depth and what the front door refused. hanode has no "
-        "admission queue or load shedding of its own yet: no such series exist."),
+        description="Engine queue depth, the admission queues per class, requests shed "
+        "(queue full, waited too long, no replica) and what the front door refused"),
     panel(7, "Leader and quorum", [
         ("min(hanode_cluster_has_quorum)", "quorum (every node)"),
         ("sum(hanode_cluster_is_leader)", "leaders"),
@@ -98,6 +102,13 @@ PANELS = [
         ('histogram_quantile(0.95, sum by (le, model) '
          '(rate(hanode_incident_mttr_seconds_bucket{model=~"$model"}[6h])))', "MTTR p95 {{model}}"),
     ], 12, 24, h=6),
+    panel(10, "SLO burn rate per class (hanode's own)", [
+        ('max by (model, class) (hanode_slo_burn_rate{model=~"$model",window="1h"})',
+         "1h {{model}}/{{class}}"),
+        ('max by (model, class) (hanode_slo_burn_rate{model=~"$model",window="6h"})',
+         "6h {{model}}/{{class}}"),
+    ], 0, 38, w=24,
+        description="1 spends the error budget exactly over the SLO period; 14.4 over 1h pages"),
     panel(9, "Replica processes: restarts and crash loops", [
         ("max by (replica) (hanode_replica_restarts_in_window)", "restarts {{replica}}"),
         ("max by (replica) (hanode_replica_crash_loop)", "crash loop {{replica}}"),
