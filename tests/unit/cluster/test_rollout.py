@@ -84,6 +84,12 @@ class RolloutWorld:
     def settle(self, name: str) -> None:
         """The node: restarts asked for, the desired state, L2 one round after a start."""
         rec = self.view.replicas[name]
+        if rec.reload_gen > rec.reload_done:  # an engine reload: the process stays
+            self.restarts[name] = self.restarts.get(name, 0) + 1
+            self.write(
+                {"op": "report_reload", "replica": name, "node": "n1", "done": rec.reload_gen}
+            )
+            return
         if rec.restart_gen > rec.restart_done:
             self.restarts[name] = self.restarts.get(name, 0) + 1
             self.starting[name] = rec.restart_gen
@@ -159,7 +165,9 @@ class RolloutWorld:
 
     def serving(self) -> list[str]:
         v = self.view
-        return sorted(n for n, r in v.replicas.items() if r.role.value == "active" and r.may_serve())
+        return sorted(
+            n for n, r in v.replicas.items() if r.role.value == "active" and r.may_serve()
+        )
 
     def run(self, rounds: int = 60) -> str:
         for _ in range(rounds):
@@ -327,3 +335,14 @@ def test_invariants_under_leader_changes_aborts_and_failures(
     assert not ro.running  # it always ends: done, failed or aborted
     if ro.state == "done":
         assert set(w.restarts) == {s.name for s in ro.replicas}
+
+
+def test_engine_reload_replicas_are_reloaded_by_their_engine_not_restarted() -> None:
+    w = RolloutWorld(["a", "b"], min_active=1)
+    w.doc["replicas"]["b"]["spec"]["reload"] = "engine"  # as its node registers it
+    w.start()
+    assert w.run() == "done"
+    view = w.view
+    assert (view.replicas["b"].reload_done, view.replicas["b"].restart_gen) == (1, 0)
+    assert (view.replicas["a"].restart_done, view.replicas["a"].reload_gen) == (1, 0)
+    assert w.restarts == {"a": 1, "b": 1}
