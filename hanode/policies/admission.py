@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -71,6 +71,14 @@ def router_share(capacity: int, routers: int) -> int:
     if capacity <= 0:
         return 0
     return max(1, math.ceil(capacity / max(1, routers)))
+
+
+def class_limit(share: int, capacity_share: float) -> int:
+    """Requests of one class in service at most: its part of the router's share (at least
+    one while the share is above 0)."""
+    if share <= 0:
+        return 0
+    return max(1, math.floor(share * min(1.0, max(0.0, capacity_share))))
 
 
 def pressure(in_service: int, queued: int, share: int, memory_share: float = 0.0) -> float:
@@ -159,10 +167,11 @@ class ClassQueues(Generic[T]):
     def rank(self, request_class: str) -> int:
         return self._order.index(request_class)
 
-    def pop(self) -> Waiting[T] | None:
-        """The next request to admit: the most urgent class, the next key in turn."""
+    def pop(self, eligible: Callable[[str], bool] | None = None) -> Waiting[T] | None:
+        """The next request to admit: the most urgent class (of those ``eligible``: e.g.
+        below their capacity share), the next key in turn."""
         for c in self._order:
-            if not self._lengths[c]:
+            if not self._lengths[c] or (eligible is not None and not eligible(c)):
                 continue
             queues = self._queues[c]
             while queues:

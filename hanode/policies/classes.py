@@ -24,14 +24,17 @@ class RequestClass:
     max_queue: int = 256
     degrade: bool = True
     fallback: bool = True
+    # The share of a model's capacity this class may hold at once: the rest stays free for
+    # more urgent classes, so they find a place without waiting for one to end.
+    capacity_share: float = 1.0
 
 
 # The classes every node knows unless [[classes]] says otherwise (a block of the same name
 # replaces the default one).
 DEFAULT_CLASSES: tuple[RequestClass, ...] = (
     RequestClass("interactive", 0, 0.999, 2.0, 64, degrade=False, fallback=True),
-    RequestClass("internal", 1, 0.99, 10.0, 256, degrade=True, fallback=True),
-    RequestClass("batch", 2, 0.95, 120.0, 1024, degrade=True, fallback=False),
+    RequestClass("internal", 1, 0.99, 10.0, 256, degrade=True, fallback=True, capacity_share=0.9),
+    RequestClass("batch", 2, 0.95, 120.0, 1024, degrade=True, fallback=False, capacity_share=0.75),
 )
 DEFAULT_CLASS = "interactive"
 # An inline [router] api_keys item given as the key's hash instead of the key.

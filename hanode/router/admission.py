@@ -28,6 +28,7 @@ from hanode.policies.admission import (
     ClassQueues,
     ReplicaLoad,
     Waiting,
+    class_limit,
     model_capacity,
     pressure,
     router_share,
@@ -63,6 +64,7 @@ class ModelGate:
 
     __slots__ = (
         "avg_s",
+        "by_class",
         "cached",
         "degrade",
         "in_service",
@@ -81,6 +83,7 @@ class ModelGate:
             {c: k.max_queue for c, k in classes.items()},
         )
         self.in_service = 0
+        self.by_class: dict[str, int] = dict.fromkeys(classes, 0)  # in service per class
         self.degrade = DegradeState(config.model(name).degrade)
         self.cached: PoolSnapshot | None = None
         self.routers = 0
@@ -176,7 +179,7 @@ class AdmissionGate:
         pending = Pending(cls, key, model, start, responder)
         queues = mg.queues
         head = queues.head_priority()
-        if share > 0 and mg.in_service < share and (head is None or head > queues.rank(cls.name)):
+        if self._room(mg, cls, share) and (head is None or head > queues.rank(cls.name)):
             self._admit(mg, pending, fell_back=False)
         elif self._try_fallback(pending):
             pass
@@ -193,12 +196,13 @@ class AdmissionGate:
                 self._arm()
         self._update_pressure(mg)
 
-    def release(self, model: str, duration_s: float) -> None:
+    def release(self, model: str, cls: RequestClass, duration_s: float) -> None:
         """A request admitted for ``model`` ended: its place goes to the next waiter."""
         mg = self._models.get(model)
         if mg is None:
             return
         mg.in_service = max(0, mg.in_service - 1)
+        mg.by_class[cls.name] = max(0, mg.by_class.get(cls.name, 0) - 1)
         mg.avg_s += (duration_s - mg.avg_s) * 0.1
         self._drain(mg)
         self._update_pressure(mg)
@@ -218,8 +222,17 @@ class AdmissionGate:
             self._update_pressure(mg)
 
     # -- internals -----------------------------------------------------------------------------
+    def _room(self, mg: ModelGate, cls: RequestClass, share: int) -> bool:
+        """A place for one more request of ``cls``: below the share, and the class below its
+        part of it."""
+        if mg.in_service >= share:
+            return False
+        return mg.by_class.get(cls.name, 0) < class_limit(share, cls.capacity_share)
+
     def _admit(self, mg: ModelGate, pending: Pending, *, fell_back: bool) -> None:
         mg.in_service += 1
+        name = pending.request_class.name
+        mg.by_class[name] = mg.by_class.get(name, 0) + 1
         outcome = "fallback" if fell_back else "admitted"
         self.stats.outcomes.labels(pending.model, pending.request_class.name, outcome).inc()
         pending.start(mg.name, fell_back)
@@ -231,7 +244,7 @@ class AdmissionGate:
         for name in self.config.model(pending.model).fallback:
             fb = self.gate(name)
             share = self.share(fb)
-            if share > 0 and fb.in_service < share and not len(fb.queues):
+            if self._room(fb, pending.request_class, share) and not len(fb.queues):
                 self._admit(fb, pending, fell_back=True)
                 self._update_pressure(fb)
                 return True
@@ -240,8 +253,13 @@ class AdmissionGate:
     def _drain(self, mg: ModelGate) -> None:
         share = self.share(mg)
         queues = mg.queues
+        classes = self.config.classes
+
+        def eligible(name: str) -> bool:
+            return mg.by_class.get(name, 0) < class_limit(share, classes[name].capacity_share)
+
         while len(queues) and mg.in_service < share:
-            entry = queues.pop()
+            entry = queues.pop(eligible)
             if entry is None:
                 break
             self._admit(mg, entry.item, fell_back=False)

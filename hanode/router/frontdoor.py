@@ -256,7 +256,7 @@ class FrontDoor:
     ) -> None:
         """Start the relay of an admitted request (on ``model``: the asked one or a fallback)."""
         if responder.done:
-            self.core.admission.release(model, 0.0)
+            self.core.admission.release(model, cls, 0.0)
             return
         asked = parsed.model
         if fell_back:
@@ -293,7 +293,7 @@ class FrontDoor:
         gate = self.core.admission
 
         def ended(status: int, ok: bool, duration: float) -> None:
-            gate.release(model, duration)
+            gate.release(model, cls, duration)
             gate.record(asked, cls, status, ok, duration)
 
         relay = Relay(

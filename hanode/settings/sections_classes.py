@@ -53,6 +53,13 @@ class ClassConfig:
         ge=0,
         to=RequestClass,
     )
+    capacity_share: float = setting(
+        "share of a model's capacity its requests may hold at once; the rest stays free for "
+        "more urgent classes, so they need not wait for a place",
+        gt=0,
+        le=1,
+        to=RequestClass,
+    )
     degrade: bool = setting(
         "its requests may be degraded under pressure (max_tokens, prompt, temperature caps)",
         to=RequestClass,
