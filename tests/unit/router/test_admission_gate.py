@@ -13,7 +13,7 @@ import orjson
 from hanode.http.request import Request
 from hanode.policies.classes import RequestClass, merge_classes
 from hanode.policies.degradation import DegradeConfig, Levels
-from hanode.pool.replica import Observation, ReplicaSpec, Role, AdminState, HealthLevel
+from hanode.pool.replica import AdminState, HealthLevel, Observation, ReplicaSpec, Role
 from hanode.pool.snapshot import ReplicaState
 from hanode.router.admission_config import AdmissionConfig, ModelAdmission
 from tests.unit.router.fakes import MODEL, FakeResponder, Rig, hold, rig, state
