@@ -23,6 +23,8 @@ OPS = [
     "open_breaker", "reset_breaker", "expire_breakers", "add_event", "forget_node",
     "claim_leader", "node_lost", "node_back", "checkpoint", "checkpoint_report", "nope",
     "set_desired", "request_restart", "report_process", "open_incident", "note_incident",
+    "start_rollout", "rollout_step", "rollout_note", "finish_rollout", "abort_rollout",
+    "report_inflight", "report_reload",
 ]  # fmt: skip
 KEYS = [
     "name", "replica", "replicas", "spec", "obs", "admin", "role", "weights", "term", "leader",
@@ -30,6 +32,8 @@ KEYS = [
     "subject", "message", "fields", "by", "reason", "level", "ids",
     "desired", "gen", "state", "restart_done", "detail", "model", "want", "steps", "key", "what",
     "restored", "closed",
+    "step", "how", "inflight", "done", "surge", "surge_replica", "surge_state",
+    "max_unavailable", "drain_timeout_s", "waiting",
 ]  # fmt: skip
 NAMES = st.sampled_from(
     ["r0", "r1", "n1", "n2", "ghost", "", "run", "sleep", "crash_loop", "r0#1", "planner"]
@@ -101,6 +105,22 @@ def check_whole(doc: dict[str, Any]) -> None:
         {"op": "set_desired", "replica": "r1", "desired": "sleep", "by": ["operator"],
          "ts": 1.0},
         {"op": "request_restart", "replica": "r0", "gen": 2**40, "ts": 1.0},
+    ]
+)  # fmt: skip
+@example(
+    [
+        {"op": "start_rollout", "model": "m", "id": "x", "replicas": ["r0", "r1"],
+         "surge_replica": "r1", "max_unavailable": "two", "ts": 1.0},
+        {"op": "start_rollout", "model": "m", "id": "x", "replicas": ["r0", "r1"], "ts": 1.0},
+        {"op": "rollout_step", "model": "m", "id": "x", "replica": "r0", "step": "reloading",
+         "gen": "next", "term": 3, "leader": "n1", "ts": 2.0},
+        {"op": "report_inflight", "model": "m", "id": "x", "replica": "r0", "node": "n2",
+         "inflight": -1, "ts": 2.0},
+        {"op": "rollout_note", "model": "m", "id": "x", "surge_state": "odd", "term": 3,
+         "leader": "n1", "ts": 2.0},
+        {"op": "finish_rollout", "model": "m", "id": "x", "state": "running", "term": 3,
+         "leader": "n1", "ts": 3.0},
+        {"op": "abort_rollout", "model": "m", "ts": 3.0},
     ]
 )  # fmt: skip
 def test_apply_applies_or_refuses_and_never_corrupts(commands: list[dict[str, Any]]) -> None:
