@@ -305,3 +305,78 @@ def test_killing_the_leader_mid_reload_a_new_leader_finishes_it_reloading_nothin
         c.stop_all()
         for n in c.nodes:
             n.stop_supervised()
+
+
+def test_streams_in_flight_on_a_draining_replica_finish_before_it_is_reloaded(
+    tmp_path: Path,
+) -> None:
+    slow = (*SIM, "--tpot-ms", "100")  # 30 tokens: 3 s per stream
+    reps = [Replica(f"r{i}", actuator="command", sim_args=slow) for i in range(2)]
+    sections: dict[str, dict[str, Any]] = {
+        "health": dict(HEALTH),
+        "recovery": dict(RECOVERY),
+        "cluster": dict(ROLLOUT),
+        # a stream cut by the reload would be continued on r1 and hide the cut: off here
+        "router": {"stream_continuation": False},
+    }
+    c = RaftCluster(
+        tmp_path, [("n1", reps)], sections=sections, models=[{"name": MODEL, "min_active": 1}]
+    ).start(timeout=40.0)
+    try:
+        wait_ready(c, ["r0", "r1"])
+        client = c.nodes[0].openai(timeout=30.0)
+        results: list[tuple[str, int, str | None]] = []
+        errors: list[str] = []
+
+        def one() -> None:
+            try:
+                raw = client.chat.completions.with_raw_response.create(
+                    model=MODEL, messages=MESSAGES, max_tokens=30, stream=True
+                )
+                replica = raw.headers.get("x-hanode-replica", "")
+                chunks, finish = 0, None
+                for chunk in raw.parse():
+                    if chunk.choices and chunk.choices[0].delta.content:
+                        chunks += 1
+                    if chunk.choices and chunk.choices[0].finish_reason:
+                        finish = chunk.choices[0].finish_reason
+                results.append((replica, chunks, finish))
+            except Exception as exc:
+                errors.append(repr(exc))
+
+        threads = [threading.Thread(target=one, daemon=True) for _ in range(6)]
+        for t in threads:
+            t.start()
+        node = c.nodes[0]
+        wait_until(
+            lambda: node.ops_replicas()["r0"].get("inflight", 0) > 0, 10.0, 0.05, message="on r0"
+        )
+        c.ctl_ok(0, "reload", MODEL, "--drain-timeout", "60")
+        seen_inflight = 0
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline:
+            r0 = {r["name"]: r for r in status(c)["replicas"]}["r0"]
+            if r0["step"] == "draining":
+                seen_inflight = max(seen_inflight, int(r0["inflight"]))
+            if r0["step"] not in ("waiting", "draining"):
+                break
+            time.sleep(0.1)
+        for t in threads:
+            t.join(timeout=30.0)
+        ro, _ = follow(c, 1)
+        assert ro["state"] == "done", ro
+        assert errors == [], errors
+        on_r0 = [r for r in results if r[0] == "r0"]
+        assert on_r0, results  # some streams were on the replica that drained
+        assert all(chunks == 30 and finish == "length" for _, chunks, finish in results), results
+        assert seen_inflight > 0  # the rollout waited for them (counted by the router)...
+        lines = c.ctl_ok(0, "events", "--json").splitlines()
+        moves = [
+            e["message"] for e in map(json.loads, lines)
+            if e["kind"] == "rollout" and e["subject"] == "r0"
+        ]  # fmt: skip
+        assert any("draining -> reloading: drained" in m for m in moves), moves  # ...not a timeout
+    finally:
+        c.stop_all()
+        for n in c.nodes:
+            n.stop_supervised()
