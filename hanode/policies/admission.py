@@ -1,13 +1,14 @@
 """How many requests of a model this router may have in service, and the queues of the rest (pure).
 
 Capacity. Each serving replica (in the model's route: weight above 0) offers
-``slots = floor(limit x weight x kv_factor)`` concurrent requests, where ``limit`` is its
-concurrency limit (``[[models]] max_concurrency``, else ``[router] max_concurrency``), lowered
-to what the engine runs when the engine says it is full (it queues requests: ``queue_depth`` >
-0 with ``running`` known, the engine's own ``max_num_seqs`` reached), ``weight`` the planner's
-and slow start's share (0..1), and ``kv_factor`` 1 below ``KV_SOFT`` KV-cache use, falling
-linearly to 0 at ``KV_FULL``. A replica with weight above 0 offers at least one slot unless its
-KV cache is full. The model's capacity is the sum.
+``slots = floor(limit x weight / heaviest weight)`` concurrent requests (at least 1), where
+``limit`` is its concurrency limit (``[[models]] max_concurrency``, else ``[router]
+max_concurrency``), lowered to what the engine runs now when the engine says it cannot take
+more: it queues requests (``queue_depth`` > 0: its own ``max_num_seqs`` is reached) or its KV
+cache is full (``kv_usage`` >= ``KV_FULL``). Weights count relative to the model's heaviest
+replica, so slow start and the planner's demotions shrink a replica's part while load the
+router itself caused (which lowers every loaded replica's weight alike) does not shrink the
+whole model's capacity and feed back on itself. The model's capacity is the sum.
 
 Several routers. Every router sees the same replicated pool, so each takes
 ``share = ceil(capacity / live routers)`` (at least 1 while capacity > 0): together they admit
@@ -26,13 +27,13 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-KV_SOFT = 0.90
 KV_FULL = 0.99
 
 
 @dataclass(frozen=True, slots=True)
 class ReplicaLoad:
-    """What capacity is computed from, for one replica in the model's route."""
+    """What capacity is computed from, for one replica in the model's route (``weight``
+    relative to the model's heaviest replica, 0..1)."""
 
     weight: float
     limit: int
@@ -41,12 +42,11 @@ class ReplicaLoad:
     running: float | None = None
 
 
-def kv_factor(kv_usage: float | None) -> float:
-    if kv_usage is None or kv_usage <= KV_SOFT:
-        return 1.0
-    if kv_usage >= KV_FULL:
-        return 0.0
-    return (KV_FULL - kv_usage) / (KV_FULL - KV_SOFT)
+def engine_full(load: ReplicaLoad) -> bool:
+    """The engine says it takes no more at once: it queues, or its KV cache is full."""
+    queued = load.queue_depth is not None and load.queue_depth > 0
+    kv_full = load.kv_usage is not None and load.kv_usage >= KV_FULL
+    return queued or kv_full
 
 
 def replica_slots(load: ReplicaLoad) -> int:
@@ -54,12 +54,20 @@ def replica_slots(load: ReplicaLoad) -> int:
     if load.weight <= 0.0 or load.limit <= 0:
         return 0
     limit = load.limit
-    if load.queue_depth is not None and load.queue_depth > 0 and load.running is not None:
+    if engine_full(load) and load.running is not None:
         limit = min(limit, max(1, int(load.running)))
-    factor = kv_factor(load.kv_usage)
-    if factor <= 0.0:
-        return 0
-    return max(1, math.floor(limit * min(load.weight, 1.0) * factor))
+    return max(1, math.floor(limit * min(load.weight, 1.0)))
+
+
+def relative_loads(
+    items: Iterable[tuple[float, int, float | None, float | None, float | None]],
+) -> list[ReplicaLoad]:
+    """(weight, limit, kv, queue, running) per replica -> loads with relative weights."""
+    rows = list(items)
+    heaviest = max((w for w, *_ in rows), default=0.0)
+    if heaviest <= 0.0:
+        return []
+    return [ReplicaLoad(w / heaviest, lim, kv, q, r) for w, lim, kv, q, r in rows]
 
 
 def model_capacity(loads: Iterable[ReplicaLoad]) -> int:

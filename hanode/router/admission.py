@@ -26,11 +26,11 @@ from hanode.metrics.admission import AdmissionMetrics
 from hanode.metrics.registry import NodeMetrics
 from hanode.policies.admission import (
     ClassQueues,
-    ReplicaLoad,
     Waiting,
     class_limit,
     model_capacity,
     pressure,
+    relative_loads,
     router_share,
 )
 from hanode.policies.burn_rate import SloReport, SloSeries
@@ -128,7 +128,7 @@ class AdmissionGate:
             mg.routers = self.routers
             route = snap.routes.get(mg.name)
             limit = self.config.model(mg.name).max_concurrency or self.config.max_concurrency
-            loads = []
+            rows = []
             pressed = 0
             if route is not None:
                 for name, weight in zip(route.names, route.weights, strict=True):
@@ -136,11 +136,10 @@ class AdmissionGate:
                     if state is None:
                         continue
                     obs = state.observation
-                    loads.append(
-                        ReplicaLoad(weight, limit, obs.kv_usage, obs.queue_depth, obs.running)
-                    )
+                    rows.append((weight, limit, obs.kv_usage, obs.queue_depth, obs.running))
                     if obs.gpu_mem_frac is not None and obs.gpu_mem_frac >= MEMORY_MARK:
                         pressed += 1
+            loads = relative_loads(rows)
             mg.share = router_share(model_capacity(loads), self.routers)
             mg.memory_share = pressed / len(loads) if loads else 0.0
         return mg.share

@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 from hanode.policies.admission import (
     ClassQueues,
     ReplicaLoad,
-    kv_factor,
     model_capacity,
     pressure,
+    relative_loads,
     replica_slots,
     router_share,
 )
@@ -23,14 +23,26 @@ def test_slots_from_limit_weight_and_kv() -> None:
     assert replica_slots(ReplicaLoad(0.5, 8)) == 4
     assert replica_slots(ReplicaLoad(0.01, 8)) == 1  # serving at all: one slot
     assert replica_slots(ReplicaLoad(0.0, 8)) == 0
-    assert replica_slots(ReplicaLoad(1.0, 8, kv_usage=0.995)) == 0  # KV full
-    assert replica_slots(ReplicaLoad(1.0, 10, kv_usage=0.945)) == 5
+    # KV full: the engine's batch cannot grow past what it runs.
+    assert replica_slots(ReplicaLoad(1.0, 8, kv_usage=0.995, running=5)) == 5
+    assert replica_slots(ReplicaLoad(1.0, 8, kv_usage=0.9, running=5)) == 8
 
 
 def test_an_engine_that_queues_says_its_limit() -> None:
     # The engine runs 4 and queues more: its own max_num_seqs is 4, whatever is configured.
     assert replica_slots(ReplicaLoad(1.0, 32, queue_depth=3, running=4)) == 4
     assert replica_slots(ReplicaLoad(1.0, 32, queue_depth=0, running=4)) == 32
+
+
+def test_weights_count_relative_to_the_heaviest_replica() -> None:
+    # Load lowers every replica's weight alike: the model's capacity stays.
+    assert model_capacity(relative_loads([(0.3, 8, None, None, None)] * 2)) == 16
+    # A replica ramping up (slow start) at a quarter of the others' weight.
+    assert (
+        model_capacity(relative_loads([(1.0, 8, None, None, None), (0.25, 8, None, None, None)]))
+        == 10
+    )
+    assert relative_loads([(0.0, 8, None, None, None)]) == []
 
 
 def test_three_routers_share_the_capacity() -> None:
@@ -48,10 +60,13 @@ def test_shares_never_exceed_capacity_by_more_than_rounding(cap: int, routers: i
     assert (share > 0) == (cap > 0)
 
 
-@given(st.floats(0, 1))
-def test_kv_factor_is_monotone(kv: float) -> None:
-    assert 0.0 <= kv_factor(kv) <= 1.0
-    assert kv_factor(min(1.0, kv + 0.01)) <= kv_factor(kv)
+@given(st.lists(st.floats(0.01, 1), min_size=1, max_size=8), st.floats(0.01, 1))
+def test_capacity_does_not_shrink_when_every_weight_falls_alike(
+    weights: list[float], factor: float
+) -> None:
+    before = model_capacity(relative_loads([(w, 8, None, None, None) for w in weights]))
+    after = model_capacity(relative_loads([(w * factor, 8, None, None, None) for w in weights]))
+    assert abs(after - before) <= len(weights)  # floor rounding only
 
 
 def test_pressure() -> None:
