@@ -5,8 +5,9 @@ asleep in the engine's sleep mode); each node runs its own replicas (``actuator 
 starting ``hanode sim``). Traffic from the official ``openai`` client through every node; one
 replica turns slow, another crashes: its node restarts it by itself while the leader wakes the
 sleeping standby and promotes it (the incident's MTTR is printed), then the leader node itself
-is killed; watch weights, health, roles and traffic shares move away and back, with no failed
-request on the client side. Everything runs on loopback; every process the demo starts (or
+is killed; at the end a rolling reload (``hanodectl reload --surge``) goes over every replica
+under traffic. Watch weights, health, roles and traffic shares move away and back, with no
+failed request on the client side. Everything runs on loopback; every process the demo starts (or
 its nodes started) is stopped by its pid.
 """
 
@@ -209,6 +210,7 @@ class DemoCluster:
             "actuator": "command",
             "command": command,
             "standby": "sleep",
+            "reload": "engine",  # a rolling reload: vLLM's /collective_rpc reload_weights
         }
 
     def write_configs(self) -> None:
@@ -368,6 +370,19 @@ def run_demo(workdir: Path) -> int:
         )
         failed += _phase(traffic, watcher, 3, names)
 
+        _say(
+            "A rolling reload under traffic: hanodectl reload --surge. The sleeping standby "
+            "gpu-d is woken, reloaded and promoted first, then each replica in turn is drained "
+            "(its requests in flight finish), reloads its weights in place, passes L2 and "
+            "warm-up prompts and ramps back; never fewer than min_active = 3 serving"
+        )
+        api = cluster.api_ports[next(n for n in NODES if cluster.nodes[n].alive)]
+        _ctl(api, "reload", MODEL, "--surge")
+        fewest = _follow_rollout(api, 60.0)
+        _ctl(api, "reload", "--status", MODEL)
+        print(f"fewest serving replicas seen during the rollout: {fewest}")
+        failed += _phase(traffic, watcher, 1, names)
+
         traffic.close()
         _say("What the cluster recorded")
         _ctl(cluster.api_ports[next(iter(n for n in NODES if cluster.nodes[n].alive))], "events")
@@ -377,6 +392,35 @@ def run_demo(workdir: Path) -> int:
         if traffic is not None:
             traffic.close()
         cluster.stop()
+
+
+def _follow_rollout(api_port: int, timeout: float) -> int:
+    """Poll the model's rollout until it is over (surge standby given back); the fewest
+    serving replicas seen meanwhile."""
+    from hanode.api.convert import pb, rollout_from_proto
+    from hanode.cli.ctl import Client, Settings
+
+    client = Client(Settings(f"127.0.0.1:{api_port}", None, 5.0))
+    fewest = 99
+    last = ""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            answer = client.call("ReloadStatus", pb.ReloadStatusRequest(model=MODEL))
+            found = [rollout_from_proto(r) for r in answer.rollouts]
+            if found:
+                ro = found[-1]
+                fewest = min(fewest, int(ro["serving"]))
+                line = ", ".join(f"{r['name']} {r['step']}" for r in ro["replicas"])
+                if line != last:
+                    print(f"  {line}", flush=True)
+                    last = line
+                if ro["state"] != "running" and ro["surge_state"] not in ("woken", "promoted"):
+                    break
+            time.sleep(0.3)
+    finally:
+        client.close()
+    return fewest
 
 
 def _mttr(api_port: int) -> str:

@@ -16,9 +16,10 @@ it skips the drain. ``failed``: it did not pass L2 within ``reload_timeout_s``; 
 stops and every replica it drained is enabled again.
 
 Capacity: an active replica is drained only when the model keeps ``min_active`` serving
-without it and fewer than ``max_unavailable`` replicas are out; otherwise the rollout waits
-and says why. With ``surge`` the rollout first reloads a standby and promotes it, so
-capacity never dips; it is demoted again (back to its standby mode) once the rollout is over.
+without it and fewer than ``max_unavailable`` replicas are out or still ramping up;
+otherwise the rollout waits and says why. With ``surge`` the rollout first reloads a
+standby and promotes it, so capacity never dips; it is demoted again (back to its standby
+mode) once the rollout is over.
 """
 
 from __future__ import annotations
@@ -205,7 +206,8 @@ def _plan_running(
     waiting = [st for st in ro.replicas if st.step == "waiting"]
     if not waiting:
         return out, warm
-    out_now = sum(1 for st in ro.replicas if st.step in OUT_STEPS)
+    # A replica still ramping counts too: the next one goes once it has its whole weight.
+    out_now = sum(1 for st in ro.replicas if st.step in MOVING_STEPS)
     surge = ro.surge_replica
     surge_st = ro.step(surge) if surge else None
     serving = _serving(view, ro.model)
@@ -223,7 +225,7 @@ def _plan_running(
             why = f"waiting for the surge standby {surge} to serve before draining {st.name}"
             break
         if out_now >= ro.max_unavailable:
-            why = f"waiting: {out_now} of at most {ro.max_unavailable} replicas out"
+            why = f"waiting: {out_now} of at most {ro.max_unavailable} replicas out or ramping up"
             break
         up = could_serve(rec, lost) and rec.admin is AdminState.ENABLED
         if up and len(serving) - 1 < need:
