@@ -46,6 +46,8 @@ class FakeBackend:
     def __init__(self) -> None:
         self.forced: list[bool] = []  # the force flag of each drain
         self.restart_gen: dict[str, int] = {}
+        self.rollout_state = ""
+        self.rollout_args: dict[str, Any] = {}
         self.replicas: dict[str, dict[str, Any]] = {
             "r1": _replica("r1", "n1"),
             "r2": _replica("r2", "n2", gpu_mem=0.89, latency_ms=1200.0, weight=0.25),
@@ -210,6 +212,62 @@ class FakeBackend:
     async def wake(self, replica: str) -> None:
         self._check("wake", replica)
         self._get(replica)["process"] = {"observed": "starting", "desired": "run"}
+
+    # rolling reloads: one model "llama-8b", its rollout as cluster.rollout.rollout_doc shapes it
+    def _rollout(self, state: str) -> dict[str, Any]:
+        return {
+            "id": "ro1",
+            "model": "llama-8b",
+            "state": state,
+            "waiting": "waiting: draining r2 would leave 1 serving replicas, min_active is 2"
+            if state == "running"
+            else "",
+            "reason": "aborted by operator via n1" if state == "aborted" else "",
+            "by": "operator via n1",
+            "surge_replica": "",
+            "surge_state": "",
+            "max_unavailable": self.rollout_args.get("max_unavailable", 1),
+            "drain_timeout_s": self.rollout_args.get("drain_timeout_s") or 60.0,
+            "started": 1_700_000_000.0,
+            "finished": None if state == "running" else 1_700_000_012.5,
+            "duration_s": None if state == "running" else 12.5,
+            "serving": 2,
+            "replicas": [
+                {"name": "r1", "step": "draining", "reason": "", "inflight": 3,
+                 "unavailable_s": None, "serving": False},
+                {"name": "r2", "step": "waiting", "reason": "", "inflight": 0,
+                 "unavailable_s": None, "serving": True},
+            ],
+        }  # fmt: skip
+
+    async def reload(
+        self,
+        model: str,
+        max_unavailable: int = 1,
+        surge: bool = False,
+        drain_timeout_s: float | None = None,
+    ) -> dict[str, Any]:
+        self._check("reload", (model, max_unavailable, surge, drain_timeout_s))
+        if model != "llama-8b":
+            raise ControlError(ControlErrorCode.NOT_FOUND, f"unknown model '{model}'")
+        self.rollout_args = {"max_unavailable": max_unavailable, "drain_timeout_s": drain_timeout_s}
+        self.rollout_state = "running"
+        return self._rollout("running")
+
+    def reload_status(self, model: str | None = None) -> list[dict[str, Any]]:
+        self._check("reload_status", model)
+        if not self.rollout_state:
+            return []
+        return [self._rollout(self.rollout_state)]
+
+    async def abort_reload(self, model: str) -> dict[str, Any]:
+        self._check("abort_reload", model)
+        if self.rollout_state != "running":
+            raise ControlError(
+                ControlErrorCode.FAILED_PRECONDITION, f"no rollout of {model} is running"
+            )
+        self.rollout_state = "aborted"
+        return self._rollout("aborted")
 
     def incidents(self, limit: int = 50) -> list[dict[str, Any]]:
         self._check("incidents", limit)
