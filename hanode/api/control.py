@@ -85,6 +85,12 @@ class ControlBackend(Protocol):
         "what", "message"}]}`` (times: the leader's wall clock; None: not yet)."""
         ...
 
+    def slo(self) -> list[dict[str, Any]]:
+        """This router's SLO figures per model and class: ``{"model", "request_class",
+        "target", "requests_1h", "success_rate_1h", "availability_1h", "p95_latency_s",
+        "mttr_s", "burn": {window: rate}, "alerts": [pair]}`` (None: no data yet)."""
+        ...
+
     async def restart(self, replica: str, force: bool = False) -> int:
         """Restart a replica through its node (clears a crash loop); returns the request's
         generation. Refused for the last serving replica of a model unless ``force``."""

@@ -18,7 +18,15 @@ class Role(enum.StrEnum):
 
 
 READ_METHODS = frozenset(
-    {"GetStatus", "ListBreakers", "ListMembers", "StreamEvents", "ListIncidents", "ReloadStatus"}
+    {
+        "GetStatus",
+        "ListBreakers",
+        "ListMembers",
+        "StreamEvents",
+        "ListIncidents",
+        "ReloadStatus",
+        "GetSlo",
+    }
 )
 _CONTROL = "/hanode.v1.Control/"
 

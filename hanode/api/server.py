@@ -283,6 +283,26 @@ class ControlService(control_pb2_grpc.ControlServicer):
 
         return await self._run(context, "ListIncidents", False, call)
 
+    async def GetSlo(self, request: pb.GetSloRequest, context: Any) -> pb.GetSloResponse:
+        async def call() -> pb.GetSloResponse:
+            slos = []
+            for d in self._backend.slo():
+                slo = pb.Slo(
+                    model=d["model"],
+                    request_class=d["request_class"],
+                    target=d["target"],
+                    requests_1h=d["requests_1h"],
+                    burn=[pb.SloBurn(window=w, rate=v) for w, v in d["burn"].items()],
+                    alerts=d["alerts"],
+                )
+                for key in ("success_rate_1h", "availability_1h", "p95_latency_s", "mttr_s"):
+                    if d.get(key) is not None:
+                        setattr(slo, key, d[key])
+                slos.append(slo)
+            return pb.GetSloResponse(node=self._backend.node_name, slos=slos)
+
+        return await self._run(context, "GetSlo", False, call)
+
     async def StartReload(self, request: pb.StartReloadRequest, context: Any) -> pb.Rollout:
         async def call() -> pb.Rollout:
             model = _name(request.model, "model")

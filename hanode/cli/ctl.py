@@ -45,6 +45,7 @@ from hanode.cli.render import (
     incidents_table,
     members_table,
     rollouts_table,
+    slo_table,
     status_table,
 )
 
@@ -347,6 +348,28 @@ def _cmd_wake(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_slo(client: Client, args: argparse.Namespace) -> int:
+    answer = client.call("GetSlo", pb.GetSloRequest())
+    slos = []
+    for s in answer.slos:
+        doc: dict[str, Any] = {
+            "model": s.model,
+            "request_class": s.request_class,
+            "target": s.target,
+            "requests_1h": s.requests_1h,
+            "burn": {b.window: b.rate for b in s.burn},
+            "alerts": list(s.alerts),
+        }
+        for key in ("success_rate_1h", "availability_1h", "p95_latency_s", "mttr_s"):
+            doc[key] = getattr(s, key) if s.HasField(key) else None
+        slos.append(doc)
+    if args.json:
+        _print_json({"node": answer.node, "slos": slos})
+    else:
+        print(slo_table(answer.node, slos))
+    return EXIT_OK
+
+
 def _cmd_incidents(client: Client, args: argparse.Namespace) -> int:
     request = pb.ListIncidentsRequest()
     if args.last is not None:
@@ -607,6 +630,10 @@ def build_parser() -> argparse.ArgumentParser:
         )
     p = command("wake", "wake (or start) a replica; it serves once L2 passes", _cmd_wake)
     p.add_argument("replica", metavar="REPLICA")
+    p = command(
+        "slo", "SLOs per model and class: success, availability, p95, MTTR, burn rates", _cmd_slo
+    )
+    p.add_argument("--json", action="store_true")
     p = command("incidents", "lost replicas: timeline, MTTR, duration", _cmd_incidents)
     p.add_argument("--json", action="store_true")
     p.add_argument("--last", type=_count, metavar="N", help="only the newest N (default 50)")

@@ -228,6 +228,37 @@ def incidents_table(incidents: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.2f}%"
+
+
+def slo_table(node: str, slos: list[dict[str, Any]]) -> str:
+    """One row per model and class: target, success, availability, p95, MTTR, burn rates
+    over the alert windows, and the multiwindow pairs burning now."""
+    if not slos:
+        return f"no SLO data on {node} yet (no requests)"
+    windows = ("5m", "1h", "30m", "6h", "3d")
+    rows = [
+        (
+            s["model"],
+            s["request_class"],
+            _ratio(s["target"]),
+            f"{s['requests_1h']:g}",
+            _ratio(s.get("success_rate_1h")),
+            _ratio(s.get("availability_1h")),
+            _secs(s.get("p95_latency_s")),
+            _secs(s.get("mttr_s")),
+            *(f"{s['burn'].get(w, 0.0):.2f}" for w in windows),
+            ",".join(s.get("alerts", [])) or "-",
+        )
+        for s in slos
+    ]
+    head = ("MODEL", "CLASS", "TARGET", "REQ/1H", "SUCCESS", "AVAIL", "P95", "MTTR")
+    burns = tuple(f"BURN {w}" for w in windows)
+    out = table((*head, *burns, "ALERTS"), rows)
+    return "\n".join([f"SLOs measured by the router of {node}:", *out])
+
+
 def rollouts_table(rollouts: list[dict[str, Any]]) -> str:
     """Each rollout: its state (and why it waits), then one row per replica."""
     if not rollouts:

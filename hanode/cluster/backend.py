@@ -321,6 +321,31 @@ class ClusterControl:
         items = [incident_doc(i) for i in self.runtime.store.view.incidents]
         return items[-limit:] if limit else items
 
+    def slo(self) -> list[dict[str, Any]]:
+        """This router's SLO series, with each model's mean MTTR from the incidents."""
+        mttr: dict[str, list[float]] = {}
+        for inc in self.runtime.store.view.incidents:
+            if inc.mttr_s is not None:
+                mttr.setdefault(inc.model, []).append(inc.mttr_s)
+        out = []
+        for r in self.door.admission.slo_reports():
+            values = mttr.get(r.model)
+            out.append(
+                {
+                    "model": r.model,
+                    "request_class": r.request_class,
+                    "target": r.target,
+                    "requests_1h": r.requests_1h,
+                    "success_rate_1h": r.success_rate_1h,
+                    "availability_1h": r.availability_1h,
+                    "p95_latency_s": r.p95_latency_s,
+                    "mttr_s": sum(values) / len(values) if values else None,
+                    "burn": dict(r.burn),
+                    "alerts": list(r.alerts),
+                }
+            )
+        return out
+
     def _actuated(self, name: str) -> Any:
         rec = self._replica(name)
         view = self.runtime.store.view

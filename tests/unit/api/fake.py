@@ -205,6 +205,31 @@ class FakeBackend:
         self.restart_gen[replica] = self.restart_gen.get(replica, 0) + 1
         return self.restart_gen[replica]
 
+    def slo(self) -> list[dict[str, Any]]:
+        """A real SLO series: 1000 requests in the last hour, 20 failed, target 99.9 %."""
+        from hanode.policies.burn_rate import SloSeries
+
+        self._check("slo")
+        now = 100_000 * 60.0
+        series = SloSeries(0.999)
+        for i in range(1000):
+            series.record(now - 3000 + i * 3.0, i >= 20, 0.25)
+        r = series.report("m", "interactive", now)
+        return [
+            {
+                "model": r.model,
+                "request_class": r.request_class,
+                "target": r.target,
+                "requests_1h": r.requests_1h,
+                "success_rate_1h": r.success_rate_1h,
+                "availability_1h": r.availability_1h,
+                "p95_latency_s": r.p95_latency_s,
+                "mttr_s": 4.5,
+                "burn": dict(r.burn),
+                "alerts": list(r.alerts),
+            }
+        ]
+
     async def sleep(self, replica: str, force: bool = False) -> None:
         self._check("sleep", (replica, force))
         self._get(replica)["process"] = {"observed": "sleeping", "desired": "sleep"}

@@ -323,6 +323,50 @@ class ListIncidentsResponse(_message.Message):
     incidents: _containers.RepeatedCompositeFieldContainer[Incident]
     def __init__(self, incidents: _Optional[_Iterable[_Union[Incident, _Mapping]]] = ...) -> None: ...
 
+class GetSloRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SloBurn(_message.Message):
+    __slots__ = ("window", "rate")
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    RATE_FIELD_NUMBER: _ClassVar[int]
+    window: str
+    rate: float
+    def __init__(self, window: _Optional[str] = ..., rate: _Optional[float] = ...) -> None: ...
+
+class Slo(_message.Message):
+    __slots__ = ("model", "request_class", "target", "requests_1h", "success_rate_1h", "availability_1h", "p95_latency_s", "mttr_s", "burn", "alerts")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_CLASS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_1H_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_RATE_1H_FIELD_NUMBER: _ClassVar[int]
+    AVAILABILITY_1H_FIELD_NUMBER: _ClassVar[int]
+    P95_LATENCY_S_FIELD_NUMBER: _ClassVar[int]
+    MTTR_S_FIELD_NUMBER: _ClassVar[int]
+    BURN_FIELD_NUMBER: _ClassVar[int]
+    ALERTS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    request_class: str
+    target: float
+    requests_1h: float
+    success_rate_1h: float
+    availability_1h: float
+    p95_latency_s: float
+    mttr_s: float
+    burn: _containers.RepeatedCompositeFieldContainer[SloBurn]
+    alerts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[str] = ..., request_class: _Optional[str] = ..., target: _Optional[float] = ..., requests_1h: _Optional[float] = ..., success_rate_1h: _Optional[float] = ..., availability_1h: _Optional[float] = ..., p95_latency_s: _Optional[float] = ..., mttr_s: _Optional[float] = ..., burn: _Optional[_Iterable[_Union[SloBurn, _Mapping]]] = ..., alerts: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetSloResponse(_message.Message):
+    __slots__ = ("node", "slos")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    SLOS_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    slos: _containers.RepeatedCompositeFieldContainer[Slo]
+    def __init__(self, node: _Optional[str] = ..., slos: _Optional[_Iterable[_Union[Slo, _Mapping]]] = ...) -> None: ...
+
 class StartReloadRequest(_message.Message):
     __slots__ = ("model", "max_unavailable", "surge", "drain_timeout_s")
     MODEL_FIELD_NUMBER: _ClassVar[int]

@@ -114,6 +114,11 @@ class ControlStub:
                 request_serializer=hanode_dot_v1_dot_control__pb2.ListIncidentsRequest.SerializeToString,
                 response_deserializer=hanode_dot_v1_dot_control__pb2.ListIncidentsResponse.FromString,
                 _registered_method=True)
+        self.GetSlo = channel.unary_unary(
+                '/hanode.v1.Control/GetSlo',
+                request_serializer=hanode_dot_v1_dot_control__pb2.GetSloRequest.SerializeToString,
+                response_deserializer=hanode_dot_v1_dot_control__pb2.GetSloResponse.FromString,
+                _registered_method=True)
         self.StartReload = channel.unary_unary(
                 '/hanode.v1.Control/StartReload',
                 request_serializer=hanode_dot_v1_dot_control__pb2.StartReloadRequest.SerializeToString,
@@ -241,6 +246,14 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSlo(self, request, context):
+        """SLOs per model and request class as this node's router measured them (docs/degradation.md):
+        availability, successful inference rate, p95 latency, MTTR, error-budget burn rates.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StartReload(self, request, context):
         """Rolling reloads (docs/rollouts.md). StartReload starts one (the leader carries it out;
         while one runs it answers that one: idempotent); FAILED_PRECONDITION for a replica without
@@ -346,6 +359,11 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.ListIncidents,
                     request_deserializer=hanode_dot_v1_dot_control__pb2.ListIncidentsRequest.FromString,
                     response_serializer=hanode_dot_v1_dot_control__pb2.ListIncidentsResponse.SerializeToString,
+            ),
+            'GetSlo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSlo,
+                    request_deserializer=hanode_dot_v1_dot_control__pb2.GetSloRequest.FromString,
+                    response_serializer=hanode_dot_v1_dot_control__pb2.GetSloResponse.SerializeToString,
             ),
             'StartReload': grpc.unary_unary_rpc_method_handler(
                     servicer.StartReload,
@@ -795,6 +813,33 @@ class Control:
             '/hanode.v1.Control/ListIncidents',
             hanode_dot_v1_dot_control__pb2.ListIncidentsRequest.SerializeToString,
             hanode_dot_v1_dot_control__pb2.ListIncidentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSlo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hanode.v1.Control/GetSlo',
+            hanode_dot_v1_dot_control__pb2.GetSloRequest.SerializeToString,
+            hanode_dot_v1_dot_control__pb2.GetSloResponse.FromString,
             options,
             channel_credentials,
             insecure,
