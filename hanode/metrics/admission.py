@@ -122,6 +122,19 @@ class AdmissionMetrics:
             ["model", "policy", "state"],
             registry=registry,
         )
+        # What the burn-rate alert rules compute from, summed over every router.
+        self.class_requests = Counter(
+            "hanode_class_requests",
+            "Requests counted for their class's SLO (client errors other than 429 are not)",
+            ["model", "class"],
+            registry=registry,
+        )
+        self.class_failures = Counter(
+            "hanode_class_request_failures",
+            "Of those, the ones that failed (no usable answer: shed, 5xx, cut)",
+            ["model", "class"],
+            registry=registry,
+        )
         self._collector = _GateCollector()
         registry.register(self._collector)
 

@@ -214,6 +214,9 @@ class AdmissionGate:
             return
         series = self._series(model, cls)
         series.record(self.loop.time(), ok, duration_s if ok else None)
+        self.stats.class_requests.labels(model, cls.name).inc()
+        if not ok:
+            self.stats.class_failures.labels(model, cls.name).inc()
 
     def pool_changed(self) -> None:
         for mg in list(self._models.values()):
