@@ -235,7 +235,7 @@ class DemoCluster:
                         "passive_window_s": 4.0,
                         "l2_interval_s": 2.0,
                         "l2_timeout_s": 1.0,
-                        "slow_start_s": 5.0,
+                        "slow_start_s": 3.0,  # also each reloaded replica's ramp
                     },
                     "recovery": {"poll_interval_s": 0.3, "backoff_base_s": 0.5},
                     "thresholds": {"ttft_ms": 300.0},
