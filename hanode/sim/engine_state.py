@@ -30,6 +30,7 @@ class EngineState(Generic[T]):
         "gpu_mem_override",
         "kv_override",
         "leaked",
+        "peak_running",
         "reserve",
         "running",
     )
@@ -39,6 +40,7 @@ class EngineState(Generic[T]):
             raise ValueError("capacity must be >= 1")
         self.capacity = capacity
         self.running = 0
+        self.peak_running = 0  # the most sequences run at once (tests of admission limits)
         self._waiting: deque[T] = deque()
         self.gpu_mem_base = gpu_mem_base
         self.gpu_mem_override: float | None = None
@@ -58,6 +60,7 @@ class EngineState(Generic[T]):
         """True: ``item`` runs now (a slot is taken). False: it waits its turn."""
         if self.has_room:
             self.running += 1
+            self.peak_running = max(self.peak_running, self.running)
             return True
         self._waiting.append(item)
         return False
@@ -86,6 +89,7 @@ class EngineState(Generic[T]):
         started: list[T] = []
         while self._waiting and self.running < self.capacity:
             self.running += 1
+            self.peak_running = max(self.peak_running, self.running)
             started.append(self._waiting.popleft())
         return started
 

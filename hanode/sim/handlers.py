@@ -318,6 +318,7 @@ class SimApp:
             "faults": self.faults.as_dict(),
             "faults_injected": dict(self.faults_injected),
             "running": e.running,
+            "peak_running": e.peak_running,
             "waiting": e.waiting,
             "capacity": e.capacity,
             "kv": e.kv_usage,
