@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from bench import overload as overload_report
 from bench import recovery as recovery_report
 from bench import stream_continuation as continuation_report
 from bench.cluster import report as cluster_report
@@ -365,6 +366,8 @@ def render_summary(r: RunResult) -> str:
     if r.recovery is not None:
         text += "\n\nrecovery (MTTR from the incident timeline):\n"
         text += recovery_report.render(r.recovery)
+    if r.overload is not None:
+        text += "\n\noverload (admission off and on):\n" + overload_report.render(r.overload)
     if r.cluster is not None:
         text += f"\n\n{cluster_report.summary(r.cluster)}"
     return text
@@ -474,6 +477,10 @@ total throughput):
 ### Recovery: MTTR of a crash (bench/recovery.py)
 
 {recovery_report.render(r.recovery) if r.recovery is not None else "Not run."}
+
+### Overload: admission off and on (bench/overload.py)
+
+{overload_report.render(r.overload) if r.overload is not None else "Not run."}
 
 ### Cluster (three nodes, Raft)
 

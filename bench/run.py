@@ -9,7 +9,8 @@ replicas, a private nginx (round-robin, keep-alive upstreams) and one hanode nod
 * first-chunk delay of a streamed chat completion (:mod:`bench.streaming`),
 
 then profiles hanode under load with py-spy (:mod:`bench.profile`), kills one simulator under
-load (:mod:`bench.replica_failover`) and runs the three-node cluster part (:mod:`bench.cluster`).
+load (:mod:`bench.replica_failover`), overloads one node with and without admission control
+(:mod:`bench.overload`) and runs the three-node cluster part (:mod:`bench.cluster`).
 Results: a table on stdout and docs/benchmarks.md (overwritten; never by ``--quick``).
 """
 
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from bench import (
     overhead,
+    overload,
     recovery,
     replica_failover,
     report,
@@ -68,6 +70,8 @@ class Settings:
     )
     # MTTR of a crash: restart by the node, and a sleeping standby's takeover (bench/recovery.py)
     recovery: recovery.RecoverySettings = field(default_factory=recovery.RecoverySettings)
+    # demand twice the capacity, admission off and on (bench/overload.py)
+    overload: overload.OverloadSettings = field(default_factory=overload.OverloadSettings)
     output: Path | None = REPO / "docs" / "benchmarks.md"  # None: print only
 
 
@@ -85,6 +89,7 @@ class RunResult:
     cluster: ClusterResult | None = None
     continuation: stream_continuation.ContinuationResult | None = None
     recovery: recovery.RecoveryResult | None = None
+    overload: overload.OverloadResult | None = None
 
 
 def single_node(
@@ -151,6 +156,8 @@ def measure(settings: Settings) -> RunResult:
     result.continuation = stream_continuation.run(settings.continuation)
     say("recovery: MTTR of a crash, restarted or taken over by a sleeping standby")
     result.recovery = recovery.run(settings.recovery)
+    say("overload: interactive latency and batch outcomes with and without admission")
+    result.overload = overload.run(settings.overload)
     if settings.cluster:
         say("cluster: three nodes in one Raft cluster (bench/cluster/)")
         result.cluster = run_cluster(settings.cluster_settings)
@@ -235,6 +242,7 @@ def parse_args(argv: list[str] | None) -> Settings:
             stream_continuation.QUICK if a.quick else stream_continuation.ContinuationSettings()
         ),
         recovery=recovery.QUICK if a.quick else recovery.RecoverySettings(),
+        overload=overload.QUICK if a.quick else overload.OverloadSettings(),
     )
 
 
