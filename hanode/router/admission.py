@@ -33,7 +33,7 @@ from hanode.policies.admission import (
     relative_loads,
     router_share,
 )
-from hanode.policies.burn_rate import SloReport, SloSeries
+from hanode.policies.burn_rate import ALERT_PAIRS, SloReport, SloSeries
 from hanode.policies.classes import RequestClass
 from hanode.policies.degradation import DegradeState, degrade
 from hanode.pool.snapshot import PoolSnapshot, PoolView
@@ -110,6 +110,9 @@ class AdmissionGate:
         self.routers = 1  # live routers sharing the capacity (the cluster sets it)
         self._models: dict[str, ModelGate] = {}
         self._slo: dict[tuple[str, str], SloSeries] = {}
+        # (model, class) burning its error budget fast (5m and 1h above 14.4x): the class may
+        # hold the whole share, not only its capacity_share (refreshed by the sampler).
+        self.burning: set[tuple[str, str]] = set()
         self._tick: asyncio.TimerHandle | None = None
         self._sampler: asyncio.TimerHandle | None = loop.call_later(0, self._sample)
         metrics.admission.watch(self._facts)
@@ -229,7 +232,11 @@ class AdmissionGate:
         part of it."""
         if mg.in_service >= share:
             return False
-        return mg.by_class.get(cls.name, 0) < class_limit(share, cls.capacity_share)
+        return mg.by_class.get(cls.name, 0) < self._class_limit(mg, cls, share)
+
+    def _class_limit(self, mg: ModelGate, cls: RequestClass, share: int) -> int:
+        lifted = (mg.name, cls.name) in self.burning
+        return class_limit(share, 1.0 if lifted else cls.capacity_share)
 
     def _admit(self, mg: ModelGate, pending: Pending, *, fell_back: bool) -> None:
         mg.in_service += 1
@@ -258,7 +265,7 @@ class AdmissionGate:
         classes = self.config.classes
 
         def eligible(name: str) -> bool:
-            return mg.by_class.get(name, 0) < class_limit(share, classes[name].capacity_share)
+            return mg.by_class.get(name, 0) < self._class_limit(mg, classes[name], share)
 
         while len(queues) and mg.in_service < share:
             entry = queues.pop(eligible)
@@ -377,6 +384,16 @@ class AdmissionGate:
             serving = self.share(self.gate(model)) > 0
             for cls in self.config.classes.values():
                 self._series(model, cls).sample_availability(now, serving)
+        self.refresh_burning(now)
+
+    def refresh_burning(self, now: float) -> None:
+        """Which classes burn their budget fast now (the first alert pair of burn_rate)."""
+        short, long, factor = ALERT_PAIRS[0]
+        self.burning = {
+            key
+            for key, series in self._slo.items()
+            if series.burn(now, short) > factor and series.burn(now, long) > factor
+        }
 
     def slo_reports(self) -> list[SloReport]:
         now = self.loop.time()

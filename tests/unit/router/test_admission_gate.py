@@ -233,3 +233,31 @@ def test_three_routers_each_take_a_third() -> None:
             assert gate.share(gate.gate(MODEL)) == 2
 
     run(main)
+
+
+def test_a_class_burning_its_budget_fast_may_hold_the_whole_share() -> None:
+    classes = dict(CLASSES)
+    classes["batch"] = dataclasses.replace(classes["batch"], capacity_share=0.5)
+
+    async def main() -> None:
+        async with rig(admission=config(classes=classes)) as r:
+            r.a.default = r.b.default = hold()
+            gate = r.door.core.admission
+            first = send(r, "batch", "b1")
+            call1 = await r.a.next_call()
+            second = send(r, "batch", "b2")  # its capacity_share (1 of 2) is taken: waits
+            assert gate_of(r).queues.length("batch") == 1
+            # batch has failed every request of the last hour: 20x its 5 % budget
+            for _ in range(50):
+                gate.record(MODEL, classes["batch"], 503, False, 0.0)
+            gate.refresh_burning(r.door.loop.time())
+            assert (MODEL, "batch") in gate.burning
+            gate.pool_changed()  # wakes the queue: the burning class may take the free place
+            call2 = await r.a.next_call()
+            assert b"b2" in call2.body
+            call1.let_go()
+            call2.let_go()
+            await finished(first)
+            await finished(second)
+
+    run(main)
