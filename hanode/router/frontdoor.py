@@ -211,7 +211,9 @@ class FrontDoor:
             send_error(responder, err.status, err.message, param=err.param, code=err.code)
             return
         snap = self.view.snapshot
-        if parsed.model not in snap.routes:
+        # A model with a fallback chain is known even while none of its replicas is in the
+        # pool: its requests may go to the fallback (or get 503), not 404.
+        if parsed.model not in snap.routes and not admission.model(parsed.model).fallback:
             self.metrics.rejected.labels("unknown_model").inc()
             send_error(
                 responder,
