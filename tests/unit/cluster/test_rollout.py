@@ -346,3 +346,31 @@ def test_engine_reload_replicas_are_reloaded_by_their_engine_not_restarted() -> 
     assert (view.replicas["b"].reload_done, view.replicas["b"].restart_gen) == (1, 0)
     assert (view.replicas["a"].restart_done, view.replicas["a"].reload_gen) == (1, 0)
     assert w.restarts == {"a": 1, "b": 1}
+
+
+def test_a_protocol_3_node_refuses_rollout_commands_and_the_state_says_protocol_4() -> None:
+    from hanode.cluster.state import IncompatibleCommand
+
+    w = RolloutWorld(["a", "b"], min_active=1)
+    w.start()
+    assert w.doc["protocol_high"] == 4  # an older node loading this dump halts (raft_store)
+    cmd = stamp({"op": "abort_rollout", "model": MODEL, "ts": 1.0})
+    assert cmd["v"] == 4
+    with pytest.raises(IncompatibleCommand):
+        apply(copy.deepcopy(w.doc), cmd, protocol=3)
+
+
+def test_the_planner_demotes_nothing_of_a_model_while_its_rollout_runs() -> None:
+    w = RolloutWorld(["a", "b", "c"], min_active=1)
+    # c was promoted by the planner earlier (planned); the model is calm
+    w.doc["replicas"]["c"]["promoted"] = True
+    w.start()
+    hold = rolling_models(w.view)
+    assert hold == {MODEL}
+    planner = PlannerMemory()
+    for t in (0.0, 100.0):  # past the demotion hold
+        assert plan_roles(w.view, w.policies, SETTINGS, planner, w.now + t, hold) == []
+    free = PlannerMemory()  # without the hold the same view demotes c after the calm period
+    assert plan_roles(w.view, w.policies, SETTINGS, free, w.now, frozenset()) == []
+    later = plan_roles(w.view, w.policies, SETTINGS, free, w.now + 20.0, frozenset())
+    assert [(c["replica"], c["role"]) for c in later] == [("c", "standby")]
