@@ -789,7 +789,6 @@ def _report_inflight(doc: Doc, cmd: Command) -> bool:
     return True
 
 
-
 def _report_reload(doc: Doc, cmd: Command) -> bool:
     """The replica's own node carried out the engine reload of this generation."""
     name = str(cmd["replica"])
@@ -802,6 +801,7 @@ def _report_reload(doc: Doc, cmd: Command) -> bool:
     rec["reload_done"] = done
     _event(doc, float(cmd["ts"]), "process", name, f"engine reload {done} done", gen=done)
     return True
+
 
 _HANDLERS = {
     "register_node": _register_node,

@@ -339,7 +339,5 @@ def freeze(doc: Doc, index: int, halted: str | None = None) -> ClusterView:
         checkpoint_id=str(checkpoint.get("id", "")),
         checkpoint_reports=MappingProxyType(dict(checkpoint.get("reports", {}))),
         incidents=tuple(_incident(i) for i in doc.get("incidents", [])),
-        rollouts=MappingProxyType(
-            {m: _rollout(r) for m, r in doc.get("rollouts", {}).items()}
-        ),
+        rollouts=MappingProxyType({m: _rollout(r) for m, r in doc.get("rollouts", {}).items()}),
     )
