@@ -54,6 +54,8 @@ def should_report(
         or _moved(last.latency_ms, new.latency_ms, 0.0, h.latency_rel)
         or _moved(last.ttft_ms, new.ttft_ms, 0.0, h.latency_rel)
         or _moved(last.tpot_ms, new.tpot_ms, 0.0, h.latency_rel)
+        or _moved(last.ttft_lo_ms, new.ttft_lo_ms, 0.0, h.latency_rel)
+        or _moved(last.tpot_lo_ms, new.tpot_lo_ms, 0.0, h.latency_rel)
         or _moved(last.gpu_growth, new.gpu_growth, h.gpu)
     )
 

@@ -25,12 +25,13 @@ Doc = dict[str, Any]
 Command = dict[str, Any]
 
 SCHEMA = 2
-PROTOCOL = 4
+PROTOCOL = 5
 
 # The protocol each command needs. Protocol 1 is hanode before versioning (no "v" field, wall
 # clock breaker deadlines); 2 adds leader claims and fencing, node leases, and breaker opens as
 # durations; 3 adds recovery: each replica's desired process state, restart requests, what
-# its node observed of its process, and incidents; 4 adds rolling reloads (``rollout``).
+# its node observed of its process, and incidents; 4 adds rolling reloads (``rollout``); 5
+# adds no command, only observation fields (``OBS_FIELDS_SINCE``).
 # An op missing here is unknown to this code.
 #
 # Protocol 3 needs no new SCHEMA: its keys (a replica's "desired", "desired_by",
@@ -82,11 +83,24 @@ OBS_FIELDS = (
     "ttft_ms",
     "tpot_ms",
     "gpu_growth",
+    "ttft_lo_ms",
+    "ttft_hi_ms",
+    "tpot_lo_ms",
+    "tpot_hi_ms",
 )
 # Observation fields protocol 2 nodes do not know: they would drop them when applying an
 # observe, and their state digest would differ from the others' (the divergence guard would
 # resync them again and again). Sent only once every member speaks protocol 3 or later.
-OBS_FIELDS_SINCE = {"tpot_ms": 3, "gpu_growth": 3}
+# Protocol 5 adds the bounds of histogram-derived TTFT/TPOT (docs/health-signals.md); without
+# them a figure reads as measured, which is how protocol 4 judged it.
+OBS_FIELDS_SINCE = {
+    "tpot_ms": 3,
+    "gpu_growth": 3,
+    "ttft_lo_ms": 5,
+    "ttft_hi_ms": 5,
+    "tpot_lo_ms": 5,
+    "tpot_hi_ms": 5,
+}
 
 MAX_EVENTS = 500
 MAX_INCIDENTS = 100  # kept in the state, newest last; older ones live on in the event log

@@ -116,6 +116,17 @@ def parse(text: str) -> MetricsPage:
     return MetricsPage(by_name, types)
 
 
+@dataclass(frozen=True, slots=True)
+class Quantile:
+    """A quantile read from histogram buckets: ``value`` is PromQL's linear interpolation, and
+    all that is known for sure is that the truth lies in ``[lo, hi]``, the edges of its bucket
+    (``hi`` is ``inf`` in the ``+Inf`` bucket, where ``value`` is the top finite edge)."""
+
+    value: float
+    lo: float
+    hi: float
+
+
 def histogram_quantile(prev: Buckets | None, cur: Buckets | None, q: float) -> float | None:
     """The q-quantile of the observations made between two scrapes (PromQL semantics).
 
@@ -123,6 +134,13 @@ def histogram_quantile(prev: Buckets | None, cur: Buckets | None, q: float) -> f
     restarted, so ``cur`` alone is used. ``None`` when there are no new observations or no
     ``+Inf`` bucket. Raises ``ValueError`` only for q outside [0, 1] (a caller bug).
     """
+    found = histogram_bucket(prev, cur, q)
+    return found.value if found is not None else None
+
+
+def histogram_bucket(prev: Buckets | None, cur: Buckets | None, q: float) -> Quantile | None:
+    """:func:`histogram_quantile` with the edges of the bucket the quantile falls in: a
+    coarse bucket (vLLM's first TPOT bucket is 10 ms wide) says far less than its midpoint."""
     if not 0.0 <= q <= 1.0:
         raise ValueError(f"quantile must be within [0, 1], got {q}")
     now = _clean(cur)
@@ -143,7 +161,7 @@ def _clean(buckets: Buckets | None) -> dict[float, float]:
     }
 
 
-def _quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
+def _quantile(q: float, buckets: list[tuple[float, float]]) -> Quantile | None:
     if len(buckets) < 2 or buckets[-1][0] != math.inf:
         return None
     monotonic: list[tuple[float, float]] = []
@@ -157,19 +175,20 @@ def _quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
     rank = q * total
     b = next((i for i, (_, c) in enumerate(monotonic[:-1]) if c >= rank), len(monotonic) - 1)
     if b == len(monotonic) - 1:
-        return monotonic[-2][0]  # in the +Inf bucket: the best we can say is "above the top"
+        top = monotonic[-2][0]  # in the +Inf bucket: the best we can say is "above the top"
+        return Quantile(top, top, math.inf)
     end, count = monotonic[b]
     if b == 0 and end <= 0:
-        return end
+        return Quantile(end, -math.inf, end)
     start = 0.0
     if b > 0:
         start, below = monotonic[b - 1]
         count -= below
         rank -= below
     if count <= 0:
-        return start
+        return Quantile(start, start, end)
     result = start + (end - start) * (rank / count)
-    return result if math.isfinite(result) else None
+    return Quantile(result, start, end) if math.isfinite(result) else None
 
 
 def _parse_float(text: str) -> float | None:

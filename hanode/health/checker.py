@@ -27,7 +27,7 @@ import structlog
 
 from hanode.engines.adapter import CHAT_PATH, COMPLETIONS_PATH, is_chat_path
 from hanode.engines.base import EngineAdapter, EngineMetrics
-from hanode.engines.prom_text import Buckets, histogram_quantile
+from hanode.engines.prom_text import Buckets, Quantile, histogram_bucket
 from hanode.events import EventLog
 from hanode.gpu.nvml import GpuMemoryReader
 from hanode.health.passive import PassiveStats
@@ -35,7 +35,7 @@ from hanode.health.probes import ProbeResult, probe_l1, probe_l2, scrape_metrics
 from hanode.metrics.registry import NodeMetrics
 from hanode.policies.gpu_gate import GpuLevel, GpuMemoryGate
 from hanode.policies.l3 import L3Thresholds, evaluate_l3
-from hanode.policies.latency import PoolLatency, is_reference, pool_latency
+from hanode.policies.latency import Figure, PoolLatency, figure, is_reference, pool_latency
 from hanode.policies.level import combine_level
 from hanode.policies.memory import (
     GrowthChange,
@@ -90,24 +90,52 @@ def _round(value: float | None, digits: int) -> float | None:
     return round(value, digits)
 
 
+def _floor(value: float | None, digits: int) -> float | None:
+    """Rounded down: a lower bound must stay one."""
+    if value is None or not math.isfinite(value):
+        return None
+    return math.floor(value * 10.0**digits) / 10.0**digits
+
+
+def _ceil(value: float | None, digits: int) -> float | None:
+    """Rounded up (an upper bound); ``None`` for ``inf``, the +Inf bucket's "unbounded"."""
+    if value is None or not math.isfinite(value):
+        return None
+    return math.ceil(value * 10.0**digits) / 10.0**digits
+
+
 class EngineLatency:
     """The engine's own TTFT/TPOT (ms) from its histograms: the observations made since the
-    last scrape, or all of them since it started when there were none (an idle replica)."""
+    last scrape, or all of them since it started when there were none (an idle replica). The
+    median comes with its bucket's edges: it is only known to lie between them."""
 
     __slots__ = ("_prev",)
 
     def __init__(self) -> None:
         self._prev: Buckets | None = None
 
-    def median_ms(self, buckets: Buckets | None) -> float | None:
+    def median_ms(self, buckets: Buckets | None) -> Quantile | None:
         if buckets is None:
             return None
-        recent = histogram_quantile(self._prev, buckets, 0.5)
+        recent = histogram_bucket(self._prev, buckets, 0.5)
         self._prev = buckets
-        value = recent if recent is not None else histogram_quantile(None, buckets, 0.5)
-        if value is None or not math.isfinite(value):
-            return None  # all observations in the +Inf bucket, or none at all
-        return value * 1000.0
+        found = recent if recent is not None else histogram_bucket(None, buckets, 0.5)
+        if found is None or not math.isfinite(found.value):
+            return None  # no observations at all
+        return Quantile(found.value * 1000.0, found.lo * 1000.0, found.hi * 1000.0)
+
+
+def _from_histogram(found: Quantile | None) -> Figure | None:
+    return Figure(found.value, found.lo, found.hi, exact=False) if found is not None else None
+
+
+def _bounds(fig: Figure | None, digits: int) -> tuple[float | None, float | None]:
+    """The observation's ``*_lo_ms``/``*_hi_ms``: set only for a histogram figure (the lower
+    edge rounded down, the upper one up; ``None`` for the +Inf bucket's unbounded top)."""
+    if fig is None or fig.exact:
+        return None, None
+    lo = _floor(fig.lo, digits)
+    return (lo if lo is not None else 0.0), _ceil(fig.hi, digits)
 
 
 class EngineRate:
@@ -287,15 +315,17 @@ class ReplicaChecker:
         if growth_change is not None:
             self._growth_event(growth_change)
         traffic = self.passive.latency_ms(spec.name, now)
-        ttft = traffic.ttft_ms
-        tpot = traffic.tpot_ms
+        ttft = figure(traffic.ttft_ms)
+        tpot = figure(traffic.tpot_ms)
         if engine is not None:  # read every scrape, so "since the last one" stays true
-            engine_ttft = self._engine_ttft.median_ms(engine.ttft_buckets)
-            engine_tpot = self._engine_tpot.median_ms(engine.tpot_buckets)
-            rate = self._engine_rate.per_token_ms(engine.tpot_totals)
+            engine_ttft = _from_histogram(self._engine_ttft.median_ms(engine.ttft_buckets))
+            engine_tpot = _from_histogram(self._engine_tpot.median_ms(engine.tpot_buckets))
+            rate = figure(self._engine_rate.per_token_ms(engine.tpot_totals))  # a mean: exact
             engine_tpot = engine_tpot if engine_tpot is not None else rate
             ttft = ttft if ttft is not None else engine_ttft
             tpot = tpot if tpot is not None else engine_tpot
+        ttft_lo, ttft_hi = _bounds(ttft, 2)
+        tpot_lo, tpot_hi = _bounds(tpot, 3)
         gpu_level, previous = self.gate.update(pressure)
         if previous is not None:
             self._gpu_event(gpu_level, previous, pressure, source)
@@ -306,8 +336,12 @@ class ReplicaChecker:
             queue_depth=engine.waiting if engine else None,
             running=engine.running if engine else None,
             latency_ms=_round(traffic.latency_ms, 2),
-            ttft_ms=_round(ttft, 2),
-            tpot_ms=_round(tpot, 3),
+            ttft_ms=_round(ttft.value, 2) if ttft else None,
+            tpot_ms=_round(tpot.value, 3) if tpot else None,
+            ttft_lo_ms=ttft_lo,
+            ttft_hi_ms=ttft_hi,
+            tpot_lo_ms=tpot_lo,
+            tpot_hi_ms=tpot_hi,
             gpu_growth=_round(growth, 3),
             gpu_removed=gpu_level is GpuLevel.REMOVE,
         )

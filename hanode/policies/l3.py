@@ -14,7 +14,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hanode.policies.latency import LatencyTolerance, PoolLatency, allowance, too_slow
+from hanode.policies.latency import (
+    LatencyTolerance,
+    PoolLatency,
+    allowance,
+    figure_too_slow,
+    judged,
+    tpot_figure,
+    ttft_figure,
+)
 from hanode.pool.replica import Observation
 
 
@@ -59,11 +67,19 @@ def evaluate_l3(
     if pool is not None:
         rel = t.latency.latency_tolerance
         relative = (
-            ("ttft", obs.ttft_ms, pool.ttft_ms, t.latency.ttft_floor_ms),
-            ("tpot", obs.tpot_ms, pool.tpot_ms, t.latency.tpot_floor_ms),
+            ("ttft", ttft_figure(obs), pool.ttft_ms, pool.ttft_hi_ms, t.latency.ttft_floor_ms),
+            ("tpot", tpot_figure(obs), pool.tpot_ms, pool.tpot_hi_ms, t.latency.tpot_floor_ms),
         )
-        for label, value, median, floor in relative:
-            if value is not None and median is not None and too_slow(value, median, rel, floor):
-                extra = allowance(median, rel, floor)
-                broken.append(f"{label} {value:.1f}ms > pool {median:.1f}ms + {extra:.1f}ms")
+        for label, fig, median, hi, floor in relative:
+            if fig is None or not figure_too_slow(fig, median, hi, rel, floor):
+                continue
+            value, ref = judged(fig, median, hi)
+            if value is None or ref is None:  # too slow implies both known; for mypy
+                continue
+            extra = allowance(ref, rel, floor)
+            # A histogram figure is only known to be at least its bucket's lower edge, a pool
+            # median of histograms at most the median of their upper edges: say which.
+            mine = f"{value:.1f}ms" if fig.exact else f">= {value:.1f}ms (engine histogram)"
+            theirs = f"{ref:.1f}ms" if hi is None else f"<= {ref:.1f}ms (engine histograms)"
+            broken.append(f"{label} {mine} > pool {theirs} + {extra:.1f}ms")
     return (not broken, "; ".join(broken))

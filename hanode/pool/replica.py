@@ -65,6 +65,12 @@ class Observation:
     latency_ms: float | None = None  # rolling end-to-end latency of recent requests (shown only)
     ttft_ms: float | None = None  # time to first token: streamed answers, else the engine's
     tpot_ms: float | None = None  # time per output token: answers' usage, else the engine's
+    # Bounds of a figure read from the engine's histogram, which is only known to lie within its
+    # bucket: lo set means "from a histogram" (hi None: the +Inf bucket); both None: measured.
+    ttft_lo_ms: float | None = None
+    ttft_hi_ms: float | None = None
+    tpot_lo_ms: float | None = None
+    tpot_hi_ms: float | None = None
     gpu_growth: float | None = None  # device memory grown past its learned baseline, of total
     gpu_removed: bool = False  # GPU memory passed the remove mark and has not recovered yet
     reason: str = ""  # why the level is what it is, for people

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import orjson
+import pytest
 
 from hanode.engines.registry import get_adapter
 from hanode.events import EventLog
@@ -20,9 +21,12 @@ from hanode.http.responder import Responder
 from hanode.http.server import HttpServer
 from hanode.metrics.registry import NodeMetrics
 from hanode.policies.l3 import L3Thresholds
+from hanode.policies.latency import too_slow
 from hanode.policies.memory import GrowthWatch
+from hanode.policies.weights import WeightInput, compute_weights
 from hanode.pool.replica import AdminState, HealthLevel, Observation, ReplicaSpec, Role
 from hanode.pool.snapshot import PoolSnapshot, PoolView, ReplicaState
+from hanode.sim.metrics_page import TPOT_BUCKETS, Histogram
 
 NAME = "r0"
 SETTINGS = HealthSettings(
@@ -539,3 +543,74 @@ def test_engine_rate_is_per_token_since_the_last_scrape() -> None:
     assert rate.per_token_ms((2.5, 300.0)) == 15.0  # 1.5 s over the 100 new tokens
     assert rate.per_token_ms((2.5, 300.0)) == 2500.0 / 300.0  # idle: the whole life
     assert rate.per_token_ms((0.2, 10.0)) == 20.0  # counters reset: the engine restarted
+
+
+def _tpot_page(*tpot_s: float) -> str:
+    """vLLM's per-request TPOT histogram, with its buckets (as the simulator renders them)."""
+    hist = Histogram(TPOT_BUCKETS)
+    for value in tpot_s:
+        hist.observe(value)
+    name = "vllm:request_time_per_output_token_seconds"
+    return "".join(f'{name}_bucket{{le="{le}"}} {n}\n' for le, n in hist.cumulative())
+
+
+def _weight(obs: Observation, *peers: Observation) -> float:
+    replicas = {"r0": obs} | {f"p{i}": p for i, p in enumerate(peers)}
+    inputs = {
+        name: WeightInput("m", Role.ACTIVE, AdminState.ENABLED, o) for name, o in replicas.items()
+    }
+    return compute_weights(inputs)["r0"]
+
+
+def test_idle_replica_in_the_first_tpot_bucket_is_not_slow_against_measured_peers() -> None:
+    """Seen in e2e: "HEALTHY -> DEGRADED: L3: tpot 5.0ms > pool 1.5ms + 2.0ms". A 1.5 ms TPOT in
+    vLLM's first bucket (0-10 ms) interpolates to 5 ms; it is only known to be under 10 ms."""
+    peer = Observation(level=HealthLevel.HEALTHY, tpot_ms=1.5)  # measured from answers
+
+    async def main() -> None:
+        async with rig(peers=Peers(peer, peer)) as r:
+            r.replica.extra = _tpot_page(*[0.0015] * 20)
+            await healthy(r)
+            for _ in range(4):  # rise 2: DEGRADED would show by the second round
+                obs = await r.check()
+                assert obs.level is HealthLevel.HEALTHY, obs.reason
+            assert (obs.tpot_ms, obs.tpot_lo_ms, obs.tpot_hi_ms) == (5.0, 0.0, 10.0)
+            # The old rule, the estimate taken as measured, is what made it DEGRADED:
+            assert too_slow(obs.tpot_ms, 1.5, 0.1, 2.0)
+            assert ("HEALTHY", "DEGRADED") not in r.health_events()
+            assert _weight(obs, peer, peer) == 1.0
+
+    run(main)
+
+
+def test_idle_replica_whose_tpot_bucket_starts_at_3x_its_peers_is_slow() -> None:
+    """Histogram-only and genuinely slow: even its bucket's lower edge (10 ms) is 3x the
+    measured pool (3.33 ms), so it is slow whatever its TPOT within the bucket."""
+    peer = Observation(level=HealthLevel.HEALTHY, tpot_ms=10 / 3)
+
+    async def main() -> None:
+        async with rig(peers=Peers(peer, peer)) as r:
+            r.replica.extra = _tpot_page(*[0.012] * 20)  # bucket (10 ms, 25 ms]
+            await healthy(r)
+            await r.check()
+            obs = await r.check()  # rise 2: two rounds out of range
+            assert obs.level is HealthLevel.DEGRADED
+            assert "tpot >= 10.0ms (engine histogram) > pool 3.3ms + 2.0ms" in obs.reason
+            assert (obs.tpot_lo_ms, obs.tpot_hi_ms) == (10.0, 25.0)
+            assert _weight(obs, peer, peer) == pytest.approx((10 / 3) / (10.0 - 2.0))
+
+    run(main)
+
+
+def test_measured_traffic_replaces_the_bucket() -> None:
+    async def main() -> None:
+        async with rig() as r:
+            r.replica.extra = _tpot_page(0.0015)
+            await healthy(r)
+            assert (await r.check()).tpot_lo_ms == 0.0
+            now = asyncio.get_running_loop().time()
+            r.passive.record(NAME, True, 1.0, None, now, tpot_s=0.0015)
+            obs = await r.check()
+            assert (obs.tpot_ms, obs.tpot_lo_ms, obs.tpot_hi_ms) == (1.5, None, None)
+
+    run(main)
