@@ -670,7 +670,8 @@ def _rollout_step(doc: Doc, cmd: Command) -> bool:
         if not 0 < gen < 2**31:
             raise CommandError(f"reload gen must be in (0, 2**31), got {gen}")
         step["gen"] = gen
-        step.setdefault("down_at", ts)
+        if rec["role"] == "active":  # out of service from now (a standby serves nobody)
+            step.setdefault("down_at", ts)
         key = "reload_gen" if cmd.get("how") == "engine" else "restart_gen"
         step["how"] = "engine" if key == "reload_gen" else "restart"
         rec[key] = max(int(rec.get(key, 0)), gen)
