@@ -244,7 +244,8 @@ def test_killing_the_leader_mid_reload_a_new_leader_finishes_it_reloading_nothin
 ) -> None:
     import signal
 
-    reps = [Replica(f"r{i}", actuator="command", sim_args=SIM) for i in range(3)]
+    loading = (*FAST_SIM, "--load-s", "3")  # a reload lasts seconds: the kill lands inside it
+    reps = [Replica(f"r{i}", actuator="command", sim_args=loading) for i in range(3)]
     sections: dict[str, dict[str, Any]] = {
         "health": dict(HEALTH),
         "recovery": dict(RECOVERY),
