@@ -358,6 +358,8 @@ def test_rolling_upgrade_of_three_nodes_under_traffic(
     assert all(after[n] != before[n] for n in before), (before, after)
     # One host at a time: each host drained and undrained before the next one is drained.
     assert _steps(out) == [(step, h.name) for h in hosts for step in ("drain", "undrain")], out
+    print(f"rolling upgrade: {lb.ok} answered, {lb.moved} moved by the balancer, "
+          f"{len(lb.errors)} client errors")  # fmt: skip
     assert lb.errors == [], (lb.errors[:10], lb.ok, lb.moved)
     assert lb.ok > 40
     for h in hosts:
