@@ -69,6 +69,7 @@ class Replica:
     standby: str = "hot"
     port: int = field(default_factory=free_port)
     command: tuple[str, ...] = ()  # instead of the simulator on `port` (actuator "command")
+    extra: dict[str, Any] = field(default_factory=dict)  # more [[replicas]] keys, e.g. reload
 
     def entry(self, url: str) -> dict[str, Any]:
         """Its [[replicas]] table."""
@@ -86,6 +87,7 @@ class Replica:
                 "--model", self.model, *self.sim_args,
             ]  # fmt: skip
             entry["standby"] = self.standby
+        entry.update(self.extra)
         return entry
 
 

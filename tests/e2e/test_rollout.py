@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 
 from hanode.devtools.procs import http_get, wait_until
-from tests.e2e.cluster_support import FAST_SIM, MESSAGES, MODEL, RaftCluster, Replica
+from tests.e2e.cluster_support import FAST_SIM, MESSAGES, MODEL, Node, RaftCluster, Replica
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -108,17 +109,23 @@ def status(c: RaftCluster) -> dict[str, Any]:
     return rollouts[0] if rollouts else {}
 
 
+def _serving_through(node: Node, names: list[str]) -> bool:
+    reps = node.ops_replicas()
+    return all(reps[n]["health"] == "healthy" and reps[n]["weight"] > 0 for n in names)
+
+
 def wait_ready(c: RaftCluster, names: list[str]) -> None:
-    node = c.nodes[0]
+    """A leader, and ``names`` healthy with a weight on every node's router."""
     c.wait_leader()
-    wait_until(
-        lambda: all(
-            (r := node.ops_replicas()[n])["health"] == "healthy" and r["weight"] > 0 for n in names
-        ),
-        60.0,
-        0.2,
-        message="every active replica serving",
-    )
+    for node in c.nodes:
+        if node.proc is None or not node.proc.alive:
+            continue
+        wait_until(
+            functools.partial(_serving_through, node, names),
+            60.0,
+            0.2,
+            message=f"every active replica serving through {node.name}",
+        )
 
 
 def follow(c: RaftCluster, min_active: int, timeout: float = 120.0) -> tuple[dict[str, Any], int]:
@@ -320,12 +327,17 @@ def test_streams_in_flight_on_a_draining_replica_finish_before_it_is_reloaded(
         # a stream cut by the reload would be continued on r1 and hide the cut: off here
         "router": {"stream_continuation": False},
     }
+    # The streams go through n2's router to replicas on n1: the drain must wait for the
+    # in-flight count of a router other than the replicas' own node's.
     c = RaftCluster(
-        tmp_path, [("n1", reps)], sections=sections, models=[{"name": MODEL, "min_active": 1}]
+        tmp_path,
+        [("n1", reps), ("n2", [Replica("o2", model="other")])],
+        sections=sections,
+        models=[{"name": MODEL, "min_active": 1}],
     ).start(timeout=40.0)
     try:
         wait_ready(c, ["r0", "r1"])
-        client = c.nodes[0].openai(timeout=30.0)
+        client = c.nodes[1].openai(timeout=30.0)
         results: list[tuple[str, int, str | None]] = []
         errors: list[str] = []
 
@@ -348,9 +360,12 @@ def test_streams_in_flight_on_a_draining_replica_finish_before_it_is_reloaded(
         threads = [threading.Thread(target=one, daemon=True) for _ in range(6)]
         for t in threads:
             t.start()
-        node = c.nodes[0]
+        router = c.nodes[1]
         wait_until(
-            lambda: node.ops_replicas()["r0"].get("inflight", 0) > 0, 10.0, 0.05, message="on r0"
+            lambda: router.ops_replicas()["r0"].get("inflight", 0) > 0,
+            10.0,
+            0.05,
+            message="streams on r0 through n2's router",
         )
         c.ctl_ok(0, "reload", MODEL, "--drain-timeout", "60")
         seen_inflight = 0
@@ -377,6 +392,39 @@ def test_streams_in_flight_on_a_draining_replica_finish_before_it_is_reloaded(
             if e["kind"] == "rollout" and e["subject"] == "r0"
         ]  # fmt: skip
         assert any("draining -> reloading: drained" in m for m in moves), moves  # ...not a timeout
+    finally:
+        c.stop_all()
+        for n in c.nodes:
+            n.stop_supervised()
+
+
+def test_engine_reload_replicas_reload_their_weights_in_place(tmp_path: Path) -> None:
+    """``reload = "engine"``: vLLM's /collective_rpc reload_weights (the simulator's), the
+    processes stay (same pids), each engine reloads once."""
+    quick = (*SIM, "--wake-s", "0.5")  # a weight reload takes 0.5 s
+    engine = {"reload": "engine"}  # [[replicas]] reload = "engine" in the node's config
+    reps = [Replica(f"r{i}", actuator="command", sim_args=quick, extra=engine) for i in range(2)]
+    c = RaftCluster(
+        tmp_path,
+        [("n1", reps)],
+        sections={"health": dict(HEALTH), "recovery": dict(RECOVERY), "cluster": dict(ROLLOUT)},
+        models=[{"name": MODEL, "min_active": 1}],
+    )
+    c.start(timeout=40.0)
+    try:
+        node = c.nodes[0]
+        wait_ready(c, ["r0", "r1"])
+        before = node.supervised_pids()
+        with Load(c) as load:
+            wait_until(lambda: load.ok >= 10, 20.0, 0.1, message="load")
+            c.ctl_ok(0, "reload", MODEL)
+            ro, fewest = follow(c, 1)
+        assert ro["state"] == "done" and fewest >= 1, ro
+        assert load.errors == [], load.errors[:5]
+        assert node.supervised_pids() == before  # no restart
+        for r in reps:
+            _, _, body = http_get(f"http://127.0.0.1:{r.port}/admin/state", 3.0)
+            assert json.loads(body)["weight_reloads"] == 1, r.name
     finally:
         c.stop_all()
         for n in c.nodes:
