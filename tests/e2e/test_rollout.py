@@ -5,7 +5,12 @@
   serving (polled from ``hanodectl reload --status``), without and with --surge; every
   replica runs a new process afterwards (one restart each, from the recorded pids);
 - a replica whose start command fails stops the rollout; the others serve;
-- ``--abort`` stops a rollout and every replica serves again.
+- ``--abort`` stops a rollout and every replica serves again;
+- killing the leader mid-reload: a new leader finishes the same rollout, reloading nothing
+  twice;
+- streams in flight on a draining replica (through another node's router) finish whole
+  before it is reloaded (stream continuation off, so a cut would show);
+- ``reload = "engine"``: the engines reload their weights in place (vLLM /collective_rpc).
 """
 
 from __future__ import annotations
