@@ -85,6 +85,7 @@ def node(
     classes: list[dict[str, Any]],
     models: list[dict[str, Any]] | None = None,
     router: dict[str, Any] | None = None,
+    health: dict[str, Any] | None = None,
 ) -> Iterator[Node]:
     """One node; ``sims`` maps model -> simulator arguments (one replica each)."""
     with contextlib.ExitStack() as stack:
@@ -104,7 +105,7 @@ def node(
                 for m, s in procs.items()
             ],
             sections={
-                "health": dict(HEALTH),
+                "health": {**HEALTH, **(health or {})},
                 "router": {"api_keys": [INTERACTIVE_KEY], **(router or {})},
             },
             models=models,

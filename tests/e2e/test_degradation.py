@@ -140,3 +140,59 @@ def test_primary_gone_fallback_class_gets_the_fallback_model_the_other_503(
             )
             == 1
         )
+
+
+def test_a_client_that_disconnects_while_queued_leaves_the_queue_at_once(
+    tmp_path: Path,
+) -> None:
+    import socket
+
+    classes = [{"name": "batch", "priority": 2, "queue_timeout_s": 60.0, "max_queue": 4}]
+    slow = ("--ttft-ms", "3000", "--tpot-ms", "1", "--reserve-gpu", "0")
+    with node(
+        tmp_path,
+        {BIG: slow},
+        classes=classes,
+        models=[{"name": BIG, "max_concurrency": 1}],
+        health={"l2_timeout_s": 6.0},  # the slow simulator's test prompt takes 3 s
+    ) as n:
+        with n.client(BATCH_KEY, timeout=60.0) as batch:
+            holder = threading.Thread(target=lambda: call(batch, BIG))
+            holder.start()  # takes the one place for ~3 s
+            _wait(lambda: n.metric("hanode_admission_in_service", model=BIG) == 1, "one in service")
+            body = (
+                b'{"model": "big", "max_tokens": 2, "messages": [{"role": "user", "content": "x"}]}'
+            )
+            request = (
+                b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n"
+                b"content-type: application/json\r\n"
+                b"authorization: Bearer %s\r\ncontent-length: %d\r\n\r\n%s"
+                % (BATCH_KEY.encode(), len(body), body)
+            )
+            with socket.create_connection(("127.0.0.1", n.node.router_port), timeout=5.0) as s:
+                s.sendall(request)
+                _wait(
+                    lambda: (
+                        n.metric("hanode_admission_queue_length", model=BIG, **{"class": "batch"})
+                        == 1
+                    ),
+                    "the raw request queued",
+                )
+            # The socket is closed: its place in the queue is freed at once, long before the
+            # holder ends or the 60 s queue timeout.
+            _wait(
+                lambda: (
+                    n.metric("hanode_admission_queue_length", model=BIG, **{"class": "batch"}) == 0
+                ),
+                "the queue emptied",
+                tries=40,
+            )
+            assert (
+                n.metric(
+                    "hanode_admission_total", model=BIG, outcome="client_gone", **{"class": "batch"}
+                )
+                == 1
+            )
+            holder.join(30.0)
+        # the one it held was answered; the one that left was never sent to the replica
+        assert n.sims[BIG].admin("state")["per_endpoint"].get("/v1/chat/completions", 0) == 1
