@@ -47,10 +47,8 @@ def test_key_header_and_default() -> None:
     assert resolve_class(None, None, CLASSES, "internal") == "internal"
 
 
-@given(st.sampled_from(sorted(CLASSES)), st.text(max_size=20), st.booleans())
-def test_a_key_without_header_rights_always_gets_its_class(
-    cls: str, header: str, allowed: bool
-) -> None:
+@given(st.sampled_from(sorted(CLASSES)), st.text(max_size=20))
+def test_a_key_without_header_rights_always_gets_its_class(cls: str, header: str) -> None:
     grant = KeyGrant("k", cls, class_header=False)
     assert resolve_class(grant, header, CLASSES) == cls
 
