@@ -48,7 +48,7 @@ from hanode.policies.weights import WeightThresholds
 from hanode.pool.snapshot import PoolView
 from hanode.router.frontdoor import FrontDoor, RouterSettings
 from hanode.router.validation import RequestLimits
-from hanode.runtime import stop_on_signals
+from hanode.runtime import install_stall_drill, stop_on_signals
 from hanode.sdnotify import Notifier
 from hanode.security.secret_files import secret_file_problem
 from hanode.security.tls import TlsError, TlsFiles, server_ssl_context
@@ -628,6 +628,10 @@ class Node:
 async def run_node(config: Config, insecure_dev: bool = False) -> int:
     node = Node(config, insecure_dev)
     stop_on_signals(node.stop)
+    if install_stall_drill():
+        log.warning(
+            "stall_drill_armed", detail="SIGUSR2 blocks the event loop (HANODE_STALL_DRILL_S)"
+        )
     try:
         await node.start()
     except StartupError:

@@ -4,10 +4,10 @@ The harness binds the datagram socket, starts the daemon with NOTIFY_SOCKET and 
 as systemd does for `Type=notify` + `WatchdogSec=`, and reads what it sends: READY=1 (after
 the router listens; in a cluster after the node has joined), STATUS= lines with role, leader
 and replica counts, WATCHDOG=1 pings. When the pings stop for a whole watchdog period (here
-the daemon is frozen with SIGSTOP, so its loop cannot run) the harness does what systemd does:
-SIGABRT, then starts it again, and the new process is READY. A SIGTERM sends STOPPING=1 and
-drains: a stream in flight finishes, a new request gets 503 with `connection: close`, and
-the process exits 0.
+the stall drill blocks the daemon's event loop while its other threads run) the harness does
+what systemd does: SIGABRT, then starts it again, and the new process is READY. A SIGTERM
+sends STOPPING=1 and drains: a stream in flight finishes, a new request gets 503 with
+`connection: close`, and the process exits 0.
 """
 
 from __future__ import annotations
@@ -119,7 +119,8 @@ def test_ready_status_watchdog_and_restart_of_a_stuck_daemon(
 ) -> None:
     sim = e2e_procs.sim("--model", "sim-model", "--ttft-ms", "2")
     path = _node_config(tmp_path, sim.url)
-    node = NodeProcess(path, env=manager.env(), log_path=tmp_path / "node1.log")
+    env = {**manager.env(), "HANODE_STALL_DRILL_S": "60"}
+    node = NodeProcess(path, env=env, log_path=tmp_path / "node1.log")
     e2e_procs.started.append(node)
     ready = manager.wait_for("READY")
     assert ready["READY"] == "1" and ready["MAINPID"] == str(node.pid)
@@ -138,20 +139,22 @@ def test_ready_status_watchdog_and_restart_of_a_stuck_daemon(
     mark = manager.mark()
     wait_until(lambda: sum("WATCHDOG" in m for m in manager.since(mark)) >= 3, 10)
 
-    # The loop stops (frozen process): no ping for a whole watchdog period; the harness,
+    # The event loop blocks (the stall drill: SIGUSR2 makes the loop itself sleep, while the
+    # process and its other threads run on): no ping for a whole watchdog period; the harness,
     # as systemd, aborts it and starts it again.
-    os.kill(node.pid, signal.SIGSTOP)
-    frozen_at = time.monotonic()
+    os.kill(node.pid, signal.SIGUSR2)
+    stuck_at = time.monotonic()
     period = WATCHDOG_USEC / 1e6
     missed = wait_until(
-        lambda: time.monotonic() - max(manager.last_ping(), frozen_at) > period or None,
+        lambda: time.monotonic() - max(manager.last_ping(), stuck_at) > period or None,
         10,
         0.05,
     )
     assert missed
-    assert manager.last_ping() <= frozen_at + 0.05  # nothing came while it was stuck
-    os.kill(node.pid, signal.SIGABRT)  # systemd's watchdog signal (the process is stopped:
-    os.kill(node.pid, signal.SIGCONT)  # it takes the signal as it resumes)
+    assert manager.last_ping() <= stuck_at + 0.05  # nothing came while the loop was stuck
+    state = Path(f"/proc/{node.pid}/status").read_text()
+    assert "State:\tT" not in state, state  # not a frozen process: only its loop is stuck
+    os.kill(node.pid, signal.SIGABRT)  # systemd's watchdog signal
     assert node.wait_exit(10) != 0  # a watchdog kill is a failure: Restart=on-failure applies
     mark = manager.mark()
     again = NodeProcess(path, env=manager.env(), log_path=tmp_path / "node2.log")
