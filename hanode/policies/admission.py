@@ -126,10 +126,11 @@ class ClassQueues(Generic[T]):
             c: OrderedDict() for c in self._order
         }
         self._lengths: dict[str, int] = dict.fromkeys(self._order, 0)
+        self._total = 0
         self.max_seen: dict[str, int] = dict.fromkeys(self._order, 0)
 
     def __len__(self) -> int:
-        return sum(self._lengths.values())
+        return self._total
 
     def length(self, request_class: str) -> int:
         return self._lengths.get(request_class, 0)
@@ -147,6 +148,7 @@ class ClassQueues(Generic[T]):
             fifo = queues[key] = deque()
         fifo.append(entry)
         n = self._lengths[request_class] = self._lengths[request_class] + 1
+        self._total += 1
         if n > self.max_seen[request_class]:
             self.max_seen[request_class] = n
         return entry
@@ -157,6 +159,7 @@ class ClassQueues(Generic[T]):
             return
         entry.gone = True
         self._lengths[entry.request_class] -= 1
+        self._total -= 1
         queues = self._queues[entry.request_class]
         fifo = queues.get(entry.key)
         if fifo is not None:
@@ -167,6 +170,8 @@ class ClassQueues(Generic[T]):
     def head_priority(self) -> int | None:
         """The class order index of the most urgent waiting request (for "may a newcomer
         of this class pass?"), None when nothing waits."""
+        if not self._total:
+            return None
         for i, c in enumerate(self._order):
             if self._lengths[c]:
                 return i
@@ -196,6 +201,7 @@ class ClassQueues(Generic[T]):
                     del queues[key]
                 entry.gone = True
                 self._lengths[c] -= 1
+                self._total -= 1
                 return entry
         return None
 
@@ -214,6 +220,7 @@ class ClassQueues(Generic[T]):
                     if not e.gone and e.deadline <= now:
                         e.gone = True
                         self._lengths[c] -= 1
+                        self._total -= 1
                         out.append(e)
                 if keep:
                     queues[key] = keep
@@ -222,6 +229,8 @@ class ClassQueues(Generic[T]):
         return out
 
     def next_deadline(self) -> float | None:
+        if not self._total:
+            return None
         best: float | None = None
         for entry in self:
             if best is None or entry.deadline < best:

@@ -66,17 +66,20 @@ class Change:
 class DegradeState:
     """Which of a model's policies are engaged; :meth:`update` moves them with hysteresis."""
 
-    __slots__ = ("config", "engaged", "pressure")
+    __slots__ = ("config", "engaged", "policies", "pressure")
 
     def __init__(self, config: DegradeConfig) -> None:
         self.config = config
+        self.policies = config.enabled()
         self.engaged: set[str] = set()
         self.pressure = 0.0
 
     def update(self, pressure: float) -> list[Change]:
         self.pressure = pressure
+        if not self.policies:
+            return []
         changes: list[Change] = []
-        for policy in self.config.enabled():
+        for policy in self.policies:
             levels = self.config.levels[policy]
             if policy not in self.engaged and pressure >= levels.engage:
                 self.engaged.add(policy)

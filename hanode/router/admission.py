@@ -114,8 +114,17 @@ class AdmissionGate:
         # hold the whole share, not only its capacity_share (refreshed by the sampler).
         self.burning: set[tuple[str, str]] = set()
         self._tick: asyncio.TimerHandle | None = None
+        self._children: dict[tuple[object, ...], Any] = {}  # cached counter label children
         self._sampler: asyncio.TimerHandle | None = loop.call_later(0, self._sample)
         metrics.admission.watch(self._facts)
+
+    def _inc(self, counter: Any, *labels: str) -> None:
+        """``counter.labels(*labels).inc()`` with the child cached (on every request)."""
+        key = (id(counter), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = counter.labels(*labels)
+        child.inc()
 
     # -- capacity ------------------------------------------------------------------------------
     def gate(self, model: str) -> ModelGate:
@@ -166,7 +175,7 @@ class AdmissionGate:
             return []
         applied = degrade(mg.degrade, body)
         for policy in applied:
-            self.stats.degraded.labels(model, policy).inc()
+            self._inc(self.stats.degraded, model, policy)
         return applied
 
     def submit(
@@ -193,7 +202,7 @@ class AdmissionGate:
             if entry is None:
                 self._shed(mg, pending, "full", f"the {cls.name} queue of model '{model}' is full")
             else:
-                self.stats.outcomes.labels(model, cls.name, "queued").inc()
+                self._inc(self.stats.outcomes, model, cls.name, "queued")
                 responder.on_abort(lambda: self._left(mg, entry))
                 self._arm()
         self._update_pressure(mg)
@@ -217,9 +226,9 @@ class AdmissionGate:
             return
         series = self._series(model, cls)
         series.record(self.loop.time(), ok, duration_s if ok else None)
-        self.stats.class_requests.labels(model, cls.name).inc()
+        self._inc(self.stats.class_requests, model, cls.name)
         if not ok:
-            self.stats.class_failures.labels(model, cls.name).inc()
+            self._inc(self.stats.class_failures, model, cls.name)
 
     def pool_changed(self) -> None:
         for mg in list(self._models.values()):
@@ -243,7 +252,7 @@ class AdmissionGate:
         name = pending.request_class.name
         mg.by_class[name] = mg.by_class.get(name, 0) + 1
         outcome = "fallback" if fell_back else "admitted"
-        self.stats.outcomes.labels(pending.model, pending.request_class.name, outcome).inc()
+        self._inc(self.stats.outcomes, pending.model, pending.request_class.name, outcome)
         pending.start(mg.name, fell_back)
 
     def _try_fallback(self, pending: Pending) -> bool:
@@ -284,7 +293,7 @@ class AdmissionGate:
         if entry.gone:
             return  # admitted already (the relay handles its own abort) or answered
         mg.queues.remove(entry)
-        self.stats.outcomes.labels(mg.name, entry.request_class, "client_gone").inc()
+        self._inc(self.stats.outcomes, mg.name, entry.request_class, "client_gone")
         self._update_pressure(mg)
 
     def _retry_after(self, mg: ModelGate) -> float:
@@ -294,7 +303,7 @@ class AdmissionGate:
 
     def _shed(self, mg: ModelGate, pending: Pending, why: str, message: str) -> None:
         cls = pending.request_class
-        self.stats.outcomes.labels(pending.model, cls.name, why).inc()
+        self._inc(self.stats.outcomes, pending.model, cls.name, why)
         send_error(
             pending.responder,
             429,
@@ -306,7 +315,7 @@ class AdmissionGate:
 
     def _refuse_unserved(self, pending: Pending) -> None:
         cls = pending.request_class
-        self.stats.outcomes.labels(pending.model, cls.name, "no_replica").inc()
+        self._inc(self.stats.outcomes, pending.model, cls.name, "no_replica")
         self.metrics.no_replica.labels(pending.model).inc()
         send_error(
             pending.responder,
@@ -325,7 +334,7 @@ class AdmissionGate:
         p = pressure(mg.in_service, len(mg.queues), share, mg.memory_share)
         for change in mg.degrade.update(p):
             state = "engaged" if change.engaged else "released"
-            self.stats.changes.labels(mg.name, change.policy, state).inc()
+            self._inc(self.stats.changes, mg.name, change.policy, state)
             shown = "inf" if math.isinf(p) else f"{p:.2f}"
             message = f"degradation {change.policy} {state} at pressure {shown}"
             if self.events is not None:
