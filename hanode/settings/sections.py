@@ -109,8 +109,7 @@ SECTIONS: tuple[Section, ...] = (
     Section(
         "classes",
         ClassConfig,
-        "optional; request classes (built in: interactive, internal, batch; "
-        "docs/degradation.md)",
+        "optional; request classes (built in: interactive, internal, batch; docs/degradation.md)",
         presence="optional",
         many=True,
         entry_check=check_classes,

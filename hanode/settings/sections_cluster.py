@@ -131,8 +131,7 @@ class ModelConfig:
         ge=0,
     )
     degrade_max_prompt_tokens: int | None = setting(
-        "under pressure, prompts estimated above this many tokens get 400 "
-        "context_length_exceeded",
+        "under pressure, prompts estimated above this many tokens get 400 context_length_exceeded",
         default=None,
         ge=1,
         example=4096,
