@@ -100,8 +100,10 @@ class AdmissionGate:
         loop: asyncio.AbstractEventLoop,
         metrics: NodeMetrics,
         events: EventLog | None = None,
+        no_replica_retry_after_s: float = 2.0,
     ) -> None:
         self.view = view
+        self.no_replica_retry_after_s = no_replica_retry_after_s
         self.config = config
         self.loop = loop
         self.metrics = metrics
@@ -321,7 +323,7 @@ class AdmissionGate:
             pending.responder,
             503,
             f"no healthy replica of model '{pending.model}' is available",
-            retry_after=2.0,
+            retry_after=self.no_replica_retry_after_s,
         )
         self._count(pending, 503)
 

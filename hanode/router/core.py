@@ -126,7 +126,14 @@ class RouterCore:
         self._resource_errors = 0  # since the last log line about them
         self._resource_log_at = -math.inf  # no such line before this time
         self._first_bytes: dict[tuple[str, bool], FirstByteWindow] = {}  # (model, stream)
-        self.admission = AdmissionGate(view, settings.admission, self.loop, metrics, events)
+        self.admission = AdmissionGate(
+            view,
+            settings.admission,
+            self.loop,
+            metrics,
+            events,
+            no_replica_retry_after_s=settings.no_replica_retry_after_s,
+        )
 
     # -- hedging -------------------------------------------------------------------------------
     def first_byte(self, model: str, stream: bool, seconds: float) -> None:
