@@ -322,8 +322,13 @@ class ReplicaChecker:
             engine_tpot = _from_histogram(self._engine_tpot.median_ms(engine.tpot_buckets))
             rate = figure(self._engine_rate.per_token_ms(engine.tpot_totals))  # a mean: exact
             engine_tpot = engine_tpot if engine_tpot is not None else rate
-            ttft = ttft if ttft is not None else engine_ttft
-            tpot = tpot if tpot is not None else engine_tpot
+            # Traffic figures win while they are recent. Stale ones (a drained or idle replica:
+            # the last few samples kept) give way to what the engine saw since, its test
+            # prompts included, so a replica is not held slow for ever by old samples.
+            if ttft is None or (not traffic.recent and engine_ttft is not None):
+                ttft = engine_ttft
+            if tpot is None or (not traffic.recent and engine_tpot is not None):
+                tpot = engine_tpot
         ttft_lo, ttft_hi = _bounds(ttft, 2)
         tpot_lo, tpot_hi = _bounds(tpot, 3)
         gpu_level, previous = self.gate.update(pressure)

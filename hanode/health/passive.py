@@ -24,14 +24,16 @@ SLOW_FAILURE_S = 1.0
 
 
 class TrafficLatency(NamedTuple):
-    """Medians in ms over the window; ``None`` where no sample had the figure."""
+    """Medians in ms over the window; ``None`` where no sample had the figure. ``recent`` is
+    false when no sample fell inside the window and the figures are the last few kept."""
 
     latency_ms: float | None
     ttft_ms: float | None
     tpot_ms: float | None
+    recent: bool = True
 
 
-_NONE = TrafficLatency(None, None, None)
+_NONE = TrafficLatency(None, None, None, False)
 
 
 @dataclass(slots=True)
@@ -91,11 +93,12 @@ class PassiveStats:
             return _NONE
         horizon = now - self.window_s
         recent = [s for s in t.samples if s[0] >= horizon]
-        if not recent:
+        fresh = bool(recent)
+        if not fresh:
             recent = list(t.samples)[-_STALE_KEEP:]
         latency = statistics.median(s[1] for s in recent) * 1000.0
         return TrafficLatency(
-            latency, _median_ms(s[2] for s in recent), _median_ms(s[3] for s in recent)
+            latency, _median_ms(s[2] for s in recent), _median_ms(s[3] for s in recent), fresh
         )
 
 

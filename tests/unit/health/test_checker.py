@@ -614,3 +614,30 @@ def test_measured_traffic_replaces_the_bucket() -> None:
             assert (obs.tpot_ms, obs.tpot_lo_ms, obs.tpot_hi_ms) == (1.5, None, None)
 
     run(main)
+
+
+def test_stale_traffic_gives_way_to_the_engine_on_a_drained_replica() -> None:
+    """Seen in a rolling upgrade: a drained replica (no traffic) held "L3: tpot 7.2ms > pool
+    4.8ms + 2.0ms" for ever from the few samples kept after its window; the node never came back
+    healthy. Stale samples give way to what the engine has seen since (its test prompts)."""
+    peer = Observation(level=HealthLevel.HEALTHY, tpot_ms=4.8)
+
+    async def main() -> None:
+        async with rig(peers=Peers(peer, peer)) as r:
+            r.replica.extra = _tpot_page(*[0.0048] * 20)
+            await healthy(r)
+            now = asyncio.get_running_loop().time()
+            for _ in range(5):  # slow samples, recent: they are the replica's figure
+                r.passive.record(NAME, True, 0.06, None, now, tpot_s=0.00725)
+            await r.check()
+            obs = await r.check()
+            assert obs.level is HealthLevel.DEGRADED, obs
+            assert obs.tpot_ms == 7.25
+            # The window passes with no traffic: the engine's figure (first bucket) takes over.
+            r.passive.window_s = 0.0
+            for _ in range(4):
+                obs = await r.check()
+            assert obs.level is HealthLevel.HEALTHY, obs.reason
+            assert (obs.tpot_lo_ms, obs.tpot_hi_ms) == (0.0, 10.0)
+
+    run(main)
