@@ -57,6 +57,9 @@ from hanode.settings.schema import build
 from hanode.settings.sections_classes import build_admission
 from hanode.standalone.pool import LocalPool
 from hanode.status import status_document
+from hanode.workers.count import resolve_workers
+from hanode.workers.messages import Hello
+from hanode.workers.plane import WorkerPlane, WorkerStartError, usable_cores
 
 log = structlog.get_logger("hanode.daemon")
 
@@ -250,7 +253,13 @@ def _probe_raft_listen(config: Config) -> None:
 class Node:
     """One running hanode node: standalone (local pool) or a cluster member (Raft)."""
 
-    def __init__(self, config: Config, insecure_dev: bool = False) -> None:
+    def __init__(
+        self,
+        config: Config,
+        insecure_dev: bool = False,
+        log_level: str = "info",
+        log_json: bool = True,
+    ) -> None:
         self.config = config
         self.insecure_dev = insecure_dev
         self.metrics = NodeMetrics()
@@ -275,9 +284,15 @@ class Node:
         # systemd's notify socket (a no-op outside systemd): READY, STATUS, WATCHDOG, STOPPING.
         self.notifier = Notifier()
         self.router_server: HttpServer | None = None
+        # [router] workers > 1: the data-plane workers serving the router port.
+        self.plane: WorkerPlane | None = None
+        self.log_level, self.log_json = log_level, log_json
 
     def status(self) -> dict[str, Any]:
-        return self._with_processes(self._status())
+        doc = self._with_processes(self._status())
+        if self.plane is not None:  # each data-plane worker: pid, restarts, requests, breakers
+            doc["workers"] = self.plane.status()
+        return doc
 
     def _with_processes(self, doc: dict[str, Any]) -> dict[str, Any]:
         """What the supervisor sees of this node's replica processes, under "process"."""
@@ -386,15 +401,19 @@ class Node:
         def on_error(exc: Exception) -> None:
             log.error("handler_error", error=repr(exc))
 
-        router = HttpServer(door.handle, server_limits(config), on_error)
-        host, port = await _bind(
-            "[router].listen",
-            config.router.listen,
-            config,
-            router.listen(config.router.listen.host, config.router.listen.port, tls=router_tls),
-        )
-        self._servers.append(router)
-        self.router_server = router
+        workers = resolve_workers(config.router.workers, usable_cores())
+        if workers > 1:
+            host, port = await self._start_workers(workers)
+        else:
+            router = HttpServer(door.handle, server_limits(config), on_error)
+            host, port = await _bind(
+                "[router].listen",
+                config.router.listen,
+                config,
+                router.listen(config.router.listen.host, config.router.listen.port, tls=router_tls),
+            )
+            self._servers.append(router)
+            self.router_server = router
         ops = OpsEndpoint(self.metrics, self.status, self._events, ops_token)
         if ops_token is None and not is_loopback_host(config.metrics.listen.host):
             log.warning(
@@ -504,6 +523,38 @@ class Node:
         self.notifier.start_watchdog(loop, self.status_line)
         self._tasks.append(loop.create_task(self._notify_ready()))
 
+    async def _start_workers(self, workers: int) -> tuple[str, int]:
+        """``[router] workers`` > 1: child processes serve the router port (hanode.workers);
+        this process keeps consensus, checks, the supervisor and the APIs."""
+        config, door = self.config, self.door
+        assert door is not None
+        listen = config.router.listen
+        hello = Hello(
+            index=0,
+            workers=workers,
+            host=listen.host,
+            port=listen.port,
+            settings=router_settings(config),
+            limits=server_limits(config),
+            tls_cert_file=config.router.tls_cert_file,
+            tls_key_file=config.router.tls_key_file,
+            snapshot=self.pool_view.snapshot,
+            routers=1,
+            log_level=self.log_level,
+            log_json=self.log_json,
+        )
+        self.plane = WorkerPlane(
+            workers, hello, self.pool_view, door.core, self.passive, self.events
+        )
+        self.metrics.merge_with(self.plane.families)
+        try:
+            address: tuple[str, int] = await _bind(
+                "[router].listen", listen, config, self.plane.start()
+            )
+            return address
+        except WorkerStartError as exc:
+            raise StartupError(f"{config.source}: [router].workers: {exc}") from None
+
     def _cluster_facts(self) -> ClusterFacts | None:
         if self.cluster is None:
             return None
@@ -557,11 +608,13 @@ class Node:
         """STOPPING=1; the router drains (new requests 503, in-flight ones finish, bounded);
         a leader hands leadership over; then everything closes."""
         self.notifier.stopping("draining")
+        router = self.config.router
         if self.door is not None and self.router_server is not None:
-            router = self.config.router
             await drain_router(
                 self.door, self.router_server, router.drain_timeout_s, router.drain_notice_s
             )
+        if self.plane is not None:
+            await self.plane.drain(router.drain_timeout_s, router.drain_notice_s)
         if self.exit_code == 0 and self.cluster is not None and self.control is not None:
             st = self.cluster.store.status()
             if st.is_leader and len(st.members) > 1:
@@ -617,6 +670,8 @@ class Node:
             await self._grpc.stop(grace=1.0)
         for server in self._servers:
             await server.close()
+        if self.plane is not None:
+            await self.plane.close()
         if self.door is not None:
             self.door.close()
         if self._store is not None:
@@ -625,8 +680,10 @@ class Node:
         self.notifier.close()
 
 
-async def run_node(config: Config, insecure_dev: bool = False) -> int:
-    node = Node(config, insecure_dev)
+async def run_node(
+    config: Config, insecure_dev: bool = False, log_level: str = "info", log_json: bool = True
+) -> int:
+    node = Node(config, insecure_dev, log_level, log_json)
     stop_on_signals(node.stop)
     if install_stall_drill():
         log.warning(

@@ -23,7 +23,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from hanode.daemon import StartupError
 
     try:
-        return run(run_node(config, insecure_dev=args.insecure_dev))
+        return run(
+            run_node(
+                config,
+                insecure_dev=args.insecure_dev,
+                log_level=args.log_level,
+                log_json=args.log_format == "json",
+            )
+        )
     except StartupError as exc:
         print(f"hanode: cannot start: {exc}", file=sys.stderr)
         return 2

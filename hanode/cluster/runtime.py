@@ -77,6 +77,14 @@ class RouterPort(Protocol):
         """A new pool snapshot is out: fail over tries on replicas it no longer lets serve."""
         ...
 
+    def peer_opened(self, replica: str, failure: FailureClass, until: float) -> None:
+        """Apply a breaker another node opened (until ``until``, monotonic)."""
+        ...
+
+    def reset_breaker(self, replica: str) -> None:
+        """Apply an operator's breaker reset."""
+        ...
+
 
 class ClusterRuntime:
     def __init__(
@@ -485,18 +493,16 @@ class ClusterRuntime:
                 failure = FailureClass(rec.failure_class)
             except ValueError:
                 failure = FailureClass.SERVER_ERROR
-            transitions = door.breaker(name).force_open(now, failure, now + rec.open_s)
-            door.breaker_changed(name, transitions, local=False)
+            door.peer_opened(name, failure, now + rec.open_s)
 
     def _apply_resets(self, door: RouterPort, view: ClusterView) -> None:
         if self._seen_resets is None:  # resets from before we started are about old breakers
             self._seen_resets = dict(view.resets)
             return
-        now = door.loop.time()
         for name, ts in view.resets.items():
             if self._seen_resets.get(name) != ts:
                 self._seen_resets[name] = ts
-                door.breaker_changed(name, door.breaker(name).reset(now), local=False)
+                door.reset_breaker(name)
 
     def _local_breaker_opened(self, replica: str, failure_class: str, until_mono: float) -> None:
         open_s = until_mono - self._loop.time()

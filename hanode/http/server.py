@@ -12,6 +12,7 @@ in hanode (front door, simulator, metrics) gets them the same way.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -78,6 +79,20 @@ class HttpServer:
             ssl_handshake_timeout=self.limits.header_timeout_s if tls is not None else None,
         )
         sockname = self._server.sockets[0].getsockname()
+        return sockname[0], sockname[1]
+
+    async def listen_socket(
+        self, sock: socket.socket, tls: ssl.SSLContext | None = None
+    ) -> tuple[str, int]:
+        """Serve on a socket the caller bound and made listen (a data-plane worker's
+        SO_REUSEPORT socket on the node's router port); returns its address."""
+        self._server = await self.loop.create_server(
+            lambda: HttpServerProtocol(self),
+            sock=sock,
+            ssl=tls,
+            ssl_handshake_timeout=self.limits.header_timeout_s if tls is not None else None,
+        )
+        sockname = sock.getsockname()
         return sockname[0], sockname[1]
 
     def busy(self) -> int:

@@ -65,5 +65,5 @@ class OpsEndpoint:
             send_error(responder, 404, f"no route {path.decode(errors='replace')[:100]}")
 
     async def _render_metrics(self, responder: Responder) -> None:
-        body = await self._loop.run_in_executor(None, generate_latest, self._metrics.registry)
+        body = await self._loop.run_in_executor(None, generate_latest, self._metrics.exposed)
         responder.send(200, body, content_type=CONTENT_TYPE_LATEST.encode())

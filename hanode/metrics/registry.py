@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 
 from hanode.metrics.admission import AdmissionMetrics
 from hanode.metrics.hotpath import HotPathCollector, LabeledCounter, LabeledHistogram
+from hanode.metrics.merge import Family, merged_registry
 from hanode.metrics.node_state import ClusterFacts, NodeStateCollector, ProcessFacts
 from hanode.pool.snapshot import PoolSnapshot
 
@@ -103,6 +104,9 @@ class NodeMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # What /metrics exports: this registry, or it merged with the node's data-plane
+        # workers' (merge_with).
+        self.exposed = self.registry
         r = self.registry
         # Per-request metrics: lock-free, exported at scrape time.
         self.requests = LabeledCounter(
@@ -245,6 +249,10 @@ class NodeMetrics:
         self, snapshot: Callable[[], PoolSnapshot], inflight: Callable[[], Mapping[str, int]]
     ) -> None:
         self.registry.register(_ReplicaCollector(snapshot, inflight))
+
+    def merge_with(self, others: Callable[[], list[list[Family]]]) -> None:
+        """Export the sum of this registry and ``others()`` (the workers' families)."""
+        self.exposed = merged_registry(self.registry, others)
 
     def watch_node(
         self,

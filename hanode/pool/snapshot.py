@@ -11,7 +11,7 @@ import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Protocol
+from typing import Any, Protocol
 
 from hanode.pool.replica import AdminState, Observation, ReplicaSpec, Role
 
@@ -77,6 +77,10 @@ class PoolSnapshot:
             models=tuple(models),
         )
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Picklable (a node sends its snapshots to its data-plane workers)."""
+        return _restore, (self.version, dict(self.replicas), dict(self.routes), self.models)
+
     def served_models(self) -> tuple[str, ...]:
         """Models with at least one replica that may take traffic now."""
         return tuple(m for m in self.models if self.routes[m].names)
@@ -87,3 +91,12 @@ class PoolView(Protocol):
 
     @property
     def snapshot(self) -> PoolSnapshot: ...
+
+
+def _restore(
+    version: int,
+    replicas: dict[str, ReplicaState],
+    routes: dict[str, ModelRoute],
+    models: tuple[str, ...],
+) -> PoolSnapshot:
+    return PoolSnapshot(version, MappingProxyType(replicas), MappingProxyType(routes), models)

@@ -110,6 +110,9 @@ class AdmissionGate:
         self.stats: AdmissionMetrics = metrics.admission
         self.events = events
         self.routers = 1  # live routers sharing the capacity (the cluster sets it)
+        # A data-plane worker forwards each SLO record (model, class, ok, duration) to its
+        # node, which keeps the node's SLO series (hanode.workers).
+        self.slo_sink: Callable[[tuple[str, str, bool, float]], None] | None = None
         self._models: dict[str, ModelGate] = {}
         self._slo: dict[tuple[str, str], SloSeries] = {}
         # (model, class) burning its error budget fast (5m and 1h above 14.4x): the class may
@@ -226,11 +229,19 @@ class AdmissionGate:
         """A request's end, for its model's and class's SLO (client errors are not counted)."""
         if 400 <= status < 500 and status != 429:
             return
-        series = self._series(model, cls)
-        series.record(self.loop.time(), ok, duration_s if ok else None)
+        self._series(model, cls).record(self.loop.time(), ok, duration_s if ok else None)
         self._inc(self.stats.class_requests, model, cls.name)
         if not ok:
             self._inc(self.stats.class_failures, model, cls.name)
+        if self.slo_sink is not None:
+            self.slo_sink((model, cls.name, ok, duration_s))
+
+    def record_slo(self, model: str, class_name: str, ok: bool, duration_s: float) -> None:
+        """A request a data-plane worker ended, for the node's SLO series (the worker counted
+        it in its own metrics already)."""
+        cls = self.config.classes.get(class_name)
+        if cls is not None:
+            self._series(model, cls).record(self.loop.time(), ok, duration_s if ok else None)
 
     def pool_changed(self) -> None:
         for mg in list(self._models.values()):

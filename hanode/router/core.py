@@ -27,6 +27,7 @@ from hanode.http.responder import Responder
 from hanode.metrics.registry import NodeMetrics
 from hanode.policies.affinity import ranking
 from hanode.policies.breaker import BreakerConfig, BreakerState, ReplicaBreaker, Transition
+from hanode.policies.failure import FailureClass
 from hanode.policies.hedge import FirstByteWindow, hedges
 from hanode.policies.picker import pick
 from hanode.policies.retry import RetryBudget, RetryPolicy
@@ -111,6 +112,9 @@ class RouterCore:
         self.observer = observer
         self.events = events
         self._open_listeners: list[Callable[[str, str, float], None]] = []
+        # (op, replica, failure class, until): breakers another router changed ("open") or an
+        # operator reset ("reset"), applied here through peer_opened / reset_breaker.
+        self._peer_listeners: list[Callable[[str, str, str, float], None]] = []
         self.registry = ReplicaRegistry(view, settings.breaker, settings.connect_timeout_s)
         self.inflight = self.registry.inflight  # name -> requests in flight (the picker's input)
         self.table = RoutingTable(
@@ -285,6 +289,34 @@ class RouterCore:
         """Call ``listener(replica, failure_class, until_monotonic)`` whenever this router opens
         a breaker on evidence about the replica itself (the cluster replicates those)."""
         self._open_listeners.append(listener)
+
+    def listen_peer_breakers(self, listener: Callable[[str, str, str, float], None]) -> None:
+        """Call ``listener(op, replica, failure_class, until)`` after each breaker change that
+        came from elsewhere: ``"open"`` (peer_opened) or ``"reset"`` (reset_breaker). A node
+        with data-plane workers mirrors them to every worker (hanode.workers)."""
+        self._peer_listeners.append(listener)
+
+    def peer_opened(self, replica: str, failure: FailureClass, until: float) -> None:
+        """Another router opened ``replica``'s breaker until ``until`` (monotonic)."""
+        now = self.loop.time()
+        self.breaker_changed(
+            replica, self.breaker(replica).force_open(now, failure, until), local=False
+        )
+        for listener in self._peer_listeners:
+            listener("open", replica, failure.value, until)
+
+    def reset_breaker(self, replica: str) -> None:
+        """An operator reset ``replica``'s breaker (replicated by the cluster)."""
+        now = self.loop.time()
+        self.breaker_changed(replica, self.breaker(replica).reset(now), local=False)
+        for listener in self._peer_listeners:
+            listener("reset", replica, "", 0.0)
+
+    def announce_open(self, replica: str, failure_class: str, until: float) -> None:
+        """Tell the open listeners (the cluster) of an open decided in a data-plane worker of
+        this node, as if this router had opened it."""
+        for listener in self._open_listeners:
+            listener(replica, failure_class, until)
 
     def pool_changed(self) -> None:
         """Fail over the tries on replicas that the current snapshot no longer lets serve.

@@ -136,6 +136,22 @@ class Table:
             self.error(key, f"must be >= {fmt_num(ge)}, got {value}")
         return value
 
+    def get_int_or_word(
+        self, key: str, default: int | str, word: str, *, ge: float | None = None
+    ) -> int | str:
+        """An integer, or the one word that stands for a computed value (``"auto"``)."""
+        value = self._raw(key, default)
+        if key not in self.data:
+            return default
+        if value == word:
+            return word
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.error(key, f"expected an integer or {word!r}, got {kind(value)} ({show(value)})")
+            return default
+        if ge is not None and value < ge:
+            self.error(key, f"must be >= {fmt_num(ge)} or {word!r}, got {value}")
+        return value
+
     def get_bool(self, key: str, default: bool | None = None) -> bool:
         value = self._raw(key, default)
         if key not in self.data:

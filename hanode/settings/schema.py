@@ -180,7 +180,7 @@ def _resolve(owner: str, key: str, hint: Any, p: _Pending) -> Setting:
             found.append((where, value if b.scale == 1.0 else value * b.scale))
     number = _optional(hint) or hint
     if (number is not float and (p.options["gt"] is not None or p.options["le"] is not None)) or (
-        number not in (int, float) and p.options["ge"] is not None
+        number not in (int, float, int | str) and p.options["ge"] is not None
     ):
         raise SchemaError(f"{owner}.{key}: bounds do not apply to {hint}")
     default = p.default
@@ -270,6 +270,8 @@ def _read(t: Table, s: Setting) -> Any:
         return t.get_bool(key, default)
     if hint is int:
         return t.get_int(key, default, ge=s.ge)
+    if hint == int | str and s.choices:  # a count, or the word for "computed" ("auto")
+        return t.get_int_or_word(key, 1 if default is None else default, s.choices[0], ge=s.ge)
     if hint is float:
         return t.get_float(key, default, gt=s.gt, ge=s.ge, le=s.le)
     if hint is Path:

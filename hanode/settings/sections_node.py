@@ -143,6 +143,14 @@ class RouterConfig:
         default=2.0,
         ge=0,
     )
+    workers: int | str = setting(
+        'data-plane processes accepting on the router port; "auto": one per usable core, at '
+        "most 16. 1 serves from the node's own process; more run as child processes over one "
+        "pool view the node publishes (docs/workers.md)",
+        default=1,
+        ge=1,
+        choices=("auto",),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,6 +59,13 @@ class FakeDoor:
     def pool_changed(self) -> None:
         self.pool_changes += 1
 
+    def peer_opened(self, replica: str, failure: FailureClass, until: float) -> None:
+        transitions = self.breaker(replica).force_open(self.loop.time(), failure, until)
+        self.breaker_changed(replica, transitions, local=False)
+
+    def reset_breaker(self, replica: str) -> None:
+        self.breaker_changed(replica, self.breaker(replica).reset(self.loop.time()), local=False)
+
 
 def pool_doc(n_replicas: int) -> Doc:
     doc = empty_doc()
