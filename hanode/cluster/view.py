@@ -329,11 +329,7 @@ def _replicas(raw: Mapping[str, Any]) -> dict[str, ReplicaRecord]:
     previous, kept = _last_records, {}
     out: dict[str, ReplicaRecord] = {}
     for name, rec in raw.items():
-        try:
-            key = orjson.dumps(rec)
-        except TypeError:  # not JSON (a caller's own document): build it, keep nothing
-            out[name] = _replica(rec)
-            continue
+        key = orjson.dumps(rec)  # the document is JSON: the digest below writes it all too
         record = previous.get(key)
         if record is None:
             record = _replica(rec)
