@@ -1,10 +1,14 @@
-"""The cluster part of ``make bench``: three ``hanode run`` nodes in one Raft cluster on loopback.
+"""The cluster part of ``make bench``: ``hanode run`` nodes (7; 3 with ``--quick``) in one Raft
+cluster on loopback.
 
 Measured in this order, each on the same cluster (:mod:`bench.cluster.harness`):
 
-1. consensus write rate, idle and under light traffic (:mod:`bench.cluster.writes`);
+1. consensus write rate, idle and under light traffic, with each node's memory and CPU over
+   those windows (:mod:`bench.cluster.writes`, :mod:`bench.cluster.usage`);
 2. breaker propagation between routers (:mod:`bench.cluster.breakers`);
-3. leader failover and the killed node's catch-up (:mod:`bench.cluster.leader`).
+3. the consensus write ceiling, clients pushing writes through every node
+   (:mod:`bench.cluster.ceiling`);
+4. leader failover and the killed node's catch-up (:mod:`bench.cluster.leader`).
 
 :mod:`bench.cluster.report` turns the result into the report's Cluster section; ``python -m
 bench.cluster`` runs this part alone and prints it. Everything is stopped by pid when it ends.
@@ -12,19 +16,33 @@ bench.cluster`` runs this part alone and prints it. Everything is stopped by pid
 
 from __future__ import annotations
 
+import functools
+import os
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from bench.cluster.breakers import PropagationSample, propagate_once
+from bench.cluster.ceiling import CeilingSample, measure_ceiling
 from bench.cluster.harness import Cluster, ClusterSettings
 from bench.cluster.leader import FailoverSample, failover_once
+from bench.cluster.usage import (
+    Capacity,
+    NodeUsage,
+    capacity,
+    cpu_of,
+    mem_available_bytes,
+    rss_bytes,
+)
 from bench.cluster.writes import JournalTap, WriteWindow, classify, write_window
 from bench.harness import BenchError, ProcGroup, log_complaints
 
 __all__ = ["ClusterResult", "ClusterSettings", "run"]
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -33,6 +51,10 @@ class ClusterResult:
     windows: list[WriteWindow] = field(default_factory=list)
     propagation: list[PropagationSample] = field(default_factory=list)
     failovers: list[FailoverSample] = field(default_factory=list)
+    ceilings: list[CeilingSample] = field(default_factory=list)
+    usage_idle: list[NodeUsage] = field(default_factory=list)  # over the idle write window
+    usage_busy: list[NodeUsage] = field(default_factory=list)  # over the traffic window
+    capacity: Capacity | None = None
     notes: list[str] = field(default_factory=list)
     error: str = ""
     elapsed_s: float = 0.0
@@ -42,6 +64,34 @@ def _say(msg: str) -> None:
     print(f"bench: cluster: {msg}", flush=True)
 
 
+def _pids(c: Cluster) -> dict[str, tuple[int, list[int]]]:
+    """node -> (its hanode pid, its simulators' pids)."""
+    return {
+        n.name: (n.proc.pid if n.proc else 0, [c.sims[r].pid for r in n.replicas]) for n in c.nodes
+    }
+
+
+def _usage(c: Cluster, window: Callable[[], T]) -> tuple[T, list[NodeUsage]]:
+    """Run ``window``; its result, and each node's CPU share over it and memory at its end."""
+    pids = _pids(c)
+    cpu0 = {n: (cpu_of(p), sum(cpu_of(s) for s in sims)) for n, (p, sims) in pids.items()}
+    t0 = time.monotonic()
+    got = window()
+    dt = max(1e-6, time.monotonic() - t0)
+    out = []
+    for n, (p, sims) in pids.items():
+        out.append(
+            NodeUsage(
+                n,
+                rss_bytes(p),
+                (cpu_of(p) - cpu0[n][0]) / dt,
+                sum(rss_bytes(s) for s in sims),
+                (sum(cpu_of(s) for s in sims) - cpu0[n][1]) / dt,
+            )
+        )
+    return got, out
+
+
 def _writes(c: Cluster, result: ClusterResult) -> None:
     s = c.s
     traffic = f"{s.traffic_rps_per_router:g} req/s through each router"
@@ -49,12 +99,24 @@ def _writes(c: Cluster, result: ClusterResult) -> None:
         ("idle", s.idle_s, 0.0),
         (traffic, s.traffic_s, s.traffic_rps_per_router),
     ):
-        w = write_window(c, label, seconds, rate)
+        w, usage = _usage(c, functools.partial(write_window, c, label, seconds, rate))
+        if rate > 0:
+            result.usage_busy = usage
+        else:
+            result.usage_idle = usage
         result.windows.append(w)
         _say(
             f"writes, {label}: {w.commits} commits in {w.duration_s:.1f} s = "
             f"{w.per_s:.2f}/s, {w.per_replica_s:.3f}/s per replica "
             f"({dict(w.ops.most_common())})"
+        )
+    result.capacity = capacity(
+        result.usage_idle, result.usage_busy, mem_available_bytes(), os.cpu_count() or 1
+    )
+    for u in result.usage_idle:
+        _say(
+            f"{u.node} at idle: hanode {u.rss_bytes / 2**20:.0f} MiB, {u.cpu_share:.1%} of a core; "
+            f"its simulators {u.sims_rss_bytes / 2**20:.0f} MiB, {u.sims_cpu_share:.1%}"
         )
 
 
@@ -85,6 +147,17 @@ def _breakers(c: Cluster, result: ClusterResult) -> None:
         w.requests = sum(p.requests for p in result.propagation)
         classify(w, tap.sorted(), ci0, ci1)
         result.windows.append(w)
+
+
+def _ceilings(c: Cluster, result: ClusterResult) -> None:
+    for threads in c.s.ceiling_threads:
+        x = measure_ceiling(c, threads, c.s.ceiling_s)
+        result.ceilings.append(x)
+        errors = f", errors {dict(x.errors)}" if x.errors else ""
+        _say(
+            f"write ceiling, {threads} clients: {x.commits} commits in {x.duration_s:.1f} s = "
+            f"{x.per_s:.0f}/s; call p50 {x.p50_ms:.1f} ms, p99 {x.p99_ms:.1f} ms{errors}"
+        )
 
 
 def _failovers(c: Cluster, result: ClusterResult) -> None:
@@ -119,6 +192,7 @@ def run(settings: ClusterSettings | None = None) -> ClusterResult:
                 time.sleep(s.settle_s)
                 _writes(c, result)
                 _breakers(c, result)
+                _ceilings(c, result)
                 _failovers(c, result)
             except (BenchError, TimeoutError, OSError, RuntimeError) as exc:
                 result.error = str(exc)[:2000]

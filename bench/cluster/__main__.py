@@ -1,16 +1,41 @@
-"""``python -m bench.cluster``: the cluster part alone, printed (docs/benchmarks.md untouched)."""
+"""``python -m bench.cluster [--quick] [--nodes N]``: the cluster part alone, printed
+(docs/benchmarks.md untouched)."""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import os
 import sys
 
-from bench.cluster import run
+from bench.cluster import ClusterSettings, run
 from bench.cluster.report import render, summary
 
+# A smoke run: three nodes, short windows, few iterations.
+QUICK = ClusterSettings(
+    nodes=3,
+    settle_s=1.0,
+    idle_s=5.0,
+    traffic_s=5.0,
+    breaker_iterations=3,
+    failover_iterations=1,
+    ceiling_threads=(8,),
+    ceiling_s=3.0,
+)
 
-def main() -> int:
-    result = run()
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.cluster", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="three nodes, short windows")
+    p.add_argument("--nodes", type=int, default=None, help="nodes in the cluster (3 or more)")
+    a = p.parse_args(argv)
+    settings = QUICK if a.quick else ClusterSettings()
+    if a.nodes is not None:
+        if a.nodes < 3:
+            print("bench.cluster: --nodes must be 3 or more", file=sys.stderr)
+            return 2
+        settings = dataclasses.replace(settings, nodes=a.nodes)
+    result = run(settings)
     print()
     print(render(result))
     print()

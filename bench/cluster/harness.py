@@ -1,4 +1,4 @@
-"""A three-node cluster on loopback for the cluster measurements, from hanode.devtools parts.
+"""A cluster of ``nodes`` nodes on loopback for the cluster measurements (hanode.devtools parts).
 
 Each node has simulators of its own; every port (router, ops, gRPC API, Raft) is chosen once and
 written into the node's config (:func:`hanode.devtools.procs.node_config_toml`, which also sets
@@ -29,7 +29,7 @@ SIM_ARGS = ("--model", MODEL, "--ttft-ms", "10", "--tpot-ms", "2", "--capacity",
 
 @dataclass(slots=True)
 class ClusterSettings:
-    nodes: int = 3
+    nodes: int = 7  # make bench; --quick runs 3
     replicas_per_node: int = 2
     settle_s: float = 3.0  # after every replica is healthy, before the idle window
     idle_s: float = 20.0
@@ -39,6 +39,11 @@ class ClusterSettings:
     breaker_poll_s: float = 0.005
     failover_iterations: int = 5
     leader_poll_s: float = 0.01
+    ceiling_threads: tuple[int, ...] = (
+        4,
+        16,
+    )  # gRPC clients pushing writes (bench/cluster/ceiling.py)
+    ceiling_s: float = 8.0
     # hanode settings of the cluster (production defaults except the breaker's)
     election_min_s: float = 0.4
     election_max_s: float = 1.4

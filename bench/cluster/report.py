@@ -49,6 +49,81 @@ def split_by_origin(r: ClusterResult) -> str:
     return "; ".join(parts)
 
 
+def ceiling_lines(r: ClusterResult) -> list[str]:
+    if not r.ceilings:
+        return ["Not measured."]
+    out = [
+        "| clients | seconds | commits | commits/s | call p50 (ms) | call p99 (ms) | errors |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for x in r.ceilings:
+        errors = ", ".join(f"{k} {v}" for k, v in x.errors.most_common()) or "none"
+        out.append(
+            f"| {x.threads} | {x.duration_s:.1f} | {x.commits} | {x.per_s:.0f} | "
+            f"{_fmt(x.p50_ms)} | {_fmt(x.p99_ms)} | {errors} |"
+        )
+    out += [
+        "",
+        "Method: that many client threads (in the bench process) call the gRPC API's "
+        "`ResetBreaker` in a loop, spread over every node (a follower passes the command to the "
+        "leader, as `hanodectl` on any node does); each call returns once its `reset_breaker` "
+        "command is committed and applied, so commits/s is the leader's commit-index delta over "
+        "the window. The clients, the nodes and their simulators share the machine's "
+        f"{r.capacity.cores if r.capacity else '?'} cores: this is the ceiling of the whole "
+        "box, the leader's consensus thread included, not of Raft alone.",
+    ]
+    return out
+
+
+def nodes_by_cpu(r: ClusterResult) -> int | None:
+    """Nodes whose idle CPU (hanode and its simulators) would fill every core of this machine."""
+    if r.capacity is None or not r.usage_idle:
+        return None
+    per_node = max(u.cpu_share + u.sims_cpu_share for u in r.usage_idle)
+    return int(r.capacity.cores / per_node) if per_node > 0 else None
+
+
+def usage_lines(r: ClusterResult) -> list[str]:
+    if not r.usage_idle:
+        return ["Not measured."]
+    busy = {u.node: u for u in r.usage_busy}
+    out = [
+        "| node | hanode RSS (MiB) | hanode CPU idle | hanode CPU traffic | simulators RSS (MiB) "
+        "| simulators CPU idle |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for u in r.usage_idle:
+        b = busy.get(u.node)
+        out.append(
+            f"| {u.node} | {u.rss_bytes / 2**20:.0f} | {u.cpu_share:.1%} | "
+            f"{f'{b.cpu_share:.1%}' if b else 'n/a'} | {u.sims_rss_bytes / 2**20:.0f} | "
+            f"{u.sims_cpu_share:.1%} |"
+        )
+    cap = r.capacity
+    if cap is not None:
+        total = sum(u.rss_bytes + u.sims_rss_bytes for u in r.usage_idle)
+        by_cpu = nodes_by_cpu(r)
+        out += [
+            "",
+            f"{len(r.usage_idle)} nodes with their simulators: {total / 2**20:.0f} MiB resident "
+            f"in all; the whole cluster used {cap.idle_cpu_share:.2f} of {cap.cores} cores at "
+            f"idle and {cap.busy_cpu_share:.2f} under the traffic window (CPU share = CPU "
+            "seconds from `/proc/PID/stat` over the write window / its length; memory = "
+            "`VmRSS` at its end). By memory this machine would hold about "
+            f"**{cap.nodes_by_memory} nodes** of that size (the ones running plus "
+            "`MemAvailable` / the largest node); by CPU, "
+            + (
+                f"about **{by_cpu} idle nodes** fill its cores"
+                if by_cpu is not None
+                else "no figure"
+            )
+            + ". CPU is the limit on this machine: past it the Raft timers (election "
+            f"{r.settings.election_min_s:g}-{r.settings.election_max_s:g} s) and the health "
+            "checks of every node compete for the cores.",
+        ]
+    return out
+
+
 def summary(r: ClusterResult) -> str:
     lines = [f"cluster ({r.settings.nodes} nodes, {r.elapsed_s:.0f} s):"]
     if r.propagation:
@@ -69,6 +144,18 @@ def summary(r: ClusterResult) -> str:
     for w in r.windows:
         lines.append(
             f"  consensus writes, {w.label}: {w.per_s:.2f}/s, {w.per_replica_s:.3f}/s per replica"
+        )
+    for x in r.ceilings:
+        lines.append(
+            f"  write ceiling, {x.threads} clients: {x.per_s:.0f} commits/s "
+            f"(call p50 {_fmt(x.p50_ms)} ms, p99 {_fmt(x.p99_ms)} ms)"
+        )
+    if r.capacity is not None:
+        rss = sum(u.rss_bytes for u in r.usage_idle) / max(1, len(r.usage_idle))
+        lines.append(
+            f"  per node: hanode {rss / 2**20:.0f} MiB; cluster CPU {r.capacity.idle_cpu_share:.2f}"
+            f" cores idle, {r.capacity.busy_cpu_share:.2f} under traffic; holds ~"
+            f"{r.capacity.nodes_by_memory} nodes by memory, ~{nodes_by_cpu(r)} by CPU"
         )
     if r.error:
         lines.append(f"  FAILED: {r.error}")
@@ -96,14 +183,14 @@ def render(r: ClusterResult) -> str:
     if r.propagation:
         gap = statistics.median(p.poll_gap_ms for p in r.propagation)
         out += [
-            f"{len(r.propagation)} breakers, 2 peers each "
+            f"{len(r.propagation)} breakers, {s.nodes - 1} peers each "
             f"(origin rotates over the nodes, the failing replica over all replicas).",
             "",
             "| measured by | samples | p50 | p99 | max | min |",
             "| --- | ---: | ---: | ---: | ---: | ---: |",
             *propagation_rows(r),
             "",
-            f"* Polled: ops `/status` of all three nodes polled by three threads every "
+            f"* Polled: ops `/status` of all {s.nodes} nodes polled by {s.nodes} threads every "
             f"{s.breaker_poll_s * 1e3:g} ms (median gap between two answers of one node "
             f"{gap:.1f} ms: that is the resolution); delay = first poll of a peer showing the "
             "breaker `open` minus the first poll of the origin showing it.",
@@ -114,12 +201,12 @@ def render(r: ClusterResult) -> str:
             "are read. All nodes share one clock; the line is stamped at the transition, on "
             "every node alike.",
             f"* By origin (event timestamps): {split_by_origin(r) or 'n/a'}.",
-            "* Reading: a breaker write reaches the leader, is replicated and committed, and the "
-            "followers learn the commit with the next append-entries message; pysyncobj batches "
-            "these (its default `appendEntriesUseBatch`, period "
-            f"{min(0.1, s.election_min_s / 4):g} s here), so the delays come in steps of about "
-            "one period (the leader as a peer applies first, the other follower one period "
-            "later).",
+            "* Reading: a breaker write reaches the leader, is replicated and committed by a "
+            "majority, and each follower applies it once it learns the new commit index. hanode "
+            "has pysyncobj send each entry at once (`appendEntriesUseBatch` off) rather than "
+            "with the next append-entries period "
+            f"({min(0.1, s.election_min_s / 4):g} s here), which is why the delays are "
+            "milliseconds, not periods.",
             "* The open is replicated as a duration (an `open_breaker` command with `open_s`; "
             "only GPU OOM, server-error and refused-connection opens are), and a peer applies it "
             "only while the replicas it has ejected stay within `[breaker] "
@@ -141,7 +228,7 @@ def render(r: ClusterResult) -> str:
         out += [
             "| | p50 | max | runs |",
             "| --- | ---: | ---: | --- |",
-            f"| kill -> both survivors name the same new leader (s) | "
+            f"| kill -> all {s.nodes - 1} survivors name the same new leader (s) | "
             f"{percentile(agreed, 50):.3f} | {agreed[-1]:.3f} | "
             f"{', '.join(f'{x:.3f}' for x in [f.agreed_s for f in r.failovers])} |",
             f"| kill -> first survivor stops naming the dead leader (election timer ran out) (s) | "
@@ -165,6 +252,10 @@ def render(r: ClusterResult) -> str:
         ]
     else:
         out.append("Not measured.")
+    out += ["", "#### Consensus write ceiling (clients pushing writes through every node)", ""]
+    out += ceiling_lines(r)
+    out += ["", "#### What each node costs this machine", ""]
+    out += usage_lines(r)
     out += ["", "#### Consensus writes the agents produce", ""]
     if r.windows:
         out += [
