@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from bench import overload as overload_report
 from bench import recovery as recovery_report
+from bench import scale_report
 from bench import stream_continuation as continuation_report
 from bench.cluster import report as cluster_report
 from bench.harness import percentile
@@ -370,6 +371,8 @@ def render_summary(r: RunResult) -> str:
         text += "\n\noverload (admission off and on):\n" + overload_report.render(r.overload)
     if r.cluster is not None:
         text += f"\n\n{cluster_report.summary(r.cluster)}"
+    if r.scale is not None:
+        text += f"\n\n{scale_report.summary(r.scale)}"
     return text
 
 
@@ -414,9 +417,13 @@ rounds', throughput is total requests over total time.
    non-streamed completions through hanode for 10 s (sims still at tpot 1 ms, so each request
    takes ~16 ms and several are in flight at any moment); one simulator is SIGKILLed at 3 s.
    Every non-200 answer, answer without `choices`, or exception counts as a client-visible error.
-6. **Cluster** (`bench/cluster/`, skipped with `--no-cluster`): three nodes in one Raft
-   cluster on loopback, after the single-node targets have been stopped; breaker propagation,
-   leader failover and the consensus write rate, each with its method in the Cluster section.
+6. **Cluster** (`bench/cluster/`, skipped with `--no-cluster`): seven nodes (three with
+   `--quick`) in one Raft cluster on loopback, after the single-node targets have been stopped;
+   breaker propagation, leader failover, the consensus write rate and ceiling, and what each
+   node costs the machine, each with its method in the Cluster section.
+7. **Cluster scale** (`bench/scale.py`, skipped with `--no-cluster`): the state machine,
+   snapshots and planner at 8, 64 and 512 replicas in process, with the limits of a 100-host
+   fleet derived from them and from the live cluster's figures.
 
 Everything runs on one machine: wrk, the proxies and the simulators share the CPUs, so
 throughput is bounded by the whole box (the Python simulators included), not by the proxy alone.
@@ -438,6 +445,12 @@ All processes are started by the benchmark and stopped by pid when it ends.
   drives an `asyncio.Runner`), and self time of a function that calls `transport.write` is mostly
   the `send()` system call uvloop makes right there. Both are I/O cost rather than Python logic.
 """
+
+
+def _scale_section(r: RunResult) -> str:
+    if r.scale is None:
+        return "Not run (`--no-cluster`)."
+    return scale_report.render(r.scale, scale_report.limits_from(r.scale, r.cluster))
 
 
 def render(r: RunResult) -> str:
@@ -482,9 +495,13 @@ total throughput):
 
 {overload_report.render(r.overload) if r.overload is not None else "Not run."}
 
-### Cluster (three nodes, Raft)
+### Cluster ({r.cluster.settings.nodes if r.cluster is not None else "no"} nodes, Raft)
 
 {cluster_report.render(r.cluster) if r.cluster is not None else "Not run (`--no-cluster`)."}
+
+### Cluster scale (bench/scale.py)
+
+{_scale_section(r)}
 
 ### Where hanode's time goes
 

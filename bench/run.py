@@ -10,7 +10,8 @@ replicas, a private nginx (round-robin, keep-alive upstreams) and one hanode nod
 
 then profiles hanode under load with py-spy (:mod:`bench.profile`), kills one simulator under
 load (:mod:`bench.replica_failover`), overloads one node with and without admission control
-(:mod:`bench.overload`) and runs the three-node cluster part (:mod:`bench.cluster`).
+(:mod:`bench.overload`), runs the cluster part (:mod:`bench.cluster`: seven nodes, three with
+``--quick``) and the in-process cluster scale part (:mod:`bench.scale`: 8, 64, 512 replicas).
 Results: a table on stdout and docs/benchmarks.md (overwritten; never by ``--quick``).
 """
 
@@ -32,11 +33,14 @@ from bench import (
     recovery,
     replica_failover,
     report,
+    scale,
+    scale_report,
     stream_continuation,
     streaming,
     targets,
     wrk,
 )
+from bench.cluster import QUICK as QUICK_CLUSTER
 from bench.cluster import ClusterResult, ClusterSettings
 from bench.cluster import run as run_cluster
 from bench.cluster.report import render as render_cluster
@@ -61,9 +65,10 @@ class Settings:
     failover_concurrency: int = 8
     profile: bool = True
     install: bool = True
-    cluster: bool = True  # the three-node cluster part (bench/cluster/)
+    cluster: bool = True  # the cluster part (bench/cluster/) and the scale part (bench/scale.py)
     only_cluster: bool = False
     cluster_settings: ClusterSettings = field(default_factory=ClusterSettings)
+    scale_settings: scale.ScaleSettings = field(default_factory=scale.ScaleSettings)
     # streams through a replica's death, continuation off and on (bench/stream_continuation.py)
     continuation: stream_continuation.ContinuationSettings = field(
         default_factory=stream_continuation.ContinuationSettings
@@ -87,6 +92,7 @@ class RunResult:
     machine: dict[str, str] = field(default_factory=dict)  # name -> fact, for the report
     elapsed_s: float = 0.0
     cluster: ClusterResult | None = None
+    scale: scale.ScaleResult | None = None
     continuation: stream_continuation.ContinuationResult | None = None
     recovery: recovery.RecoveryResult | None = None
     overload: overload.OverloadResult | None = None
@@ -159,8 +165,11 @@ def measure(settings: Settings) -> RunResult:
     say("overload: interactive latency and batch outcomes with and without admission")
     result.overload = overload.run(settings.overload)
     if settings.cluster:
-        say("cluster: three nodes in one Raft cluster (bench/cluster/)")
+        nodes = settings.cluster_settings.nodes
+        say(f"cluster: {nodes} nodes in one Raft cluster (bench/cluster/)")
         result.cluster = run_cluster(settings.cluster_settings)
+        say("cluster scale: 8, 64 and 512 replicas in process (bench/scale.py)")
+        result.scale = scale.run(settings.scale_settings, say)
     # All our processes are reaped now, so their CPU is in own_cpu(): the rest was someone else.
     busy1, steal1 = machine_cpu()
     wall = time.monotonic() - wall0
@@ -190,11 +199,6 @@ def check_node_log(text: str, result: RunResult) -> None:
         result.notes.append(f"hanode logged: {listed}.")
 
 
-QUICK_CLUSTER = ClusterSettings(
-    settle_s=1.0, idle_s=5.0, traffic_s=5.0, breaker_iterations=3, failover_iterations=1
-)
-
-
 def parse_args(argv: list[str] | None) -> Settings:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     p.add_argument(
@@ -206,11 +210,14 @@ def parse_args(argv: list[str] | None) -> Settings:
     p.add_argument("--failover-seconds", type=float, default=10.0)
     p.add_argument("--no-profile", action="store_true", help="skip the py-spy run")
     p.add_argument("--no-install", action="store_true", help="never apt-get install")
-    p.add_argument("--no-cluster", action="store_true", help="skip the three-node cluster part")
+    p.add_argument(
+        "--no-cluster", action="store_true", help="skip the cluster and cluster scale parts"
+    )
     p.add_argument(
         "--only-cluster",
         action="store_true",
-        help="run only the cluster part and print it (docs/benchmarks.md is left alone)",
+        help="run only the cluster and cluster scale parts and print them (docs/benchmarks.md "
+        "is left alone)",
     )
     p.add_argument(
         "--quick",
@@ -238,6 +245,7 @@ def parse_args(argv: list[str] | None) -> Settings:
         cluster=not a.no_cluster,
         only_cluster=a.only_cluster,
         cluster_settings=QUICK_CLUSTER if a.quick else ClusterSettings(),
+        scale_settings=scale.QUICK if a.quick else scale.ScaleSettings(),
         continuation=(
             stream_continuation.QUICK if a.quick else stream_continuation.ContinuationSettings()
         ),
@@ -256,7 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     if settings.only_cluster:
         only = run_cluster(settings.cluster_settings)
         print(f"\n{render_cluster(only)}\n\n{cluster_summary(only)}")
-        return 1 if only.error else 0
+        sized = scale.run(settings.scale_settings, say)
+        limits = scale_report.limits_from(sized, only)
+        print(f"\n{scale_report.render(sized, limits)}\n\n{scale_report.summary(sized)}")
+        return 1 if only.error or sized.error else 0
     try:
         result = measure(settings)
     except (BenchError, TimeoutError, RuntimeError) as exc:

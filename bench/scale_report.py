@@ -7,6 +7,7 @@ import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from bench.cluster import ClusterResult
 from bench.scale import ScaleResult, SizePoint
 from bench.scale_fleet import KINDS
 
@@ -139,7 +140,8 @@ def fleet_limits(
     )
 
 
-def limits_paragraph(f: Fleet100 | None, hosts: int = 100) -> str:
+def limits_paragraph(f: Fleet100 | None, hosts: int = 100, linear: bool = True) -> str:
+    """``linear``: the verdict on the measured growth per applied command."""
     if f is None:
         return "Not measured."
     traffic = (
@@ -157,8 +159,12 @@ def limits_paragraph(f: Fleet100 | None, hosts: int = 100) -> str:
         f"* **What each commit costs every node** (all nodes apply every command): "
         f"{f.path_ms:.1f} ms (decode, apply, freeze, pool snapshot), so one core applies at "
         f"most **{f.apply_ceiling_per_s:.0f} commands/s**; the heartbeats alone take "
-        f"{f.heartbeat_cpu:.0%} of a core on every node, and {load:.0f}/s would take "
-        f"{load * f.path_ms / 1e3:.0%}.",
+        f"{f.heartbeat_cpu:.0%} of a core on every node"
+        + (
+            f", and {load:.0f}/s would take {load * f.path_ms / 1e3:.0%}."
+            if load > f.heartbeat_per_s
+            else "."
+        ),
     ]
     if f.consensus_ceiling_per_s is not None:
         lines.append(
@@ -182,12 +188,15 @@ def limits_paragraph(f: Fleet100 | None, hosts: int = 100) -> str:
         "`planner_interval_s`).",
         "",
         "Where it breaks first: the per-command rebuild of the whole view and pool snapshot on "
-        "every node. Its cost per command grows linearly with the replicas, and so does the "
-        "number of commands (heartbeats), so a node's CPU for the replicated state grows with "
-        "the square of the fleet. Remedies, in order of effect: publish only the newest view to "
+        "every node. Its cost per command grows "
+        + ("linearly" if linear else "faster than linearly (see the growth table)")
+        + " with the replicas, and the number of commands (heartbeats) grows linearly too, so "
+        "a node's CPU for the replicated state grows with the square of the fleet at least. "
+        "Remedies, in order of effect: publish only the newest view to "
         "the event loop when several commands apply in one burst (the pool needs only the "
         "latest), build the pool snapshot incrementally (a `ReplicaRecord` of an unchanged "
-        "replica is now the same object from view to view), a longer `heartbeat_s` for large "
+        "replica is now the same object from view to view) and its routes in one pass over "
+        "the replicas instead of one per model, a longer `heartbeat_s` for large "
         "fleets, and fewer Raft voters than hosts (pysyncobj has read-only, non-voting nodes; "
         "hanode does not use them yet).",
     ]
@@ -306,3 +315,29 @@ def summary(r: ScaleResult) -> str:
     if r.error:
         lines.append(f"  FAILED: {r.error}")
     return "\n".join(lines)
+
+
+def limits_from(scale: ScaleResult, cluster: ClusterResult | None, hosts: int = 100) -> str:
+    """The 100-host paragraph from the scale figures and, where it ran, the live cluster's
+    write rate under traffic and its write ceiling."""
+    per_replica: float | None = None
+    ceiling: float | None = None
+    nodes = replicas = None
+    heartbeat_s = 10.0
+    if cluster is not None:
+        heartbeat_s = cluster.settings.heartbeat_s
+        traffic = [w for w in cluster.windows if w.requests and "breaker" not in w.label]
+        per_replica = traffic[0].per_replica_s if traffic else None
+        ceiling = max((x.per_s for x in cluster.ceilings), default=None)
+        nodes = cluster.settings.nodes
+        replicas = cluster.settings.nodes * cluster.settings.replicas_per_node
+    f = fleet_limits(
+        scale,
+        hosts=hosts,
+        heartbeat_s=heartbeat_s,
+        writes_per_replica_s=per_replica,
+        consensus_ceiling_per_s=ceiling,
+        consensus_nodes=nodes,
+        consensus_replicas=replicas,
+    )
+    return limits_paragraph(f, hosts, verdict(scale.points)[0])

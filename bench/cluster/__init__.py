@@ -41,8 +41,20 @@ from bench.cluster.usage import (
 from bench.cluster.writes import JournalTap, WriteWindow, classify, write_window
 from bench.harness import BenchError, ProcGroup, log_complaints
 
-__all__ = ["ClusterResult", "ClusterSettings", "run"]
+__all__ = ["QUICK", "ClusterResult", "ClusterSettings", "run"]
 T = TypeVar("T")
+
+# A smoke run (``--quick``): three nodes, short windows, few iterations.
+QUICK = ClusterSettings(
+    nodes=3,
+    settle_s=1.0,
+    idle_s=5.0,
+    traffic_s=5.0,
+    breaker_iterations=3,
+    failover_iterations=1,
+    ceiling_threads=(8,),
+    ceiling_s=3.0,
+)
 
 
 @dataclass(slots=True)

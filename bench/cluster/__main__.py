@@ -8,20 +8,8 @@ import dataclasses
 import os
 import sys
 
-from bench.cluster import ClusterSettings, run
+from bench.cluster import QUICK, ClusterSettings, run
 from bench.cluster.report import render, summary
-
-# A smoke run: three nodes, short windows, few iterations.
-QUICK = ClusterSettings(
-    nodes=3,
-    settle_s=1.0,
-    idle_s=5.0,
-    traffic_s=5.0,
-    breaker_iterations=3,
-    failover_iterations=1,
-    ceiling_threads=(8,),
-    ceiling_s=3.0,
-)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -132,3 +132,23 @@ def test_render_has_a_column_per_size_and_the_verdict() -> None:
     assert "grows at most linearly" in text
     assert text.endswith("LIMITS")
     assert render(ScaleResult(ScaleSettings(), error="boom")) == "Not measured: boom."
+
+
+def test_limits_from_reads_the_live_clusters_traffic_window_and_ceiling() -> None:
+    from bench.cluster import ClusterResult, ClusterSettings
+    from bench.cluster.ceiling import CeilingSample
+    from bench.cluster.writes import WriteWindow
+    from bench.scale_report import limits_from
+
+    cluster = ClusterResult(ClusterSettings(nodes=7))
+    idle = WriteWindow("idle", 10.0, 5, 14)
+    busy = WriteWindow("4 req/s through each router", 10.0, 28, 14)
+    busy.requests = 100
+    cluster.windows = [idle, busy]
+    cluster.ceilings = [CeilingSample(4, 5.0, 500, 500), CeilingSample(16, 5.0, 1000, 1000)]
+    r = ScaleResult(ScaleSettings(), [_point(64, 640.0), _point(512, 5120.0)])
+    text = limits_from(r, cluster)
+    assert "160/s" in text  # 0.2 writes/s per replica x 800 replicas
+    assert "200 commits/s" in text  # the higher ceiling
+    assert "7-node cluster" in text and "14 replicas" in text
+    assert "heartbeats alone" in limits_from(r, None)
