@@ -163,6 +163,22 @@ class WorkerPlane:
         log.info("workers_started", workers=self.count, port=port)
         return self.hello.host, port
 
+    @staticmethod
+    async def _end(proc: asyncio.subprocess.Process, drained: bool) -> None:
+        """A drained worker exits by itself; then SIGTERM (it drains briefly), then SIGKILL."""
+        if drained:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), STOP_GRACE_S)
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), STOP_GRACE_S + 5.0)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+
     def _spawn_task(self, coro: Any) -> None:
         task = self.loop.create_task(coro)
         self._tasks.add(task)
@@ -377,18 +393,9 @@ class WorkerPlane:
 
     async def close(self) -> None:
         self._closing = True
-        procs = [w.process for w in self.workers if w.process is not None]
-        for proc in procs:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                await asyncio.wait_for(proc.wait(), STOP_GRACE_S + 5.0)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
+        await asyncio.gather(
+            *(self._end(w.process, w.drained.is_set()) for w in self.workers if w.process)
+        )
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
