@@ -211,7 +211,8 @@ def _node_config(tmp: Path, sim_url: str) -> Path:
             router_port=free_port(),
             metrics_port=free_port(),
             replicas=[{"name": "sim0", "model": MODEL, "url": sim_url, "engine": "vllm"}],
-            sections={"health": {"interval_s": 1.0}},
+            # All the streams at once (the default, 32 a replica, would queue half of them).
+            sections={"health": {"interval_s": 1.0}, "router": {"max_concurrency": 1024}},
         )
     )
     return config

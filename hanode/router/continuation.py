@@ -58,6 +58,10 @@ COMPLETIONS_DEFAULT_MAX_TOKENS = 16
 MAX_EVENT_BYTES = 4 * 1024 * 1024
 # Events relayed unread (the hot path) are read once they pass this size, or on a break.
 MAX_UNREAD_BYTES = 64 * 1024
+# What every error event holds: an ``"error"`` key (OpenAI, vLLM, SGLang, llama.cpp) or the
+# value of ``"object": "error"`` (vLLM). Quoted, so generated text that says error (its quotes
+# escaped inside a JSON string) keeps its events on the hot path, relayed unread.
+_ERROR_KEY = b'"error"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,7 +285,7 @@ class StreamFollower:
             return b""
         self._buf = buf[end + 2 :]
         region = buf[: end + 2]
-        if not self._rewrite and not self._inject_ids and b"error" not in region:
+        if not self._rewrite and not self._inject_ids and _ERROR_KEY not in region:
             # The hot path (a first try): relayed as it came, read only if the stream breaks.
             raw = self._raw
             raw.append(region)

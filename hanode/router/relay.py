@@ -218,18 +218,31 @@ class Relay(RelayOutcomes):
 
     def on_body(self, data: bytes) -> None:
         if self._ok:
-            self._fed = True
-            if self._follow is not None:
-                data = self._follow.feed(data)
-                if not data:
-                    return
-            self._responder.write(data)
-            self._inspector.feed(data)
+            # Relayed at the end of this upstream read (_relay_pending): the pieces that came
+            # together leave together, one chunk in one write, scanned once.
+            self._pending.append(data)
         elif self._err_size < MAX_ERROR_BODY:
             self._err.append(data)
             self._err_size += len(data)
 
+    def _relay_pending(self) -> None:
+        """Send what this read brought: one chunk, followed and inspected in one pass."""
+        pending = self._pending
+        if not pending:
+            return
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        self._fed = True
+        if self._follow is not None:
+            data = self._follow.feed(data)
+            if not data:
+                return
+        self._responder.write(data)
+        self._inspector.feed(data)
+
     def flush(self) -> None:
+        if self._pending:
+            self._relay_pending()
         self._responder.uncork()
         follow = self._follow
         if follow is not None and follow.broken and self._ok and not self._accounted:
@@ -257,10 +270,14 @@ class Relay(RelayOutcomes):
         self._cancel_timer()
         self._handle = None
         if self._ok:
+            responder = self._responder
+            responder.cork()  # the last pieces of this read and the end leave in one write
+            self._relay_pending()
             follow = self._follow
             if follow is not None and not follow.done and not follow.opaque:
                 if follow.broken or not follow.ended_in_full():
                     # The answer ended without its end (or with an error event): broken.
+                    responder.uncork()  # what the client was due goes now, whatever follows
                     what = f"an error event: {follow.error}" if follow.broken else "no [DONE]"
                     message = f"replica '{self._replica}' ended its stream with {what}"
                     label = "error_event" if follow.broken else "connection"
@@ -268,8 +285,8 @@ class Relay(RelayOutcomes):
                     return
                 closing = follow.closing()  # all text came, only [DONE] did not
                 self._inspector.feed(closing)
-                self._responder.write(closing)
-            self._responder.end()
+                responder.write(closing)
+            responder.end()
             self._finish_success()
             return
         status = self._status
@@ -282,6 +299,8 @@ class Relay(RelayOutcomes):
     def on_error(self, message: str, kind: TryError) -> None:
         self._cancel_timer()
         self._handle = None
+        if self._ok:
+            self._relay_pending()  # what came before the error (a malformed rest) is relayed
         if kind is TryError.LOCAL:
             # This router's own resources ran out (file descriptors, ports): no evidence
             # about the replica, and another replica would fail the same way.

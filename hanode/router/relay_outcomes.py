@@ -71,6 +71,7 @@ class RelayOutcomes:
         "_ok",
         "_on_end",
         "_path",
+        "_pending",
         "_probe",
         "_replica",
         "_request_id",
@@ -140,6 +141,7 @@ class RelayOutcomes:
         self._accounted = False
         self._sse = False  # the client gets a chunked event stream (room for an error event)
         self._fed = False  # body bytes came in the current upstream read
+        self._pending: list[bytes] = []  # 2xx body pieces of the current read, not yet relayed
         self._got_body = False  # body bytes of a 2xx answer came at all
         self._stall_at = 0.0  # after a 2xx head: silence until then is no stall
 

@@ -187,3 +187,23 @@ def test_a_long_stream_is_read_in_batches_on_the_hot_path() -> None:
         assert follow.feed(event) == event
     assert len(follow.text) >= n - 1  # read already, without asking: memory stays bounded
     assert follow.refusal(limit=2) is None and follow.tokens == n
+
+
+def test_text_that_says_error_stays_on_the_hot_path_an_error_event_does_not() -> None:
+    """Only a quoted "error" (a key, or vLLM's "object": "error") sends events to be read at
+    once; generated text about errors is relayed unread like any other."""
+    follow = StreamFollower({"messages": []}, chat=True)
+    follow.request("vllm")
+    text = chat_chunk("A", 'an "error": no, an error') + chat_chunk("A", " error")
+    assert follow.feed(text) == text
+    assert follow._raw and not follow.broken  # kept unread: no JSON parsed for it
+    follow.sync()
+    assert "".join(follow.text) == 'an "error": no, an error error'
+    for err in (
+        b'data: {"error": {"message": "boom", "code": 500}}\n\n',
+        b'data: {"object": "error", "message": "boom", "code": 500}\n\n',
+    ):
+        follow = StreamFollower({"messages": []}, chat=True)
+        follow.request("vllm")
+        assert follow.feed(chat_chunk("A", "x") + err) == chat_chunk("A", "x")
+        assert follow.broken and follow.error == "boom"
