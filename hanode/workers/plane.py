@@ -161,6 +161,12 @@ class WorkerPlane:
         self._routers = self.core.admission.routers
         self._spawn_task(self._publishing())
         log.info("workers_started", workers=self.count, port=port)
+        if accept_queue_migrates() is False:
+            log.warning(
+                "accept_queue_not_migrated",
+                detail="net.ipv4.tcp_migrate_req is 0: when a worker dies, connections waiting "
+                "in its accept queue are reset; set it to 1 (docs/workers.md)",
+            )
         return self.hello.host, port
 
     @staticmethod
@@ -415,3 +421,17 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
+
+
+MIGRATE_REQ = "/proc/sys/net/ipv4/tcp_migrate_req"
+
+
+def accept_queue_migrates() -> bool | None:
+    """Whether the kernel hands a closed listener's waiting connections to another socket of
+    its SO_REUSEPORT group (Linux 5.14+ ``net.ipv4.tcp_migrate_req``); None: unknown. Off, a
+    worker that dies resets the few connections waiting in its accept queue."""
+    try:
+        with open(MIGRATE_REQ) as f:
+            return f.read().strip() == "1"
+    except OSError:
+        return None

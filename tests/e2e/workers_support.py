@@ -66,6 +66,7 @@ class KeepAliveClient:
 
     port: int
     pids: Iterable[int]
+    body: bytes = BODY
     conn: http.client.HTTPConnection | None = None
     owner: int | None = None
     outcomes: list[Outcome] = field(default_factory=list)
@@ -90,11 +91,11 @@ class KeepAliveClient:
         owner = self.owner
         try:
             self.conn.request(
-                "POST", "/v1/chat/completions", BODY, {"content-type": "application/json"}
+                "POST", "/v1/chat/completions", self.body, {"content-type": "application/json"}
             )
             resp = self.conn.getresponse()
             body = resp.read()
-            out = Outcome(owner, resp.status == 200, f"{resp.status} {body[:200]!r}")
+            out = Outcome(owner, resp.status == 200, f"{resp.status} {body[-200:]!r}")
             if resp.getheader("connection", "").lower() == "close":
                 self.close()
         except (OSError, http.client.HTTPException) as exc:
