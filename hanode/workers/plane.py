@@ -257,6 +257,7 @@ class WorkerPlane:
             self._sum_inflight()
         elif kind == "report":
             w.report = payload
+            self._settle_breakers()
             if w.restart.failures and self.loop.time() - w.started_at >= SERVED_S:
                 w.restart = on_served(w.restart)
         elif kind == "opened":
@@ -321,6 +322,20 @@ class WorkerPlane:
         self.core.breaker(replica).force_open(self.loop.time(), failure, until)
         self.core.announce_open(replica, failure_class, until)
         self._broadcast("breaker", ("open", replica, failure_class, until), skip=source)
+
+    def _settle_breakers(self) -> None:
+        """The node's record of a breaker no worker holds open any more: closed. Its open
+        period is over and every live worker has closed it again after a probe (the node
+        routes nothing itself, so its own breaker would stay half-open for ever)."""
+        now = self.loop.time()
+        live = [w for w in self.workers if w.ready.is_set()]
+        if not live or any(w.report is None for w in live):
+            return
+        for name, breaker in self.core.registry.breakers().items():
+            if breaker.snapshot(now)["state"] != "half_open":
+                continue
+            if all(name not in w.report.breakers for w in live if w.report is not None):
+                breaker.reset(now)
 
     def _mirror(self, op: str, replica: str, failure_class: str, until: float) -> None:
         """An open from a peer node or an operator reset, applied to the node's core."""

@@ -1,6 +1,7 @@
 """A stand-in data-plane worker for the WorkerPlane tests: it speaks the channel and nothing
 else. It says ready, opens breaker "r" when it is worker 0, reports in-flight tries and a
-counter, echoes every message the node sends as an event, and stops on drain."""
+counter (again after each snapshot), echoes every message the node sends as an event, and
+stops on drain."""
 
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ async def main(fd: int) -> int:
         except ChannelClosed:
             return 0
         ch.send("event", ("echo", f"worker-{hello.index}", f"{kind} {payload!r}", {}))
+        if kind == "snapshot":  # a fresh report, holding no breaker open
+            ch.send("report", Report(families_of(reg), {}, 10 * (hello.index + 1), 0))
         if kind == "drain":
             ch.send("drained", 0)
             await ch.drain()

@@ -174,3 +174,23 @@ def test_drain_reaches_every_worker_and_close_leaves_none_running() -> None:
         assert not any("restarting" in e.message for e in events.recent(100) if e.kind == "worker")
 
     run(body)
+
+
+def test_the_nodes_breaker_closes_once_no_worker_holds_it_open() -> None:
+    async def body(
+        plane: WorkerPlane,
+        core: RouterCore,
+        view: FakeView,
+        events: EventLog,
+        obs: FakeObserver,
+        announced: list[tuple[str, str]],
+    ) -> None:
+        await until(lambda: sum(1 for f in plane.families() if f) == 2, "reports")
+        breaker = core.breaker("s")
+        breaker.force_open(core.loop.time(), F.TIMEOUT, core.loop.time() + 0.05)
+        await until(lambda: breaker.snapshot(core.loop.time())["state"] == "half_open", "expiry")
+        # The node routes nothing: only the workers' reports (none holds s open) close it.
+        view.publish(state("r", 9), state("s", 9), state("u", 9))
+        await until(lambda: breaker.snapshot(core.loop.time())["state"] == "closed", "settled")
+
+    run(body)
