@@ -153,9 +153,10 @@ def pki(tmp_path: Path) -> Path:
     return root
 
 
-def test_front_door_over_tls(e2e_procs: E2EProcs, pki: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_front_door_over_tls(e2e_procs: E2EProcs, pki: Path, workers: int) -> None:
     tls = {"tls_cert_file": str(pki / "n1.crt"), "tls_key_file": str(pki / "n1.key")}
-    c = e2e_procs.cluster([["--ttft-ms", "2"]], sections={"router": tls})
+    c = e2e_procs.cluster([["--ttft-ms", "2"]], sections={"router": {**tls, "workers": workers}})
     port = c.node.router_port
     trust = ssl.create_default_context(cafile=str(pki / "ca.crt"))
     client = openai.OpenAI(
