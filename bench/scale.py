@@ -176,10 +176,10 @@ def load(data: bytes) -> Any:
 
 def measure_size(fleet: Fleet, s: ScaleSettings) -> SizePoint:
     p = SizePoint(fleet.replicas, fleet.hosts, fleet.models)
-    doc = build_doc(fleet)
-    for kind in KINDS:
-        p.apply_us[kind] = _apply_kind(doc, fleet, kind, s.apply_reps)
-    doc = build_doc(fleet)  # the measured state: a steady fleet, not one mid-drain
+    built = orjson.dumps(build_doc(fleet))
+    for kind in KINDS:  # each kind on the same steady fleet, not one left mid-drain
+        p.apply_us[kind] = _apply_kind(orjson.loads(built), fleet, kind, s.apply_reps)
+    doc = orjson.loads(built)
     p.rollback_copy_us = _timed(lambda: orjson.dumps(doc), s.freeze_reps)
     p.digest_us = _timed(lambda: digest(doc), s.freeze_reps)
     p.freeze_us = _timed(lambda: freeze(doc, 1), s.freeze_reps)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hanode.cluster.document import Command, Doc, empty_doc, stamp
+from hanode.cluster.document import MAX_EVENTS, Command, Doc, empty_doc, stamp
 from hanode.cluster.planner import PlannerSettings, plan_weights
 from hanode.cluster.state import apply
 from hanode.cluster.view import freeze
@@ -129,13 +129,27 @@ def leader_cmd(cmd: Command) -> Command:
 
 def build_doc(fleet: Fleet) -> Doc:
     """The fleet's document in a steady state: the leader's weights are the planner's own, so
-    its next round changes nothing."""
+    its next round changes nothing, and the event log is full (``MAX_EVENTS``), as it is in a
+    cluster that has run a while (the log is part of every copy and digest of the state)."""
     doc = empty_doc()
     for cmd in build_commands(fleet):
         apply(doc, cmd)
     weights = plan_weights(freeze(doc, 0), PLANNER)
     if weights is not None:
         apply(doc, stamp(leader_cmd({**weights, "ts": T0})))
+    k = 0
+    while len(doc["events"]) < MAX_EVENTS:
+        name = fleet.replica(k % fleet.replicas)
+        event = {
+            "op": "add_event",
+            "kind": "breaker",
+            "subject": name,
+            "message": f"closed -> open (gpu_oom) (seen by {fleet.host(0)})",
+            "fields": {"node": fleet.host(0), "replicated": True},
+            "ts": T0,
+        }
+        apply(doc, stamp(event))
+        k += 1
     return doc
 
 

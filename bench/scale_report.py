@@ -42,32 +42,51 @@ def growth(what: str, costs: Mapping[int, float]) -> list[Growth]:
 def per_command_costs(points: Sequence[SizePoint]) -> dict[str, dict[int, float]]:
     """What one applied command costs a node, by stage and by command kind."""
     out: dict[str, dict[int, float]] = {f"apply: {k}": {} for k in KINDS}
-    out["freeze to a ClusterView"] = {}
-    out["ClusterPool snapshot (event loop)"] = {}
-    out["whole path of one heartbeat"] = {}
+    parts = {
+        "apply's rollback copy": "rollback_copy_us",
+        "freeze to a ClusterView": "freeze_us",
+        "freeze: the state digest": "digest_us",
+        "ClusterPool snapshot (event loop)": "pool_us",
+        "pool: the local weights": "pool_weights_us",
+        "pool: PoolSnapshot.build (routes)": "pool_build_us",
+        WHOLE: "path_us",
+    }
+    for what in parts:
+        out[what] = {}
     for p in points:
         for k in KINDS:
             out[f"apply: {k}"][p.replicas] = p.apply_us.get(k, float("nan"))
-        out["freeze to a ClusterView"][p.replicas] = p.freeze_us
-        out["ClusterPool snapshot (event loop)"][p.replicas] = p.pool_us
-        out["whole path of one heartbeat"][p.replicas] = p.path_us
+        for what, attr in parts.items():
+            out[what][p.replicas] = float(getattr(p, attr))
     return out
+
+
+WHOLE = "whole path of one heartbeat"
 
 
 def verdict(points: Sequence[SizePoint]) -> tuple[bool, str]:
     """Does the cost per applied command grow at most linearly? (reported, never asserted)"""
-    growths = [g for what, c in per_command_costs(points).items() for g in growth(what, c)]
+    costs = per_command_costs(points)
+    growths = [g for what, c in costs.items() for g in growth(what, c)]
     if not growths:
         return False, "not measured"
     worst = max(growths, key=lambda g: g.per_replica)
     ok = all(g.linear for g in growths)
     word = "yes" if ok else "no"
-    return ok, (
+    text = (
         f"**{word}**: the steepest growth is {worst.what}, {worst.small} -> {worst.large} "
         f"replicas, x{worst.ratio:.1f} for x{worst.large / worst.small:g} replicas "
-        f"({worst.per_replica:.2f} per replica; linear is 1, the limit "
-        f"{LINEAR_TOLERANCE:g})"
+        f"({worst.per_replica:.2f} per replica; linear is 1, the limit {LINEAR_TOLERANCE:g})"
     )
+    whole = growth(WHOLE, costs[WHOLE])
+    if whole and worst.what != WHOLE:
+        text += (
+            "; the "
+            + WHOLE
+            + " "
+            + ", ".join(f"{g.per_replica:.2f} ({g.small} -> {g.large})" for g in whole)
+        )
+    return ok, text
 
 
 def extrapolate(costs: Mapping[int, float], n: int) -> float:
