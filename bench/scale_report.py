@@ -175,9 +175,9 @@ def limits_paragraph(f: Fleet100 | None, hosts: int = 100, linear: bool = True) 
         "",
         f"* **Write rate the agents produce**: {f.heartbeat_per_s:.0f} commits/s from heartbeats "
         f"alone (every replica every `heartbeat_s`){traffic}.",
-        f"* **What each commit costs every node** (all nodes apply every command): "
-        f"{f.path_ms:.1f} ms (decode, apply, freeze, pool snapshot), so one core applies at "
-        f"most **{f.apply_ceiling_per_s:.0f} commands/s**; the heartbeats alone take "
+        f"* **What each commit costs every node** (all nodes apply every command), on this "
+        f"machine: {f.path_ms:.1f} ms (decode, apply, freeze, pool snapshot), so one core "
+        f"applies at most **{f.apply_ceiling_per_s:.0f} commands/s**; the heartbeats alone take "
         f"{f.heartbeat_cpu:.0%} of a core on every node"
         + (
             f", and {load:.0f}/s would take {load * f.path_ms / 1e3:.0%}."
@@ -189,10 +189,13 @@ def limits_paragraph(f: Fleet100 | None, hosts: int = 100, linear: bool = True) 
         lines.append(
             f"* **Consensus write ceiling** measured on the live {f.consensus_nodes}-node cluster "
             f"({f.consensus_replicas} replicas, where a command costs little to apply): "
-            f"{f.consensus_ceiling_per_s:.0f} commits/s. With {hosts} Raft members the leader "
-            "sends every entry to each follower, so expect that ceiling to fall roughly with "
-            f"the member count (~{f.consensus_ceiling_per_s * (f.consensus_nodes or 1) / hosts:.0f}"
-            f"/s at {hosts}, a rough scaling, not measured): "
+            f"{f.consensus_ceiling_per_s:.0f} commits/s. There every member, the clients and the "
+            "simulators share this machine's cores, so it falls with the member count for that "
+            "reason too; on separate hosts only the leader's fan-out (an append-entries message "
+            "per follower per entry) grows with the members. Scaled by members alone, "
+            f"{hosts} voters would sustain ~"
+            f"{f.consensus_ceiling_per_s * (f.consensus_nodes or 1) / hosts:.0f}/s (pessimistic, "
+            "not measured): "
             + (
                 "below the heartbeat rate."
                 if f.consensus_ceiling_per_s * (f.consensus_nodes or 1) / hosts < f.heartbeat_per_s
