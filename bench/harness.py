@@ -61,6 +61,29 @@ def child_pids(pid: int) -> list[int]:
     return out
 
 
+def descendants(pid: int) -> list[int]:
+    """Every child of ``pid``, their children and so on (a multi-worker node's workers)."""
+    out: list[int] = []
+    todo = [pid]
+    while todo and len(out) < 4096:
+        kids = child_pids(todo.pop())
+        out.extend(kids)
+        todo.extend(kids)
+    return out
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU-seconds of ``pid``, of its children it has reaped (a worker that died between two
+    samples) and of every living descendant."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    total = sum(int(f) for f in fields[11:15]) / CLK_TCK  # utime, stime, cutime, cstime
+    for child in descendants(pid):
+        with contextlib.suppress(OSError, ValueError):
+            total += cpu_seconds(child)
+    return total
+
+
 def machine_cpu() -> tuple[float, float]:
     """(busy, steal) CPU-seconds of the whole machine since boot, from /proc/stat."""
     values = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]

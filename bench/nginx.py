@@ -47,6 +47,33 @@ http {{
 """
 
 
+CANNED_SERVER = """\
+    server {{
+        listen {host}:{port};
+        location = /v1/completions {{
+            default_type application/json;
+            return 200 '{completion}';
+        }}
+        location = /v1/chat/completions {{
+            default_type application/json;
+            return 200 '{chat}';
+        }}
+        location / {{
+            proxy_pass http://sims;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+"""
+
+
+def nginx_string(text: str) -> str:
+    """``text`` inside an nginx single-quoted string (``return 200 '...'``)."""
+    if "$" in text or "\\" in text:
+        raise ValueError("no $ or backslash in a canned answer (nginx would interpolate)")
+    return text.replace("'", "\\'")
+
+
 class Nginx:
     """nginx master (foreground) + 1 worker; CPU time is the sum of both."""
 
@@ -58,6 +85,11 @@ class Nginx:
         self.proc: ChildProcess | None = None
 
     def write_conf(self) -> Path:
+        conf = self.prefix / "nginx.conf"
+        conf.write_text(self.conf_text())
+        return conf
+
+    def conf_text(self) -> str:
         self.prefix.mkdir(parents=True, exist_ok=True)
         # Workers run as an unprivileged user when we are root: they must reach the prefix
         # (inside the run's own temporary directory, created 0700).
@@ -65,9 +97,7 @@ class Nginx:
             with contextlib.suppress(OSError):
                 os.chmod(p, 0o755)
         servers = "\n".join(f"        server {HOST}:{p};" for p in self.upstream_ports)
-        conf = self.prefix / "nginx.conf"
-        conf.write_text(CONF.format(prefix=self.prefix, servers=servers, host=HOST, port=self.port))
-        return conf
+        return CONF.format(prefix=self.prefix, servers=servers, host=HOST, port=self.port)
 
     def start(self, group: ProcGroup, timeout_s: float = 10.0) -> None:
         conf = self.write_conf()
@@ -116,3 +146,32 @@ class Nginx:
                 # Still ours only if it still names nginx; then it outlived its master.
                 if "nginx" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
                     os.kill(pid, 9)
+
+
+class CannedNginx(Nginx):
+    """The fast upstream of the proxy-limited run: answers every completion with one canned
+    body on each of ``ports`` (one port per replica), and passes the rest (``/health``,
+    ``/metrics``, ``/v1/models``: what health checks read) to the simulators behind it."""
+
+    def __init__(
+        self,
+        binary: str,
+        prefix: Path,
+        ports: list[int],
+        sim_ports: list[int],
+        completion: str,
+        chat: str,
+    ) -> None:
+        super().__init__(binary, prefix, ports[0], sim_ports)
+        self.ports = ports
+        self.completion = nginx_string(completion)
+        self.chat = nginx_string(chat)
+
+    def conf_text(self) -> str:
+        text = super().conf_text()
+        head, _, _ = text.rpartition("    server {")  # the proxying server block goes
+        servers = "".join(
+            CANNED_SERVER.format(host=HOST, port=p, completion=self.completion, chat=self.chat)
+            for p in self.ports
+        )
+        return head + servers + "}\n"

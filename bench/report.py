@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from bench import overload as overload_report
 from bench import recovery as recovery_report
-from bench import scale_report
+from bench import routers_report, scale_report
 from bench import stream_continuation as continuation_report
 from bench.cluster import report as cluster_report
 from bench.harness import percentile
@@ -360,6 +360,8 @@ def render_summary(r: RunResult) -> str:
         f"failover ({r.failover.killed if r.failover else 'nothing'} killed):\n"
         f"{failover_section(r)}"
     )
+    if r.routers is not None:
+        text += f"\n\n{routers_report.summary(r.targets, r.routers)}"
     if r.continuation is not None:
         text += (
             f"\n\nstreams through a replica's death:\n{continuation_report.render(r.continuation)}"
@@ -478,6 +480,10 @@ total throughput):
 {verdict_table(r)}
 
 {verdict_lines}
+
+### hanode against the LLM routers: nginx, vllm-router, LiteLLM (bench/routers.py)
+
+{routers_report.section(r)}
 
 ### Failover (hanode, concurrency 8, one of three simulators SIGKILLed)
 

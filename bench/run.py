@@ -8,6 +8,13 @@ replicas, a private nginx (round-robin, keep-alive upstreams) and one hanode nod
   request (:mod:`bench.overhead`, wrk),
 * first-chunk delay of a streamed chat completion (:mod:`bench.streaming`),
 
+and the same against the LLM routers (:mod:`bench.routers`): vllm-router and LiteLLM's proxy
+from cached venvs and hanode with ``[router] workers`` 1, 2 and "auto" join the targets above,
+a streaming relay run (64 streams of 200 chunks, :mod:`bench.stream_relay`), a proxy-limited
+run over a canned upstream (:mod:`bench.proxy_limited`) and a failover run per target
+(:mod:`bench.failover_targets`); ``--only-routers`` runs just these, ``--no-routers`` leaves
+them out;
+
 then profiles hanode under load with py-spy (:mod:`bench.profile`), kills one simulator under
 load (:mod:`bench.replica_failover`), overloads one node with and without admission control
 (:mod:`bench.overload`), runs the cluster part (:mod:`bench.cluster`: seven nodes, three with
@@ -33,9 +40,11 @@ from bench import (
     recovery,
     replica_failover,
     report,
+    routers,
     scale,
     scale_report,
     stream_continuation,
+    stream_relay,
     streaming,
     targets,
     wrk,
@@ -77,6 +86,9 @@ class Settings:
     recovery: recovery.RecoverySettings = field(default_factory=recovery.RecoverySettings)
     # demand twice the capacity, admission off and on (bench/overload.py)
     overload: overload.OverloadSettings = field(default_factory=overload.OverloadSettings)
+    # vllm-router and LiteLLM next to nginx and hanode, workers 1/2/auto (bench/routers.py)
+    routers: routers.RoutersSettings = field(default_factory=routers.RoutersSettings)
+    only_routers: bool = False  # the single-node setup and the router parts only
     output: Path | None = REPO / "docs" / "benchmarks.md"  # None: print only
 
 
@@ -96,6 +108,7 @@ class RunResult:
     continuation: stream_continuation.ContinuationResult | None = None
     recovery: recovery.RecoveryResult | None = None
     overload: overload.OverloadResult | None = None
+    routers: routers.RoutersResult | None = None
 
 
 def single_node(
@@ -103,16 +116,27 @@ def single_node(
 ) -> None:
     """Every measurement of the single-node setup, one after the other on the same processes."""
     with ProcGroup(tmp) as group:
-        t = targets.start(group, tmp, nginx)
+        extras = result.routers.extras if result.routers else None
+        t = targets.start(group, tmp, nginx, extras)
+        if result.routers is not None:
+            result.routers.skipped.update(t.skipped)
+            for name, reason in t.skipped.items():
+                say(f"{name}: left out: {reason}")
         for i, sim in enumerate(t.sims):
             if "falling back to asyncio" in sim.output():
                 result.notes.append(f"sim{i} ran on plain asyncio (uvloop self-test failed).")
-        for name in targets.NAMES:
+        for name in t.names:
             result.targets[name] = overhead.TargetResult(name, t.ports[name])
-        script = wrk.write_lua(tmp / "post.lua", overhead.COMPLETION_BODY)
+        scripts = {
+            name: wrk.write_lua(
+                tmp / f"post-{name}.lua", overhead.COMPLETION_BODY, t.headers_of(name)
+            )
+            for name in t.names
+        }
+        script = scripts["hanode"]
         per_round = max(1.0, round(settings.duration_s / settings.rounds))
         overhead.measure(
-            t, result.targets, wrk_bin, script, settings.rounds, per_round, settings.warmup_s
+            t, result.targets, wrk_bin, scripts, settings.rounds, per_round, settings.warmup_s
         )
         if settings.profile:
             url = t.url("hanode")
@@ -122,6 +146,9 @@ def single_node(
             result.native_profile, _ = profile_node(
                 py_spy, t.node.pid, wrk_bin, url, script, tmp, min(5.0, settings.duration_s), True
             )
+        if result.routers is not None:
+            say("stream relay: 64 concurrent streams of 200 chunks through every target")
+            result.routers.relay = stream_relay.measure(t, settings.routers.relay)
         streaming.measure(
             t,
             result.targets,
@@ -146,18 +173,8 @@ def single_node(
             )
 
 
-def measure(settings: Settings) -> RunResult:
-    result = RunResult(settings)
-    t_begin = time.monotonic()
-    tools = ensure_tools(settings.install)
-    venv_spy = Path(sys.executable).with_name("py-spy")
-    py_spy = str(venv_spy) if venv_spy.exists() else (shutil.which("py-spy") or str(venv_spy))
-    result.machine = machine_info(tools.nginx, tools.wrk, py_spy)
-    busy0, steal0 = machine_cpu()
-    own0, wall0 = own_cpu(), time.monotonic()
-    result.machine["load average at start"] = f"{os.getloadavg()[0]:.2f}"
-    with tempfile.TemporaryDirectory(prefix="hanode-bench-") as tmp_name:
-        single_node(settings, result, Path(tmp_name), tools.nginx, tools.wrk, py_spy)
+def other_parts(settings: Settings, result: RunResult) -> None:
+    """The parts with their own processes after the single-node setup (not --only-routers)."""
     say("streams through a replica's death, continuation off and on (bench/stream_continuation.py)")
     result.continuation = stream_continuation.run(settings.continuation)
     say("recovery: MTTR of a crash, restarted or taken over by a sleeping standby")
@@ -170,6 +187,29 @@ def measure(settings: Settings) -> RunResult:
         result.cluster = run_cluster(settings.cluster_settings)
         say("cluster scale: 8, 64 and 512 replicas in process (bench/scale.py)")
         result.scale = scale.run(settings.scale_settings, say)
+
+
+def measure(settings: Settings) -> RunResult:
+    result = RunResult(settings)
+    t_begin = time.monotonic()
+    tools = ensure_tools(settings.install)
+    venv_spy = Path(sys.executable).with_name("py-spy")
+    py_spy = str(venv_spy) if venv_spy.exists() else (shutil.which("py-spy") or str(venv_spy))
+    result.machine = machine_info(tools.nginx, tools.wrk, py_spy)
+    busy0, steal0 = machine_cpu()
+    own0, wall0 = own_cpu(), time.monotonic()
+    result.machine["load average at start"] = f"{os.getloadavg()[0]:.2f}"
+    if settings.routers.enabled:
+        result.routers = routers.RoutersResult(routers.prepare(settings.routers, settings.install))
+        result.machine.update(result.routers.versions())
+    with tempfile.TemporaryDirectory(prefix="hanode-bench-") as tmp_name:
+        single_node(settings, result, Path(tmp_name), tools.nginx, tools.wrk, py_spy)
+        if result.routers is not None:
+            routers.run_after(
+                result.routers, Path(tmp_name), tools.nginx, tools.wrk, settings.routers
+            )
+    if not settings.only_routers:
+        other_parts(settings, result)
     # All our processes are reaped now, so their CPU is in own_cpu(): the rest was someone else.
     busy1, steal1 = machine_cpu()
     wall = time.monotonic() - wall0
@@ -225,6 +265,17 @@ def parse_args(argv: list[str] | None) -> Settings:
         help="a smoke run of every part with short durations; prints, writes no report "
         "unless --output is given",
     )
+    p.add_argument(
+        "--no-routers",
+        action="store_true",
+        help="leave out vllm-router, LiteLLM and hanode's workers variants",
+    )
+    p.add_argument(
+        "--only-routers",
+        action="store_true",
+        help="the single-node setup with every target, the proxy-limited and per-target "
+        "failover runs; nothing else",
+    )
     p.add_argument("--output", type=Path, default=None, help="markdown report")
     a = p.parse_args(argv)
     if a.quick:
@@ -251,6 +302,12 @@ def parse_args(argv: list[str] | None) -> Settings:
         ),
         recovery=recovery.QUICK if a.quick else recovery.RecoverySettings(),
         overload=overload.QUICK if a.quick else overload.OverloadSettings(),
+        routers=(
+            routers.RoutersSettings(enabled=False)
+            if a.no_routers
+            else (routers.QUICK if a.quick else routers.RoutersSettings())
+        ),
+        only_routers=a.only_routers and not a.no_routers,
     )
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bench.harness import HOST, percentile, say
-from bench.targets import MODEL, NAMES, Targets
+from bench.targets import MODEL, Targets
 
 if TYPE_CHECKING:
     from bench.overhead import TargetResult
@@ -89,16 +89,18 @@ def first_chunk_delays(
     iterations: int,
     time_limit_s: float,
     timeout_s: float = 5.0,
+    headers: dict[str, str] | None = None,
 ) -> FirstChunkResult:
     """Time from sending a streamed request to receiving the first SSE ``data:`` bytes.
 
     One keep-alive connection (re-opened if the server closes it), one request at a time;
     the rest of each stream is read to its end before the next request is sent.
     """
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items()).encode()
     request = (
-        b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
+        b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n%s"
         b"Accept: text/event-stream\r\nContent-Length: %d\r\n\r\n%s"
-        % (path.encode(), HOST.encode(), port, len(body), body)
+        % (path.encode(), HOST.encode(), port, extra, len(body), body)
     )
     samples: list[float] = []
     errors = 0
@@ -161,9 +163,10 @@ def measure(
 ) -> None:
     """Switch the simulators to tpot 1 ms, then interleave the targets over ``rounds``."""
     t.set_sim_timing(ttft_ms=0, tpot_ms=1)
-    streams: dict[str, list[FirstChunkResult]] = {name: [] for name in NAMES}
+    names = t.names
+    streams: dict[str, list[FirstChunkResult]] = {name: [] for name in names}
     for _ in range(rounds):
-        for name in NAMES:
+        for name in names:
             streams[name].append(
                 first_chunk_delays(
                     t.ports[name],
@@ -171,9 +174,10 @@ def measure(
                     STREAM_BODY.encode(),
                     iterations // rounds,
                     time_limit_s / rounds,
+                    headers=t.headers_of(name),
                 )
             )
-    for name in NAMES:
+    for name in names:
         fc = FirstChunkResult.merge(streams[name])
         results[name].stream = fc
         say(

@@ -26,10 +26,15 @@ _SOCK_RE = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), t
 _NON2XX_RE = re.compile(r"Non-2xx or 3xx responses: (\d+)")
 
 
-def write_lua(path: Path, body: str) -> Path:
-    if "'" in body or "\\" in body:
-        raise ValueError("body must not contain quotes or backslashes (Lua single-quoted string)")
-    path.write_text(LUA.format(body=body))
+def write_lua(path: Path, body: str, headers: dict[str, str] | None = None) -> Path:
+    """A script that POSTs ``body`` with ``headers`` (an API key) besides the content type."""
+    extra = {k: v for k, v in (headers or {}).items()}
+    for text in (body, *extra, *extra.values()):
+        if "'" in text or "\\" in text:
+            raise ValueError("no quotes or backslashes (Lua single-quoted strings)")
+    lines = [LUA.format(body=body)]
+    lines += [f"wrk.headers['{k}'] = '{v}'\n" for k, v in extra.items()]
+    path.write_text("".join(lines))
     return path
 
 
