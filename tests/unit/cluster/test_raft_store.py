@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,28 @@ def test_a_stalled_consensus_thread_is_noticed(
         finally:
             release.set()
             monkeypatch.undo()
+            store.close()
+
+    asyncio.run(go())
+
+
+def test_the_tick_stamp_is_never_in_the_dump_nor_taken_back_from_one(tmp_path: Path) -> None:
+    """Regression: the stamp was an attribute set after SyncObj.__init__, so pysyncobj wrote
+    it into the full dump and restored it on load; a node restarted from a dump minutes old
+    read "has not ticked for 31.8s" and exited (the 7-node bench's leader failover)."""
+
+    async def go() -> None:
+        store = RaftStore(f"127.0.0.1:{free_port()}", [], tmp_path, SECRET)
+        try:
+            raft = store._raft
+            # what pysyncobj writes into the full dump for the SyncObj itself
+            replicated = {k for k in raft.__dict__ if k not in raft._SyncObj__properies}
+            assert "last_tick" not in replicated and "_hanode_tick" not in replicated
+            # an older dump that still holds a stamp from long ago
+            raft.__dict__["last_tick"] = time.monotonic() - 600.0
+            assert store.consensus_problem(10.0) is None
+            assert time.monotonic() - raft.last_tick < 10.0
+        finally:
             store.close()
 
     asyncio.run(go())
