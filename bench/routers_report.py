@@ -54,6 +54,10 @@ def fmt(value: float | None, spec: str = ".3f", suffix: str = "") -> str:
     return f"{value:{spec}}{suffix}"
 
 
+def diff(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
 def fmt_ratio(value: float | None) -> str:
     return fmt(value, ".2f", "x")
 
@@ -169,10 +173,13 @@ def targets_table(targets: dict[str, TargetResult], rr: RoutersResult) -> str:
         "chunks/s",
         "streams complete",
         "machine CPU µs/chunk",
+        "machine over direct",
     ]
     lines = [_row(head), _row(["---", *(["---:"] * (len(head) - 1))])]
     n_req, v_req = _cpu_req(targets, "nginx"), _cpu_req(targets, VLLM_ROUTER)
     v_chunk = _chunk(rr.relay, VLLM_ROUTER)
+    direct = rr.relay.get("direct")
+    floor = direct.machine_us_per_chunk if direct else None
     for name in names:
         tr = targets.get(name)
         rl = rr.relay.get(name)
@@ -196,6 +203,9 @@ def targets_table(targets: dict[str, TargetResult], rr: RoutersResult) -> str:
                     fmt(rl.chunks_per_s if rl else None, ",.0f"),
                     complete,
                     fmt(rl.machine_us_per_chunk if rl else None, ".1f"),
+                    ""
+                    if name == "direct"
+                    else fmt(diff(rl.machine_us_per_chunk if rl else None, floor), "+.1f"),
                 ]
             )
         )
@@ -297,7 +307,9 @@ How these were measured (`bench/routers.py` and the modules it names):
   `data:` event is counted after de-chunking (`bench/sse.py`); a stream is complete when
   `[DONE]` came after at least 200 events. CPU µs/chunk = the target's CPU over the run /
   chunks delivered; machine CPU µs/chunk = the whole machine's busy CPU (client, simulators,
-  proxy) per chunk. LiteLLM, at ~1 ms of CPU a chunk, runs fewer streams (shown in the column).
+  proxy) per chunk, and "over direct" what the box pays per chunk beyond the streams sent
+  straight to a simulator (the proxy and whatever extra it makes the upstreams and the client
+  do). LiteLLM, at ~1 ms of CPU a chunk, runs fewer streams (shown in the column).
 * **Proxy-limited.** The upstreams are one nginx answering every completion on three ports
   with a canned body a simulator wrote (`return 200 '...'`; health paths go to a simulator),
   so the proxy is the bottleneck: `wrk -c64` per target in interleaved rounds. LiteLLM is left

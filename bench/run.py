@@ -249,7 +249,11 @@ def parse_args(argv: list[str] | None) -> Settings:
     p.add_argument("--stream-iterations", type=int, default=2000)
     p.add_argument("--failover-seconds", type=float, default=10.0)
     p.add_argument("--no-profile", action="store_true", help="skip the py-spy run")
-    p.add_argument("--no-install", action="store_true", help="never apt-get install")
+    p.add_argument(
+        "--no-install",
+        action="store_true",
+        help="never apt-get install (nor pip-install the LLM routers' venvs)",
+    )
     p.add_argument(
         "--no-cluster", action="store_true", help="skip the cluster and cluster scale parts"
     )

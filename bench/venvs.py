@@ -96,6 +96,10 @@ def ensure(spec: Spec, install: bool = True, cache: Path = CACHE) -> Installed |
             "install",
             "--quiet",
             "--disable-pip-version-check",
+            "--timeout",  # offline: fail in about a minute, not after pip's long retries
+            "15",
+            "--retries",
+            "2",
             spec.requirement,
         ],
     ]
