@@ -3,10 +3,13 @@ chunk with the proxy in front versus direct.
 
 One simulator streams ``--streams`` concurrent chat completions of ``--chunks`` tokens each
 (``ttft 0``, ``--tpot-ms`` per token) to an asyncio client in this process: directly, through
-one hanode node, and (if installed) through nginx with ``proxy_buffering off``. For each round
-the CPU time of every process involved is read from /proc before and after, and divided by the
-SSE events the client received. Rounds are interleaved (direct, hanode, nginx, ...) and the
-median per target is reported, since the machine is shared.
+one hanode node, through the floor of a Python relay (:mod:`bench.chunk_floor`: uvloop
+forwarding bytes, nothing else), and (if installed) through nginx with ``proxy_buffering
+off``. For each round the CPU time of every process involved is read from /proc before and
+after, and divided by the SSE events the client received; so are the system calls
+(/proc/PID/io) and the machine's TCP segments. Rounds are interleaved and the median per
+target is reported, since the machine is shared. ``--baseline DIR`` adds a node run from
+another checkout, for before/after figures in one run.
 
     python -m bench.chunk_cost --quick           # a few seconds
     python -m bench.chunk_cost --profile         # and py-spy's top functions of the node
@@ -228,6 +231,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-nginx", action="store_true")
     parser.add_argument("--profile", action="store_true", help="py-spy on the node (one round)")
     parser.add_argument("--native", action="store_true", help="with --profile: C frames too")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also run a node from another checkout (e.g. `git archive REV | tar -x -C DIR`)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.chunks = 1, 100
@@ -246,22 +256,25 @@ def main(argv: list[str] | None = None) -> int:
             sim_args = ("--model", MODEL, "--ttft-ms", "0", "--tpot-ms", str(args.tpot_ms))
             sim = group.sim("sim", *sim_args, "--capacity", "1024")
             node = group.node("hanode", _node_config(tmp, sim.url))
-
-            def healthy() -> bool:
-                _, _, body = http_get(node.ops_url + "/status")
-                reps = json.loads(body).get("replicas", [])
-                return bool(reps) and all(r.get("health") == "healthy" for r in reps)
-
-            wait_until(healthy, 30.0, 0.1, "the simulator healthy in hanode")
+            _wait_healthy(node.ops_url)
             targets: list[tuple[str, int, Callable[[], list[int]]]] = [
                 ("direct", sim.port, lambda: []),
                 ("hanode", node.router_port, lambda: [node.pid, *child_pids(node.pid)]),
             ]
+            if args.baseline is not None:
+                targets.append(_baseline_node(group, tmp, sim.url, args.baseline.resolve()))
+            floor_port = free_port()
+            floor = group.command(
+                "floor",
+                [sys.executable, "-m", "bench.chunk_floor", str(floor_port), str(sim.port)],
+            )
+            wait_until(lambda: "listening" in floor.output(), 10.0, 0.05, "the floor relay")
+            targets.append(("floor", floor_port, lambda: [floor.pid]))
             if nginx_bin is not None:
                 nginx = Nginx(nginx_bin, tmp / "nginx", free_port(), [sim.port])
                 nginx.start(group)
                 targets.append(("nginx", nginx.port, nginx.pids))
-            # A warm-up round each: connections, caches, the JIT-less interpreter's first paths.
+            # A warm-up round each: pooled connections, the interpreter's first paths.
             for _, port, _ in targets:
                 asyncio.run(_streams(port, 8, 20, 30.0))
             rounds: dict[str, list[Round]] = {name: [] for name, _, _ in targets}
@@ -274,6 +287,40 @@ def main(argv: list[str] | None = None) -> int:
     _report(rounds, args)
     bad = [r for rs in rounds.values() for r in rs if r.complete != args.streams]
     return 1 if bad else 0
+
+
+def _wait_healthy(ops_url: str) -> None:
+    def healthy() -> bool:
+        _, _, body = http_get(ops_url + "/status")
+        reps = json.loads(body).get("replicas", [])
+        return bool(reps) and all(r.get("health") == "healthy" for r in reps)
+
+    wait_until(healthy, 30.0, 0.1, "the simulator healthy in hanode")
+
+
+def _baseline_node(
+    group: ProcGroup, tmp: Path, sim_url: str, tree: Path
+) -> tuple[str, int, Callable[[], list[int]]]:
+    """A node run from another checkout's ``hanode`` package, same configuration."""
+    base = tmp / "baseline"
+    base.mkdir()
+    config = _node_config(base, sim_url)
+    boot = (
+        f"import runpy, sys; sys.path.insert(0, {str(tree)!r}); "
+        "runpy.run_module('hanode', run_name='__main__', alter_sys=True)"
+    )
+    proc = group.command("baseline", [sys.executable, "-c", boot, "run", "--config", str(config)])
+
+    def listening() -> dict[str, int] | None:
+        for line in proc.output().splitlines():
+            if line.startswith("{") and '"listening"' in line:
+                event: dict[str, int] = json.loads(line)
+                return event
+        return None
+
+    event = wait_until(listening, 30.0, 0.1, f"the baseline node from {tree}")
+    _wait_healthy(f"http://{HOST}:{event['metrics_port']}")
+    return "baseline", int(event["router_port"]), lambda: [proc.pid, *child_pids(proc.pid)]
 
 
 def _profile(pid: int, port: int, streams: int, chunks: int, tmp: Path, native: bool) -> None:

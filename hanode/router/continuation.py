@@ -306,12 +306,38 @@ class StreamFollower:
         return b"".join(out)
 
     def sync(self) -> None:
-        """Read the events relayed unread so far (what the client got is known from here)."""
+        """Read the events relayed unread so far (what the client got is known from here).
+
+        What :meth:`_event_out` records of a first try's events, without building output
+        (they went to the client as they came): a long stream passes here every
+        ``MAX_UNREAD_BYTES``, so each event costs one JSON parse and a few lookups."""
         raw, self._raw = self._raw, []
         self._raw_size = 0
+        loads, invalid = orjson.loads, orjson.JSONDecodeError
         for region in raw:
             for event in region.split(b"\n\n")[:-1]:
-                self._event_out(event)
+                if event.startswith(b"data:") and b"\n" not in event:
+                    data: bytes | None = event[5:].strip()  # one line: as _data_of reads it
+                else:
+                    data = _data_of(event)
+                    if data is None:
+                        continue
+                if data == b"[DONE]":
+                    self.done = True
+                    continue
+                try:
+                    doc = loads(data)
+                except invalid:
+                    continue
+                if not isinstance(doc, dict):
+                    continue
+                if doc.get("error") or doc.get("object") == "error":
+                    self._error_event(doc)
+                    continue
+                self._choices(doc)
+                if self.id is None:
+                    self.id, self.created = doc.get("id"), doc.get("created")
+                    self.model = doc.get("model")
 
     @property
     def broken(self) -> bool:
@@ -333,9 +359,7 @@ class StreamFollower:
         if not isinstance(doc, dict):
             return b"" if self._rewrite else raw
         if doc.get("error") or doc.get("object") == "error":
-            err = doc.get("error")
-            message = err.get("message") if isinstance(err, dict) else err or doc.get("message")
-            self.error = str(message or "the replica sent an error event")
+            self._error_event(doc)
             return b""
         changed = self._choices(doc)
         if self.id is None:  # the first event the client gets: its id is the stream's
@@ -352,6 +376,11 @@ class StreamFollower:
             return b""
         return self._event(doc) if changed else raw
 
+    def _error_event(self, doc: dict[str, Any]) -> None:
+        err = doc.get("error")
+        message = err.get("message") if isinstance(err, dict) else err or doc.get("message")
+        self.error = str(message or "the replica sent an error event")
+
     def _choices(self, doc: dict[str, Any]) -> bool | None:
         """Record the choices of one chunk and strip what the client must not see. True: the
         chunk changed; None: nothing is left of it for the client."""
@@ -360,6 +389,8 @@ class StreamFollower:
             return False
         changed = False
         kept: list[Any] = []
+        want_ids = not self.chat and self._engine in _TOKEN_IDS  # as _ids and _piece decide
+        rewrite_chat = self._rewrite and self.chat
         for choice in choices:
             if not isinstance(choice, dict):
                 kept.append(choice)
@@ -371,8 +402,8 @@ class StreamFollower:
             delta = choice.get("delta")
             if isinstance(delta, dict) and delta.get("tool_calls"):
                 self.tool_calls = True
-            ids = self._ids(choice)
-            piece = self._piece(choice)
+            ids = self._ids(choice) if want_ids else None
+            piece = self._piece(choice) if rewrite_chat else True
             if ids is not None or piece is not True:
                 changed = True
             if piece is None:  # nothing left of it for the client
