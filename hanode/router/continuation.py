@@ -317,11 +317,12 @@ class StreamFollower:
         for region in raw:
             for event in region.split(b"\n\n")[:-1]:
                 if event.startswith(b"data:") and b"\n" not in event:
-                    data: bytes | None = event[5:].strip()  # one line: as _data_of reads it
+                    data = event[5:].strip()  # one line: as _data_of reads it
                 else:
-                    data = _data_of(event)
-                    if data is None:
+                    lines = _data_of(event)
+                    if lines is None:
                         continue
+                    data = lines
                 if data == b"[DONE]":
                     self.done = True
                     continue
