@@ -182,6 +182,11 @@ class RaftStore:
         self._loop = asyncio.get_running_loop()
         self._listeners: list[Callable[[ClusterView], None]] = []
         self._view = ClusterView()
+        # The newest view built in pysyncobj's thread and not yet taken by the event loop:
+        # when commands apply faster than the loop runs, it takes only the latest (each view
+        # costs the pool a full rebuild of weights and routes).
+        self._pending: ClusterView | None = None
+        self._pending_lock = threading.Lock()
         self._last_applied_at = time.monotonic()
         self._address = self_address
         self._data_dir = data_dir
@@ -257,8 +262,18 @@ class RaftStore:
     # -- from pysyncobj's thread ----------------------------------------------------------------
     def _applied_in_raft_thread(self, doc: dict[str, Any], index: int, halted: str | None) -> None:
         view = freeze(doc, index, halted)  # built here, so the loop only swaps a reference
-        with contextlib.suppress(RuntimeError):  # loop closed during shutdown
-            self._loop.call_soon_threadsafe(self._publish, view)
+        with self._pending_lock:
+            first = self._pending is None
+            self._pending = view
+        if first:
+            with contextlib.suppress(RuntimeError):  # loop closed during shutdown
+                self._loop.call_soon_threadsafe(self._publish_pending)
+
+    def _publish_pending(self) -> None:
+        with self._pending_lock:
+            view, self._pending = self._pending, None
+        if view is not None:
+            self._publish(view)
 
     # -- on the event loop --------------------------------------------------------------------
     def _publish(self, view: ClusterView) -> None:

@@ -65,11 +65,11 @@ class PoolSnapshot:
 
     @classmethod
     def build(cls, version: int, states: Mapping[str, ReplicaState]) -> PoolSnapshot:
-        models = sorted({s.spec.model for s in states.values()})
-        routes = {
-            m: ModelRoute.build(m, {n: s.weight for n, s in states.items() if s.spec.model == m})
-            for m in models
-        }
+        by_model: dict[str, dict[str, float]] = {}
+        for n, s in states.items():  # one pass: O(replicas), not O(models x replicas)
+            by_model.setdefault(s.spec.model, {})[n] = s.weight
+        models = sorted(by_model)
+        routes = {m: ModelRoute.build(m, by_model[m]) for m in models}
         return cls(
             version=version,
             replicas=MappingProxyType(dict(states)),
