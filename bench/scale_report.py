@@ -315,9 +315,8 @@ def render(r: ScaleResult, limits: str | None = None) -> str:
         "event loop reads after every command: a replica's record is rebuilt only when its "
         "part of the document changed (records are reused by their JSON), but the digest "
         "and the lookup are still linear. The pool snapshot is rebuilt on the event loop "
-        "after every command, every replica's weight and state again, and "
-        "`PoolSnapshot.build` walks every replica once per model (models x replicas: "
-        "quadratic where the model count grows with the fleet, as here).",
+        "for each view it takes, every replica's weight and state again (linear; when "
+        "commands apply faster than the loop runs it takes only the newest view).",
     ]
     if limits:
         out += ["", "#### Limits for a fleet of 100 hosts", "", limits]
