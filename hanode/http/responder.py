@@ -111,9 +111,13 @@ class Responder:
         if self.done or not data or self.head_only:
             return
         if self._streaming:
-            self._out(b"%x\r\n%s\r\n" % (len(data), data))
-        else:
-            self._out(data)
+            data = b"%x\r\n%s\r\n" % (len(data), data)
+        if self._corked is not None:
+            self._corked.append(data)
+            return
+        transport = self._conn.transport  # as _out, inline: this runs once per relayed read
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
 
     def end(self) -> None:
         if self.done:

@@ -292,7 +292,7 @@ class StreamFollower:
             self._raw_size += len(region)
             if self._raw_size > MAX_UNREAD_BYTES:
                 self.sync()  # bounded memory: a long stream is read in batches
-            if b"[DONE]" in region:
+            if not self.done and b"[DONE]" in region:
                 self.done = True
             return region
         self.sync()

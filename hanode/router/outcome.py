@@ -56,7 +56,9 @@ def _has_nonempty_value(data: bytes, key: bytes) -> bool:
 
 
 _USAGE_KEY = b'"completion_tokens"'
+_USAGE_END = _USAGE_KEY[-8:]  # the cheap test before the exact one
 _EVENT = b"data:"
+_EVENT_OVERLAP = len(_EVENT) - 1  # an event marker split across reads ends in the next piece
 _TAIL = 48  # holds '"completion_tokens": 123456' split across two reads
 
 
@@ -113,9 +115,9 @@ class StreamInspector:
         if not self.done and b"[DONE]" in window:
             self.done = True
         # Events ending in this piece (one wholly inside the tail was counted last time).
-        start = max(0, len(tail) - len(_EVENT) + 1)
-        self.events += window.count(_EVENT, start)
-        if _USAGE_KEY[-8:] in window:
+        start = len(tail) - _EVENT_OVERLAP
+        self.events += window.count(_EVENT, start if start > 0 else 0)
+        if _USAGE_END in window:
             count = _last_count(window)
             if count is not None:
                 self.usage = count

@@ -245,7 +245,7 @@ class Relay(RelayOutcomes):
             self._relay_pending()
         self._responder.uncork()
         follow = self._follow
-        if follow is not None and follow.broken and self._ok and not self._accounted:
+        if follow is not None and follow.error is not None and self._ok and not self._accounted:
             self._cancel_timer()
             if self._handle is not None:
                 self._handle.abandon()
