@@ -36,6 +36,7 @@ QUICK = RoutersSettings(
 @dataclass(slots=True)
 class RoutersResult:
     extras: Extras
+    settings: RoutersSettings = field(default_factory=RoutersSettings)
     relay: dict[str, stream_relay.RelayResult] = field(default_factory=dict)
     limited: proxy_limited.LimitedResult | None = None
     failover: dict[str, failover_targets.TargetFailover] = field(default_factory=dict)

@@ -172,14 +172,14 @@ def targets_table(targets: dict[str, TargetResult], rr: RoutersResult) -> str:
         "CPU/chunk vs vllm-router",
         "chunks/s",
         "streams complete",
-        "machine CPU µs/chunk",
-        "machine over direct",
+        "path CPU µs/chunk",
+        "path over direct",
     ]
     lines = [_row(head), _row(["---", *(["---:"] * (len(head) - 1))])]
     n_req, v_req = _cpu_req(targets, "nginx"), _cpu_req(targets, VLLM_ROUTER)
     v_chunk = _chunk(rr.relay, VLLM_ROUTER)
     direct = rr.relay.get("direct")
-    floor = direct.machine_us_per_chunk if direct else None
+    floor = direct.path_us_per_chunk if direct else None
     for name in names:
         tr = targets.get(name)
         rl = rr.relay.get(name)
@@ -202,10 +202,10 @@ def targets_table(targets: dict[str, TargetResult], rr: RoutersResult) -> str:
                     fmt_ratio(ratio(chunk, v_chunk)) if name != "direct" else "",
                     fmt(rl.chunks_per_s if rl else None, ",.0f"),
                     complete,
-                    fmt(rl.machine_us_per_chunk if rl else None, ".1f"),
+                    fmt(rl.path_us_per_chunk if rl else None, ".1f"),
                     ""
                     if name == "direct"
-                    else fmt(diff(rl.machine_us_per_chunk if rl else None, floor), "+.1f"),
+                    else fmt(diff(rl.path_us_per_chunk if rl else None, floor), "+.1f"),
                 ]
             )
         )
@@ -301,25 +301,47 @@ How these were measured (`bench/routers.py` and the modules it names):
   cutime).
 * **Per request.** The wrk runs of the main table above (c=1 latency, c=64 throughput, CPU per
   request), every target in the same interleaved rounds.
-* **Stream relay.** One asyncio client (uvloop) keeps 64 streamed chat completions of
-  `max_tokens` 200 open at once, each connection sending its next stream when the last ended;
-  the simulators run at tpot 2 ms (64 streams ask for 32,000 chunks a second). Every SSE
-  `data:` event is counted after de-chunking (`bench/sse.py`); a stream is complete when
-  `[DONE]` came after at least 200 events. CPU µs/chunk = the target's CPU over the run /
-  chunks delivered; machine CPU µs/chunk = the whole machine's busy CPU (client, simulators,
-  proxy) per chunk, and "over direct" what the box pays per chunk beyond the streams sent
-  straight to a simulator (the proxy and whatever extra it makes the upstreams and the client
-  do). LiteLLM, at ~1 ms of CPU a chunk, runs fewer streams (shown in the column).
+* **Stream relay.** One asyncio client (uvloop) keeps {conc} streamed chat completions of
+  `max_tokens` {tokens} open at once, each connection sending its next stream when the last
+  ended ({per} per connection and round, {rounds} rounds); the simulators run at tpot
+  {tpot:g} ms ({conc} streams ask for {demand:,.0f} chunks a second). Every SSE `data:` event
+  is counted after de-chunking (`bench/sse.py`); a stream is complete when
+  `[DONE]` came after at least {tokens} events. CPU µs/chunk = the target's CPU over the run /
+  chunks delivered; path CPU µs/chunk = the CPU of every process in the path (the client, the
+  three simulators, the proxy) per chunk, and "over direct" what the path costs per chunk
+  beyond streams sent straight to a simulator: the proxy and whatever extra it makes the
+  upstreams and the client do (other processes on the machine are not in it).
+  LiteLLM, at ~1 ms of CPU a chunk, runs fewer streams (shown in the column).
 * **Proxy-limited.** The upstreams are one nginx answering every completion on three ports
   with a canned body a simulator wrote (`return 200 '...'`; health paths go to a simulator),
   so the proxy is the bottleneck: `wrk -c64` per target in interleaved rounds. LiteLLM is left
   out (its ceiling is its c=64 figure above). On a 2-core machine wrk, the canned upstream and
   the proxy share both cores: a second worker has at most what the other two leave.
-* **Failover.** For each target, three fresh simulators (tpot 1 ms) and that target alone in
-  front; 4 streamed (50 chunks) and 4 non-streamed clients back to back without retries; one
-  simulator SIGKILLed 3 s into 10 s. Errors are exceptions and non-200 answers, truncated
-  streams are 200s that stopped short or ended without `[DONE]`.
+* **Failover.** For each target, three fresh simulators (tpot {fo_tpot:g} ms) and that target
+  alone in front; {fo_streams} streamed ({fo_tokens} chunks) and {fo_requests} non-streamed
+  clients back to back without retries; one simulator SIGKILLed {kill_at:g} s into {fo_s:g} s.
+  Errors are exceptions and non-200 answers, truncated streams are 200s that stopped short or
+  ended without `[DONE]`.
 """
+
+
+def method(rr: RoutersResult) -> str:
+    """:data:`METHOD` with the settings this run used."""
+    rel, fo = rr.settings.relay, rr.settings.failover
+    return METHOD.format(
+        conc=rel.concurrency,
+        tokens=rel.max_tokens,
+        per=rel.streams_per_connection,
+        rounds=rel.rounds,
+        tpot=rel.tpot_ms,
+        demand=rel.concurrency * 1000 / rel.tpot_ms if rel.tpot_ms else float("inf"),
+        fo_tpot=fo.tpot_ms,
+        fo_streams=fo.streams,
+        fo_tokens=fo.stream_tokens,
+        fo_requests=fo.requests,
+        kill_at=fo.kill_at_s,
+        fo_s=fo.duration_s,
+    )
 
 
 def render(targets: dict[str, TargetResult], rr: RoutersResult) -> str:
@@ -336,7 +358,7 @@ def render(targets: dict[str, TargetResult], rr: RoutersResult) -> str:
         parts.append("#### Failover per target: one of three simulators SIGKILLed under load")
         parts.append(failover_table(rr.failover))
     parts += ["#### Targets (ratios from this run)", verdict_table(verdicts(targets, rr))]
-    parts.append(METHOD)
+    parts.append(method(rr))
     return "\n\n".join(p for p in parts if p)
 
 

@@ -200,7 +200,8 @@ def measure(settings: Settings) -> RunResult:
     own0, wall0 = own_cpu(), time.monotonic()
     result.machine["load average at start"] = f"{os.getloadavg()[0]:.2f}"
     if settings.routers.enabled:
-        result.routers = routers.RoutersResult(routers.prepare(settings.routers, settings.install))
+        extras = routers.prepare(settings.routers, settings.install)
+        result.routers = routers.RoutersResult(extras, settings.routers)
         result.machine.update(result.routers.versions())
     with tempfile.TemporaryDirectory(prefix="hanode-bench-") as tmp_name:
         single_node(settings, result, Path(tmp_name), tools.nginx, tools.wrk, py_spy)

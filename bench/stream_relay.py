@@ -6,8 +6,9 @@ ask for 32,000 chunks a second from the three of them, as a busy host would); on
 client (uvloop) keeps ``concurrency`` streams open at once, each connection sending its next
 streamed chat completion when the last one ended, and counts every SSE event
 (:mod:`bench.sse`). Per target: the proxy's CPU over the run divided by the chunks delivered
-(µs per chunk), chunks per second, the machine's CPU per chunk (client, simulators and proxy:
-what the whole box pays), and whether every stream was complete (``[DONE]`` after all its
+(µs per chunk), chunks per second, the CPU per chunk of every process in the path (this
+client, the three simulators and the proxy: what the box pays, whatever else runs on it), and
+whether every stream was complete (``[DONE]`` after all its
 chunks). Rounds interleave the targets; a slow target (LiteLLM) runs fewer streams, as said in
 the table.
 """
@@ -17,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from bench.harness import HOST, machine_cpu, say
+from bench.harness import HOST, cpu_seconds, say
 from bench.sse import StreamOutcome, StreamTally, classify
 from bench.targets import LITELLM, MODEL, Targets
 
@@ -50,7 +52,7 @@ class RelayResult:
     chunks: int = 0
     wall_s: float = 0.0
     cpu_s: float = 0.0  # the proxy's (direct: the simulator's)
-    machine_s: float = 0.0  # busy CPU of the whole machine
+    path_s: float = 0.0  # the client's, the simulators' and the proxy's together
     durations_s: list[float] = field(default_factory=list)  # per stream, sorted at the end
     concurrency: int = 0
 
@@ -63,8 +65,8 @@ class RelayResult:
         return self.cpu_s * 1e6 / self.chunks if self.chunks else None
 
     @property
-    def machine_us_per_chunk(self) -> float | None:
-        return self.machine_s * 1e6 / self.chunks if self.chunks else None
+    def path_us_per_chunk(self) -> float | None:
+        return self.path_s * 1e6 / self.chunks if self.chunks else None
 
     @property
     def chunks_per_s(self) -> float | None:
@@ -174,6 +176,13 @@ def run_streams(
     return uvloop.run(coro)
 
 
+def path_cpu(t: Targets, name: str) -> float:
+    """CPU-seconds of this process (the client), the simulators and the proxy ``name``."""
+    own = os.times()
+    total = own.user + own.system + sum(cpu_seconds(s.pid) for s in t.sims)
+    return total if name == "direct" else total + t.cpu_of[name]()
+
+
 def measure(t: Targets, settings: RelaySettings) -> dict[str, RelayResult]:
     """Switch the simulators to ``tpot_ms``, then interleave the targets over the rounds."""
     t.set_sim_timing(ttft_ms=0, tpot_ms=settings.tpot_ms)
@@ -188,7 +197,7 @@ def measure(t: Targets, settings: RelaySettings) -> dict[str, RelayResult]:
             per = settings.slow_streams_per_connection if slow else settings.streams_per_connection
             r = results[name]
             r.concurrency = conc
-            cpu0, (busy0, _) = t.cpu_of[name](), machine_cpu()
+            cpu0, path0 = t.cpu_of[name](), path_cpu(t, name)
             t0 = time.monotonic()
             got = run_streams(
                 t.ports[name],
@@ -200,7 +209,7 @@ def measure(t: Targets, settings: RelaySettings) -> dict[str, RelayResult]:
             )
             wall = time.monotonic() - t0
             r.cpu_s += t.cpu_of[name]() - cpu0
-            r.machine_s += machine_cpu()[0] - busy0
+            r.path_s += path_cpu(t, name) - path0
             r.wall_s += wall
             r.streams += len(got)
             for outcome, seconds in got:

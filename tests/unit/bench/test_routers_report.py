@@ -6,6 +6,7 @@ from collections import Counter
 
 import pytest
 
+from bench import routers
 from bench.failover_targets import TargetFailover
 from bench.overhead import TargetResult
 from bench.proxy_limited import CANNED, LimitedResult
@@ -13,6 +14,7 @@ from bench.routers import RoutersResult
 from bench.routers_report import (
     failover_table,
     limited_table,
+    method,
     ratio,
     ratio_verdict,
     render,
@@ -42,7 +44,7 @@ def relay(name: str, us_per_chunk: float, chunks: int = 12_928, streams: int = 6
         chunks=chunks,
         wall_s=0.5,
         cpu_s=us_per_chunk * chunks / 1e6,
-        machine_s=0.9,
+        path_s=0.9,
         concurrency=64,
     )
 
@@ -135,3 +137,10 @@ def test_failover_table_counts_errors_and_truncations() -> None:
     assert "| 90/92 | 2 | 30/33 | 3 | 0 | 1 |" in row
     assert "HTTP 502 x2, truncated x3" in row
     assert "not run: did not start" in text
+
+
+def test_the_method_text_states_the_settings_of_the_run() -> None:
+    text = method(RoutersResult(Extras(), routers.QUICK))
+    assert "1 per connection and round, 1 rounds" in text
+    assert "64 streams ask for 32,000 chunks a second" in text
+    assert "SIGKILLed 1.3 s into 4 s" in text
