@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import llm_routers
-from bench.harness import HOST, BenchError, ProcGroup, free_port, say
+from bench.harness import HOST, BenchError, ProcGroup, failure_line, free_port, say
 from bench.nginx import Nginx
 from bench.sse import StreamOutcome, StreamTally, classify
 from bench.targets import HANODE_VARIANTS, LITELLM, MODEL, VLLM_ROUTER, Extras, start_node
@@ -194,7 +194,7 @@ def run_target(
                 group, tmp, name, [s.url for s in sims], nginx_binary, extras
             )
         except (BenchError, TimeoutError, RuntimeError, OSError) as exc:
-            result.error = (str(exc).strip().splitlines() or ["failed"])[0][:300]
+            result.error = failure_line(exc)
             return result
         victim = sims[2]
         t0, samples = asyncio.run(

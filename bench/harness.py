@@ -30,6 +30,16 @@ class BenchError(RuntimeError):
     """Something the benchmark needs did not work; the message says what and where to look."""
 
 
+def failure_line(exc: BaseException) -> str:
+    """What failed, and the process's last words (a config error, a traceback's last line)."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    head = lines[0].split("; cmd=")[0][:200]
+    tail = lines[-1][:200] if len(lines) > 1 else ""
+    return f"{head}: {tail}" if tail else head
+
+
 def say(msg: str) -> None:
     print(f"bench: {msg}", flush=True)
 

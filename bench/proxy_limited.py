@@ -19,7 +19,15 @@ from functools import partial
 from pathlib import Path
 
 from bench import llm_routers, wrk
-from bench.harness import BenchError, ProcGroup, descendants, free_port, say, tree_cpu_seconds
+from bench.harness import (
+    BenchError,
+    ProcGroup,
+    descendants,
+    failure_line,
+    free_port,
+    say,
+    tree_cpu_seconds,
+)
 from bench.nginx import CannedNginx, Nginx
 from bench.overhead import COMPLETION_BODY, wrk_summary
 from bench.targets import HANODE_VARIANTS, MODEL, VLLM_ROUTER, Extras, start_node
@@ -108,12 +116,12 @@ def _start(
             )
             out[name] = (port, partial(tree_cpu_seconds, proc.pid))
         except (BenchError, TimeoutError, RuntimeError, OSError) as exc:
-            result.skipped[name] = f"did not start: {str(exc).splitlines()[0][:200]}"
+            result.skipped[name] = f"did not start: {failure_line(exc)}"
     for name in ("hanode", *extras.hanode_variants):
         try:
             node = start_node(group, tmp, name, urls)
         except (BenchError, TimeoutError, RuntimeError) as exc:
-            result.skipped[name] = f"did not start: {str(exc).splitlines()[0][:200]}"
+            result.skipped[name] = f"did not start: {failure_line(exc)}"
             continue
         result.workers_seen[name] = len(descendants(node.pid))
         out[name] = (node.router_port, partial(tree_cpu_seconds, node.pid))
@@ -131,7 +139,7 @@ def run(
         try:
             started = _start(group, tmp, nginx_binary, extras, result)
         except (BenchError, TimeoutError, RuntimeError, OSError) as exc:
-            result.error = str(exc).splitlines()[0][:300]
+            result.error = failure_line(exc)
             return result
         names = sorted(started, key=ORDER.index)
         for name in names:

@@ -24,6 +24,7 @@ from bench.harness import (
     ProcGroup,
     cpu_seconds,
     descendants,
+    failure_line,
     free_port,
     say,
     tree_cpu_seconds,
@@ -133,10 +134,6 @@ def start_node(group: ProcGroup, tmp: Path, name: str, upstreams: list[str]) -> 
     return node
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-
-
 def add_extras(
     group: ProcGroup, tmp: Path, t: Targets, upstreams: list[str], extras: Extras
 ) -> None:
@@ -145,7 +142,7 @@ def add_extras(
         try:
             node = start_node(group, tmp, name, upstreams)
         except (BenchError, TimeoutError, RuntimeError) as exc:
-            t.skipped[name] = f"did not start: {_first_line(exc)}"
+            t.skipped[name] = f"did not start: {failure_line(exc)}"
             continue
         t.nodes[name] = node
         t.ports[name] = node.router_port
@@ -167,7 +164,7 @@ def add_extras(
                 )
                 t.headers[name] = headers
         except (BenchError, TimeoutError, RuntimeError, OSError) as exc:
-            t.skipped[name] = f"did not start: {_first_line(exc)}"
+            t.skipped[name] = f"did not start: {failure_line(exc)}"
             continue
         t.procs[name] = proc
         t.ports[name] = port

@@ -8,6 +8,7 @@ import pytest
 
 from bench import routers
 from bench.failover_targets import TargetFailover
+from bench.harness import failure_line
 from bench.overhead import TargetResult
 from bench.proxy_limited import CANNED, LimitedResult
 from bench.routers import RoutersResult
@@ -144,3 +145,14 @@ def test_the_method_text_states_the_settings_of_the_run() -> None:
     assert "1 per connection and round, 1 rounds" in text
     assert "64 streams ask for 32,000 chunks a second" in text
     assert "SIGKILLed 1.3 s into 4 s" in text
+
+
+def test_a_target_that_did_not_start_is_named_with_its_last_words() -> None:
+    exc = RuntimeError(
+        "node exited; cmd=['python', '-m', 'hanode', 'run'] rc=2\n--- output ---\n"
+        "/tmp/x/hanode-w2.toml: [router].workers: must be >= 1 or 'auto', got 0\n"
+    )
+    assert failure_line(exc) == (
+        "node exited: /tmp/x/hanode-w2.toml: [router].workers: must be >= 1 or 'auto', got 0"
+    )
+    assert failure_line(TimeoutError()) == "TimeoutError"
