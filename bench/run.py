@@ -279,14 +279,15 @@ def parse_args(argv: list[str] | None) -> Settings:
         "--only-routers",
         action="store_true",
         help="the single-node setup with every target, the proxy-limited and per-target "
-        "failover runs; nothing else",
+        "failover runs; nothing else (prints; docs/benchmarks.md is left alone unless --output)",
     )
     p.add_argument("--output", type=Path, default=None, help="markdown report")
     a = p.parse_args(argv)
     if a.quick:
         a.duration, a.rounds, a.warmup = 2.0, 1, 1.0
         a.stream_iterations, a.failover_seconds = 200, 4.0
-    output = a.output if a.output is not None or a.quick else Settings().output
+    partial = a.quick or a.only_routers  # a partial run never overwrites docs/benchmarks.md
+    output = a.output if a.output is not None or partial else Settings().output
     return Settings(
         duration_s=a.duration,
         rounds=max(1, a.rounds),
