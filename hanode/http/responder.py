@@ -33,10 +33,10 @@ class Responder:
 
     __slots__ = (
         "_conn",
-        "_corked",
         "_keep_alive",
         "_on_abort",
         "_streaming",
+        "corked",
         "done",
         "head_only",
         "started",
@@ -47,7 +47,9 @@ class Responder:
         self._keep_alive = keep_alive
         self._on_abort: list[Callable[[], None]] | None = None
         self._streaming = False
-        self._corked: list[bytes] | None = None
+        # Writes held back by cork(), None when not corked (a caller on the hot path may test
+        # it to skip a call to uncork).
+        self.corked: list[bytes] | None = None
         self.head_only = head_only
         self.started = False
         self.done = False
@@ -112,8 +114,8 @@ class Responder:
             return
         if self._streaming:
             data = b"%x\r\n%s\r\n" % (len(data), data)
-        if self._corked is not None:
-            self._corked.append(data)
+        if self.corked is not None:
+            self.corked.append(data)
             return
         transport = self._conn.transport  # as _out, inline: this runs once per relayed read
         if transport is not None and not transport.is_closing():
@@ -131,19 +133,19 @@ class Responder:
     def cork(self) -> None:
         """Hold writes until :meth:`uncork`: a head and body that arrive together leave in one
         segment (one syscall) instead of two."""
-        if self._corked is None:
-            self._corked = []
+        if self.corked is None:
+            self.corked = []
 
     def uncork(self) -> None:
-        corked, self._corked = self._corked, None
+        corked, self.corked = self.corked, None
         if corked:
             transport = self._conn.transport
             if transport is not None and not transport.is_closing():
                 transport.write(corked[0] if len(corked) == 1 else b"".join(corked))
 
     def _out(self, data: bytes) -> None:
-        if self._corked is not None:
-            self._corked.append(data)
+        if self.corked is not None:
+            self.corked.append(data)
             return
         transport = self._conn.transport
         if transport is not None and not transport.is_closing():
@@ -154,7 +156,7 @@ class Responder:
         if self.done:
             return
         self.done = True
-        self._corked = None
+        self.corked = None
         self._conn.close()
 
     # -- flow control and lifetime -----------------------------------------------------------

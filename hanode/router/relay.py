@@ -241,9 +241,19 @@ class Relay(RelayOutcomes):
         self._inspector.feed(data)
 
     def flush(self) -> None:
-        if self._pending:
-            self._relay_pending()
-        self._responder.uncork()
+        pending = self._pending
+        if pending:  # _relay_pending, inline: once per upstream read
+            data = pending[0] if len(pending) == 1 else b"".join(pending)
+            pending.clear()
+            self._fed = True
+            follow = self._follow
+            if follow is not None:
+                data = follow.feed(data)
+            if data:
+                self._responder.write(data)
+                self._inspector.feed(data)
+        if self._responder.corked is not None:
+            self._responder.uncork()
         follow = self._follow
         if follow is not None and follow.error is not None and self._ok and not self._accounted:
             self._cancel_timer()

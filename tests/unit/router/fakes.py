@@ -72,6 +72,7 @@ class FakeResponder:
         self.headers = b""
         self.body = b""
         self.head_only = False
+        self.corked: list[bytes] | None = None  # never corked: writes are seen at once
         self._on_abort: list[Callable[[], None]] = []
 
     @property
