@@ -306,9 +306,11 @@ How these were measured (`bench/routers.py` and the modules it names):
   ended ({per} per connection and round, {rounds} rounds); the simulators run at tpot
   {tpot:g} ms ({conc} streams ask for {demand:,.0f} chunks a second). Every SSE `data:` event
   is counted after de-chunking (`bench/sse.py`); a stream is complete when
-  `[DONE]` came after at least {tokens} events. CPU µs/chunk = the target's CPU over the run /
-  chunks delivered; path CPU µs/chunk = the CPU of every process in the path (the client, the
-  three simulators, the proxy) per chunk, and "over direct" what the path costs per chunk
+  `[DONE]` came after at least {tokens} events (a stream silent for {idle:g} s is given up:
+  truncated, or its exception when no answer had begun). CPU µs/chunk = the target's CPU
+  over the run / chunks delivered; path CPU µs/chunk = the CPU of every process in the path
+  (the client, the three simulators, the proxy) per chunk, and "over direct" what the path
+  costs per chunk
   beyond streams sent straight to a simulator: the proxy and whatever extra it makes the
   upstreams and the client do (other processes on the machine are not in it).
   LiteLLM, at ~1 ms of CPU a chunk, runs fewer streams (shown in the column).
@@ -334,6 +336,7 @@ def method(rr: RoutersResult) -> str:
         per=rel.streams_per_connection,
         rounds=rel.rounds,
         tpot=rel.tpot_ms,
+        idle=rel.idle_timeout_s,
         demand=rel.concurrency * 1000 / rel.tpot_ms if rel.tpot_ms else float("inf"),
         fo_tpot=fo.tpot_ms,
         fo_streams=fo.streams,

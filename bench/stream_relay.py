@@ -35,7 +35,8 @@ class RelaySettings:
     streams_per_connection: int = 2  # per round
     rounds: int = 2
     tpot_ms: float = 2.0
-    round_limit_s: float = 60.0  # per target and round
+    round_limit_s: float = 120.0  # per target and round
+    idle_timeout_s: float = 30.0  # a stream that sends nothing this long is given up
     slow_concurrency: int = 64  # LiteLLM: ~1 ms of CPU per chunk
     slow_streams_per_connection: int = 1
     slow_rounds: int = 1
@@ -98,7 +99,7 @@ async def _one_connection(
     want_chunks: int,
     deadline: float,
     out: list[tuple[StreamOutcome, float]],
-    idle_timeout_s: float = 10.0,
+    idle_timeout_s: float,
 ) -> None:
     """``streams`` streams back to back, one keep-alive connection (re-opened when closed)."""
     reader: asyncio.StreamReader | None = None
@@ -146,13 +147,14 @@ async def _streams(
     per_connection: int,
     max_tokens: int,
     limit_s: float,
+    idle_s: float,
 ) -> list[tuple[StreamOutcome, float]]:
     out: list[tuple[StreamOutcome, float]] = []
     request = request_bytes(port, max_tokens, headers)
     deadline = asyncio.get_running_loop().time() + limit_s
     await asyncio.gather(
         *(
-            _one_connection(port, request, per_connection, max_tokens, deadline, out)
+            _one_connection(port, request, per_connection, max_tokens, deadline, out, idle_s)
             for _ in range(concurrency)
         )
     )
@@ -166,9 +168,10 @@ def run_streams(
     per_connection: int,
     max_tokens: int,
     limit_s: float,
+    idle_s: float = 30.0,
 ) -> list[tuple[StreamOutcome, float]]:
     """Run the client on a fresh event loop (uvloop when installed); (outcome, seconds) each."""
-    coro = _streams(port, headers, concurrency, per_connection, max_tokens, limit_s)
+    coro = _streams(port, headers, concurrency, per_connection, max_tokens, limit_s, idle_s)
     try:
         import uvloop
     except ImportError:
@@ -206,6 +209,7 @@ def measure(t: Targets, settings: RelaySettings) -> dict[str, RelayResult]:
                 per,
                 settings.max_tokens,
                 settings.round_limit_s,
+                settings.idle_timeout_s,
             )
             wall = time.monotonic() - t0
             r.cpu_s += t.cpu_of[name]() - cpu0
