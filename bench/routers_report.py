@@ -303,17 +303,16 @@ How these were measured (`bench/routers.py` and the modules it names):
   request), every target in the same interleaved rounds.
 * **Stream relay.** One asyncio client (uvloop) keeps {conc} streamed chat completions of
   `max_tokens` {tokens} open at once, each connection sending its next stream when the last
-  ended ({per} per connection and round, {rounds} rounds); the simulators run at tpot
-  {tpot:g} ms ({conc} streams ask for {demand:,.0f} chunks a second). Every SSE `data:` event
-  is counted after de-chunking (`bench/sse.py`); a stream is complete when
-  `[DONE]` came after at least {tokens} events (a stream silent for {idle:g} s is given up:
-  truncated, or its exception when no answer had begun). CPU µs/chunk = the target's CPU
-  over the run / chunks delivered; path CPU µs/chunk = the CPU of every process in the path
-  (the client, the three simulators, the proxy) per chunk, and "over direct" what the path
-  costs per chunk
+  ended ({per} per connection and round, {rounds} rounds; LiteLLM, at ~1 ms of CPU a chunk,
+  {slow_conc} at once, {slow_per} per connection, {slow_rounds} round); the simulators run at
+  tpot {tpot:g} ms ({conc} streams ask for {demand:,.0f} chunks a second). Every SSE `data:`
+  event is counted after de-chunking (`bench/sse.py`); a stream is complete when `[DONE]`
+  came after at least {tokens} events (a stream silent for {idle:g} s is given up: truncated,
+  or its exception when no answer had begun). CPU µs/chunk = the target's CPU over the run /
+  chunks delivered; path CPU µs/chunk = the CPU of every process in the path (the client, the
+  three simulators, the proxy) per chunk, and "over direct" what the path costs per chunk
   beyond streams sent straight to a simulator: the proxy and whatever extra it makes the
   upstreams and the client do (other processes on the machine are not in it).
-  LiteLLM, at ~1 ms of CPU a chunk, runs fewer streams (shown in the column).
 * **Proxy-limited.** The upstreams are one nginx answering every completion on three ports
   with a canned body a simulator wrote (`return 200 '...'`; health paths go to a simulator),
   so the proxy is the bottleneck: `wrk -c64` per target in interleaved rounds. LiteLLM is left
@@ -337,6 +336,9 @@ def method(rr: RoutersResult) -> str:
         rounds=rel.rounds,
         tpot=rel.tpot_ms,
         idle=rel.idle_timeout_s,
+        slow_conc=rel.slow_concurrency,
+        slow_per=rel.slow_streams_per_connection,
+        slow_rounds=rel.slow_rounds,
         demand=rel.concurrency * 1000 / rel.tpot_ms if rel.tpot_ms else float("inf"),
         fo_tpot=fo.tpot_ms,
         fo_streams=fo.streams,
