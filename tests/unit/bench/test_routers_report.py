@@ -142,7 +142,7 @@ def test_failover_table_counts_errors_and_truncations() -> None:
 
 def test_the_method_text_states_the_settings_of_the_run() -> None:
     text = method(RoutersResult(Extras(), routers.QUICK))
-    assert "1 per connection and round, 1 rounds" in text
+    assert "2 per connection and round, 1 rounds" in text
     assert "64 streams ask for 32,000 chunks a second" in text
     assert "SIGKILLed 1.3 s into 4 s" in text
 
