@@ -203,7 +203,7 @@ def run_round(
     )
 
 
-def _node_config(tmp: Path, sim_url: str) -> Path:
+def _node_config(tmp: Path, sim_url: str, router: dict[str, object] | None = None) -> Path:
     data_dir = tmp / "node-data"
     data_dir.mkdir()
     config = tmp / "hanode.toml"
@@ -215,7 +215,10 @@ def _node_config(tmp: Path, sim_url: str) -> Path:
             metrics_port=free_port(),
             replicas=[{"name": "sim0", "model": MODEL, "url": sim_url, "engine": "vllm"}],
             # All the streams at once (the default, 32 a replica, would queue half of them).
-            sections={"health": {"interval_s": 1.0}, "router": {"max_concurrency": 1024}},
+            sections={
+                "health": {"interval_s": 1.0},
+                "router": {"max_concurrency": 1024, **(router or {})},
+            },
         )
     )
     return config
@@ -238,6 +241,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="DIR",
         help="also run a node from another checkout (e.g. `git archive REV | tar -x -C DIR`)",
     )
+    parser.add_argument(
+        "--router-setting",
+        type=_setting,
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="a [router] setting of the hanode node only (e.g. stream_continuation=false)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.chunks = 1, 100
@@ -255,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         with ProcGroup(tmp) as group:
             sim_args = ("--model", MODEL, "--ttft-ms", "0", "--tpot-ms", str(args.tpot_ms))
             sim = group.sim("sim", *sim_args, "--capacity", "1024")
-            node = group.node("hanode", _node_config(tmp, sim.url))
+            node = group.node("hanode", _node_config(tmp, sim.url, dict(args.router_setting)))
             _wait_healthy(node.ops_url)
             targets: list[tuple[str, int, Callable[[], list[int]]]] = [
                 ("direct", sim.port, lambda: []),
@@ -287,6 +298,16 @@ def main(argv: list[str] | None = None) -> int:
     _report(rounds, args)
     bad = [r for rs in rounds.values() for r in rs if r.complete != args.streams]
     return 1 if bad else 0
+
+
+def _setting(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=JSON, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value  # a bare string
 
 
 def _wait_healthy(ops_url: str) -> None:

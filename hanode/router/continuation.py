@@ -82,7 +82,6 @@ class StreamFollower:
         "_engine",
         "_inject_ids",
         "_raw",
-        "_raw_size",
         "_rewrite",
         "_tokens_before",
         "body",
@@ -107,8 +106,9 @@ class StreamFollower:
         self.body = body
         self.chat = chat
         self._buf = b""
-        self._raw: list[bytes] = []  # whole events relayed as they came, not parsed yet
-        self._raw_size = 0
+        # Whole events relayed as they came, not parsed yet, back to back in one buffer (not
+        # one object kept per read).
+        self._raw = bytearray()
         self._engine = ""
         self._inject_ids = False  # this try's request asked for logprobs the client did not
         self._rewrite = False  # this try is a continuation: rewrite its events
@@ -288,9 +288,8 @@ class StreamFollower:
         if not self._rewrite and not self._inject_ids and _ERROR_KEY not in region:
             # The hot path (a first try): relayed as it came, read only if the stream breaks.
             raw = self._raw
-            raw.append(region)
-            self._raw_size += len(region)
-            if self._raw_size > MAX_UNREAD_BYTES:
+            raw += region
+            if len(raw) > MAX_UNREAD_BYTES:
                 self.sync()  # bounded memory: a long stream is read in batches
             if not self.done and b"[DONE]" in region:
                 self.done = True
@@ -311,34 +310,35 @@ class StreamFollower:
         What :meth:`_event_out` records of a first try's events, without building output
         (they went to the client as they came): a long stream passes here every
         ``MAX_UNREAD_BYTES``, so each event costs one JSON parse and a few lookups."""
-        raw, self._raw = self._raw, []
-        self._raw_size = 0
+        if not self._raw:
+            return
+        raw = bytes(self._raw)  # whole events, back to back
+        self._raw.clear()
         loads, invalid = orjson.loads, orjson.JSONDecodeError
-        for region in raw:
-            for event in region.split(b"\n\n")[:-1]:
-                if event.startswith(b"data:") and b"\n" not in event:
-                    data = event[5:].strip()  # one line: as _data_of reads it
-                else:
-                    lines = _data_of(event)
-                    if lines is None:
-                        continue
-                    data = lines
-                if data == b"[DONE]":
-                    self.done = True
+        for event in raw.split(b"\n\n")[:-1]:
+            if event.startswith(b"data:") and b"\n" not in event:
+                data = event[5:].strip()  # one line: as _data_of reads it
+            else:
+                lines = _data_of(event)
+                if lines is None:
                     continue
-                try:
-                    doc = loads(data)
-                except invalid:
-                    continue
-                if not isinstance(doc, dict):
-                    continue
-                if doc.get("error") or doc.get("object") == "error":
-                    self._error_event(doc)
-                    continue
-                self._choices(doc)
-                if self.id is None:
-                    self.id, self.created = doc.get("id"), doc.get("created")
-                    self.model = doc.get("model")
+                data = lines
+            if data == b"[DONE]":
+                self.done = True
+                continue
+            try:
+                doc = loads(data)
+            except invalid:
+                continue
+            if not isinstance(doc, dict):
+                continue
+            if doc.get("error") or doc.get("object") == "error":
+                self._error_event(doc)
+                continue
+            self._choices(doc)
+            if self.id is None:
+                self.id, self.created = doc.get("id"), doc.get("created")
+                self.model = doc.get("model")
 
     @property
     def broken(self) -> bool:
