@@ -130,26 +130,30 @@ class StreamFollower:
         self.opaque = False  # the stream is relayed as it comes, unfollowed (MAX_EVENT_BYTES)
 
     # -- the request of each try ------------------------------------------------------------
-    def request(self, engine: str) -> bytes:
+    def request(self, engine: str, raw: bytes | None = None) -> bytes:
         """The body of the next try on an ``engine`` replica: the client's body for the first
-        try, the continuation after a break."""
+        try (``raw``, its bytes as the front door passes them on, when given and nothing is
+        to be added), the continuation after a break."""
         self.sync()
         self._engine = engine
         self._buf = b""
         self.error = None
         self._tokens_before = self.tokens
-        body = dict(self.body) if self.continued == 0 else self._continuation(engine)
-        self._inject_ids = False
-        if not self.chat and engine in _TOKEN_IDS and self.body.get("logprobs") is None:
-            body["logprobs"] = 1  # the ids come with logprobs; stripped before the client
-            self._inject_ids = True
+        inject = not self.chat and engine in _TOKEN_IDS and self.body.get("logprobs") is None
+        self._inject_ids = inject
+        out = raw if raw is not None and self.continued == 0 and not inject else None
+        if out is None:
+            body = dict(self.body) if self.continued == 0 else self._continuation(engine)
+            if inject:
+                body["logprobs"] = 1  # the ids come with logprobs; stripped before the client
+            out = orjson.dumps(body)
         self._rewrite = self.continued > 0
         self._echo = (
             "".join(self.text) if self._rewrite and self.chat and engine in _ECHOES_PREFILL else ""
         )
         if engine not in _TOKEN_IDS and not self.chat:
             self.token_ids = None  # this engine's tokens are not known: text from here on
-        return orjson.dumps(body)
+        return out
 
     def refusal(self, limit: int, engine: str | None = None) -> str | None:
         """Why this stream must not be continued (``engine``: of the replica that would), or

@@ -145,7 +145,7 @@ class Relay(RelayOutcomes):
         self._err_size = 0
         self._upstream_headers = {}
         pool = target.upstream(state.spec)
-        body = self._body if follow is None else follow.request(state.spec.engine)
+        body = self._body if follow is None else follow.request(state.spec.engine, self._body)
         self._sent = body
         payload = (
             b"POST %s HTTP/1.1\r\nhost: %s:%d\r\ncontent-type: application/json\r\n"

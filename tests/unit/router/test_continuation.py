@@ -207,3 +207,17 @@ def test_text_that_says_error_stays_on_the_hot_path_an_error_event_does_not() ->
         follow.request("vllm")
         assert follow.feed(chat_chunk("A", "x") + err) == chat_chunk("A", "x")
         assert follow.broken and follow.error == "boom"
+
+
+def test_a_first_try_sends_the_clients_bytes_unless_something_is_added() -> None:
+    """No re-encoding per request: the front door's bytes go as they are, except where the
+    follower must ask for more (llama.cpp's token ids) or after a break."""
+    raw = b'{"messages": [], "seed": 7, "stream": true}'
+    follow = StreamFollower({"messages": [], "seed": 7, "stream": True}, chat=True)
+    assert follow.request("vllm", raw) is raw
+    text = StreamFollower({"prompt": "a", "stream": True}, chat=False)
+    assert orjson.loads(text.request("llamacpp", b'{"prompt": "a"}'))["logprobs"] == 1
+    follow.feed(chat_chunk("A", role=True) + chat_chunk("A", "x"))
+    follow.continued = 1
+    again = orjson.loads(follow.request("vllm", raw))
+    assert again["messages"][-1] == {"role": "assistant", "content": "x"}
