@@ -214,13 +214,14 @@ def limits_paragraph(f: Fleet100 | None, hosts: int = 100, linear: bool = True) 
         + ("linearly" if linear else "faster than linearly (see the growth table)")
         + " with the replicas, and the number of commands (heartbeats) grows linearly too, so "
         "a node's CPU for the replicated state grows with the square of the fleet at least. "
-        "Remedies, in order of effect: publish only the newest view to "
-        "the event loop when several commands apply in one burst (the pool needs only the "
-        "latest), build the pool snapshot incrementally (a `ReplicaRecord` of an unchanged "
-        "replica is now the same object from view to view) and its routes in one pass over "
-        "the replicas instead of one per model, a longer `heartbeat_s` for large "
-        "fleets, and fewer Raft voters than hosts (pysyncobj has read-only, non-voting nodes; "
-        "hanode does not use them yet).",
+        "Done already: the event loop takes only the newest view when several commands "
+        "apply in one burst, and the pool's routes are built in one pass over the replicas. "
+        "Remedies still open, in order of effect: build the pool snapshot incrementally (its "
+        "local weights are most of it, and a `ReplicaRecord` of an unchanged replica is the "
+        "same object from view to view), compute the state digest only for checkpoints "
+        "rather than at every freeze, a longer `heartbeat_s` for large fleets, and fewer "
+        "Raft voters than hosts (pysyncobj has read-only, non-voting nodes; hanode does not "
+        "use them yet).",
     ]
     return "\n".join(lines)
 
