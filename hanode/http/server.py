@@ -16,6 +16,7 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from hanode.http.protocol import HttpServerProtocol
 from hanode.http.request import Request
@@ -69,30 +70,23 @@ class HttpServer:
     ) -> tuple[str, int]:
         """Start listening (HTTPS with ``tls``); returns the bound address (useful with port
         0). A TLS handshake counts against ``header_timeout_s`` like the request after it."""
-        self._server = await self.loop.create_server(
-            lambda: HttpServerProtocol(self),
-            host,
-            port,
-            backlog=backlog,
-            reuse_address=True,
-            ssl=tls,
-            ssl_handshake_timeout=self.limits.header_timeout_s if tls is not None else None,
-        )
-        sockname = self._server.sockets[0].getsockname()
-        return sockname[0], sockname[1]
+        return await self._serve(tls, host=host, port=port, backlog=backlog, reuse_address=True)
 
     async def listen_socket(
         self, sock: socket.socket, tls: ssl.SSLContext | None = None
     ) -> tuple[str, int]:
         """Serve on a socket the caller bound and made listen (a data-plane worker's
         SO_REUSEPORT socket on the node's router port); returns its address."""
+        return await self._serve(tls, sock=sock)
+
+    async def _serve(self, tls: ssl.SSLContext | None, **where: Any) -> tuple[str, int]:
         self._server = await self.loop.create_server(
             lambda: HttpServerProtocol(self),
-            sock=sock,
             ssl=tls,
             ssl_handshake_timeout=self.limits.header_timeout_s if tls is not None else None,
+            **where,
         )
-        sockname = sock.getsockname()
+        sockname = self._server.sockets[0].getsockname()
         return sockname[0], sockname[1]
 
     def busy(self) -> int:

@@ -28,7 +28,7 @@ import random
 import signal
 import socket
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -42,6 +42,7 @@ from hanode.pool.snapshot import PoolSnapshot, PoolView
 from hanode.router.core import RouterCore, TrafficObserver
 from hanode.workers.channel import Channel, ChannelClosed
 from hanode.workers.messages import BreakerOp, Hello, Report
+from hanode.workers.port import reuseport_socket
 
 log = structlog.get_logger("hanode.workers")
 
@@ -89,24 +90,6 @@ class WorkerProc:
         }
 
 
-def reserve_port(host: str, port: int) -> socket.socket:
-    """Bind ``host:port`` with SO_REUSEPORT without listening: the workers' sockets join it,
-    nobody else's can (the kernel allows that only to the same user), and connections go only
-    to listening sockets."""
-    info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    sock = socket.socket(info[0], socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if info[0] == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(info[4])
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
 class WorkerPlane:
     def __init__(
         self,
@@ -130,7 +113,6 @@ class WorkerPlane:
         )
         self.workers = [WorkerProc(i) for i in range(count)]
         self.retired = Retired()
-        self.address: tuple[str, int] = (hello.host, hello.port)
         self._reservation: socket.socket | None = None
         self._published: PoolSnapshot | None = None
         self._routers = 0
@@ -141,9 +123,8 @@ class WorkerPlane:
     # -- start ---------------------------------------------------------------------------------
     async def start(self) -> tuple[str, int]:
         """Reserve the port, start every worker and wait until each listens."""
-        self._reservation = reserve_port(self.hello.host, self.hello.port)
+        self._reservation = reuseport_socket(self.hello.host, self.hello.port)  # no listen
         port = self._reservation.getsockname()[1]
-        self.address = (self.hello.host, port)
         self.hello = replace(self.hello, port=port)
         for w in self.workers:
             await self._spawn(w)
@@ -395,9 +376,6 @@ class WorkerPlane:
 
     def status(self) -> list[dict[str, Any]]:
         return [w.status() for w in self.workers]
-
-    def pids(self) -> Mapping[int, int]:
-        return {w.index: w.pid for w in self.workers if w.process is not None}
 
     # -- stop ----------------------------------------------------------------------------------
     async def drain(self, timeout_s: float, notice_s: float) -> None:

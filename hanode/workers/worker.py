@@ -35,10 +35,12 @@ from hanode.security.tls import TlsFiles, server_ssl_context
 from hanode.service import drain_router
 from hanode.workers.channel import Channel, ChannelClosed
 from hanode.workers.messages import BreakerOp, Hello, Report, TrafficRow
+from hanode.workers.port import reuseport_socket
 
 log = structlog.get_logger("hanode.workers")
 
 HELLO_WAIT_S = 30.0
+BACKLOG = 1024  # as a one-process node's router
 ORPHAN_DRAIN_S = 5.0  # the node is gone: finish what is in flight for at most this long
 
 
@@ -69,24 +71,6 @@ class TrafficRelay:
     def take(self) -> list[TrafficRow]:
         rows, self.rows = self.rows, []
         return rows
-
-
-def reuseport_socket(host: str, port: int, backlog: int = 1024) -> socket.socket:
-    """A listening socket on ``host:port`` shared with the other workers (SO_REUSEPORT)."""
-    info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    sock = socket.socket(info[0], socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if info[0] == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(info[4])
-        sock.listen(backlog)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 class Worker:
@@ -218,7 +202,7 @@ class Worker:
         self.server = server = HttpServer(
             self.door.handle, hello.limits, lambda exc: log.error("handler_error", error=repr(exc))
         )
-        await server.listen_socket(reuseport_socket(hello.host, hello.port), tls)
+        await server.listen_socket(reuseport_socket(hello.host, hello.port, BACKLOG), tls)
         self.loop.add_signal_handler(signal.SIGTERM, self.stop, ORPHAN_DRAIN_S, 0.0)
         self.channel.send("ready", os.getpid())
         tasks = [
