@@ -9,16 +9,16 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from hanode.events import EventLog
-from hanode.http.server import ServerLimits
 from hanode.metrics.merge import merge
 from hanode.metrics.registry import NodeMetrics
 from hanode.policies.failure import FailureClass as F
 from hanode.router.core import RouterCore, RouterSettings
-from hanode.workers.messages import Hello
 from hanode.workers.plane import WorkerPlane
 from tests.unit.router.fakes import FakeObserver, FakeView, state
+from tests.unit.workers.support import hello
 
 
 def fake_worker(fd: int) -> list[str]:
@@ -42,37 +42,33 @@ def echoes(events: EventLog, worker: int, text: str) -> list[str]:
     ]
 
 
-Body = Callable[
-    [WorkerPlane, RouterCore, FakeView, EventLog, FakeObserver, list[tuple[str, str]]],
-    Awaitable[None],
-]
+@dataclass
+class Rig:
+    """The node's side: its core, pool view, event log and observer, and the plane."""
+
+    plane: WorkerPlane
+    core: RouterCore
+    view: FakeView
+    events: EventLog
+    obs: FakeObserver
+    announced: list[tuple[str, str]] = field(default_factory=list)  # opens told the cluster
 
 
-def run(body: Body) -> None:
+def run(body: Callable[[Rig], Awaitable[None]]) -> None:
     async def main() -> None:
         view = FakeView()
         view.publish(state("r", 9), state("s", 9))
         events = EventLog()
         observer = FakeObserver()
         core = RouterCore(view, RouterSettings(), NodeMetrics(), observer, events)
-        announced: list[tuple[str, str]] = []  # opens the node tells the cluster of
-        core.listen_breaker_opens(lambda r, c, u: announced.append((r, c)))
-        hello = Hello(
-            index=0,
-            workers=2,
-            host="127.0.0.1",
-            port=0,
-            settings=RouterSettings(),
-            limits=ServerLimits(),
-            tls_cert_file=None,
-            tls_key_file=None,
-            snapshot=view.snapshot,
-            routers=1,
+        plane = WorkerPlane(
+            2, hello(view.snapshot), view, core, observer, events, command=fake_worker
         )
-        plane = WorkerPlane(2, hello, view, core, observer, events, command=fake_worker)
+        rig = Rig(plane, core, view, events, observer)
+        core.listen_breaker_opens(lambda r, c, u: rig.announced.append((r, c)))
         try:
             await plane.start()
-            await body(plane, core, view, events, observer, announced)
+            await body(rig)
         finally:
             await plane.close()
             core.close()
@@ -81,14 +77,8 @@ def run(body: Body) -> None:
 
 
 def test_breakers_snapshots_inflight_and_metrics_cross_the_plane() -> None:
-    async def body(
-        plane: WorkerPlane,
-        core: RouterCore,
-        view: FakeView,
-        events: EventLog,
-        obs: FakeObserver,
-        announced: list[tuple[str, str]],
-    ) -> None:
+    async def body(rig: Rig) -> None:
+        plane, core, view, events, obs = rig.plane, rig.core, rig.view, rig.events, rig.obs
         now = core.loop.time()
         # worker 0 opened r: the node's record, then worker 1 (not worker 0 again)
         await until(lambda: bool(echoes(events, 1, "breaker ('open', 'r', 'gpu_oom'")), "mirror")
@@ -114,20 +104,14 @@ def test_breakers_snapshots_inflight_and_metrics_cross_the_plane() -> None:
             await until(lambda i=i: bool(echoes(events, i, "('open', 's', 'server_error'")), "peer")
             await until(lambda i=i: bool(echoes(events, i, "('reset', 's'")), "reset")
         # the worker's open went to the cluster once, as this node's; peers' opens never
-        assert announced == [("r", "gpu_oom")]
+        assert rig.announced == [("r", "gpu_oom")]
 
     run(body)
 
 
 def test_a_killed_worker_is_restarted_with_the_open_breakers_and_its_counters_kept() -> None:
-    async def body(
-        plane: WorkerPlane,
-        core: RouterCore,
-        view: FakeView,
-        events: EventLog,
-        obs: FakeObserver,
-        announced: list[tuple[str, str]],
-    ) -> None:
+    async def body(rig: Rig) -> None:
+        plane, core, events = rig.plane, rig.core, rig.events
         await until(lambda: sum(1 for f in plane.families() if f) == 2, "reports")
         await until(lambda: core.breaker("r").snapshot(core.loop.time())["state"] == "open", "r")
         victim = plane.workers[1].pid
@@ -156,14 +140,8 @@ def test_a_killed_worker_is_restarted_with_the_open_breakers_and_its_counters_ke
 
 
 def test_drain_reaches_every_worker_and_close_leaves_none_running() -> None:
-    async def body(
-        plane: WorkerPlane,
-        core: RouterCore,
-        view: FakeView,
-        events: EventLog,
-        obs: FakeObserver,
-        announced: list[tuple[str, str]],
-    ) -> None:
+    async def body(rig: Rig) -> None:
+        plane, events = rig.plane, rig.events
         procs = [w.process for w in plane.workers]
         await plane.drain(1.0, 0.0)
         assert all(w.drained.is_set() for w in plane.workers)
@@ -177,14 +155,8 @@ def test_drain_reaches_every_worker_and_close_leaves_none_running() -> None:
 
 
 def test_the_nodes_breaker_closes_once_no_worker_holds_it_open() -> None:
-    async def body(
-        plane: WorkerPlane,
-        core: RouterCore,
-        view: FakeView,
-        events: EventLog,
-        obs: FakeObserver,
-        announced: list[tuple[str, str]],
-    ) -> None:
+    async def body(rig: Rig) -> None:
+        plane, core, view = rig.plane, rig.core, rig.view
         await until(lambda: sum(1 for f in plane.families() if f) == 2, "reports")
         breaker = core.breaker("s")
         breaker.force_open(core.loop.time(), F.TIMEOUT, core.loop.time() + 0.05)

@@ -8,14 +8,14 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from hanode.http.server import ServerLimits
+from hanode.devtools.procs import free_port
 from hanode.policies.failure import FailureClass as F
 from hanode.pool.snapshot import PoolSnapshot
-from hanode.router.core import RouterSettings
 from hanode.workers.channel import Channel
 from hanode.workers.messages import Hello, Report
-from hanode.workers.worker import Worker, reuseport_socket
+from hanode.workers.worker import Worker
 from tests.unit.router.fakes import state
+from tests.unit.workers import support
 
 
 def snapshot(version: int, *names: str) -> PoolSnapshot:
@@ -23,21 +23,8 @@ def snapshot(version: int, *names: str) -> PoolSnapshot:
 
 
 def hello(**changes: Any) -> Hello:
-    base = Hello(
-        index=1,
-        workers=2,
-        host="127.0.0.1",
-        port=0,
-        settings=RouterSettings(),
-        limits=ServerLimits(),
-        tls_cert_file=None,
-        tls_key_file=None,
-        snapshot=snapshot(1, "a", "b"),
-        routers=1,
-    )
-    fields = {f: getattr(base, f) for f in base.__dataclass_fields__}
-    fields.update(changes)
-    return Hello(**fields)
+    """Worker 1 of 2 over replicas a and b."""
+    return support.hello(snapshot(1, "a", "b"), **{"index": 1, **changes})
 
 
 async def drain_messages(node: Channel, wanted: str, limit: int = 50) -> list[tuple[str, Any]]:
@@ -136,15 +123,18 @@ def test_passive_rows_slo_rows_inflight_and_reports_go_to_the_node() -> None:
     run(body)
 
 
+async def serving(w: Worker, node: Channel) -> asyncio.Task[int]:
+    """``w`` running on a free port, once it has said ready."""
+    w.hello = hello(port=free_port())
+    task = asyncio.get_running_loop().create_task(w.run())
+    kind, _pid = await asyncio.wait_for(node.recv(), 5)
+    assert kind == "ready"
+    return task
+
+
 def test_drain_from_the_node_stops_the_worker_and_says_drained() -> None:
     async def body(w: Worker, node: Channel) -> None:
-        listener = reuseport_socket("127.0.0.1", 0)
-        port = listener.getsockname()[1]
-        listener.close()
-        w.hello = hello(port=port)
-        task = asyncio.get_running_loop().create_task(w.run())
-        kind, _pid = await asyncio.wait_for(node.recv(), 5)
-        assert kind == "ready"
+        task = await serving(w, node)
         node.send("drain", (1.0, 0.0))
         msgs = await drain_messages(node, "drained")
         assert msgs[-1] == ("drained", 0)
@@ -155,13 +145,7 @@ def test_drain_from_the_node_stops_the_worker_and_says_drained() -> None:
 
 def test_a_closed_channel_means_the_node_is_gone_and_the_worker_stops() -> None:
     async def body(w: Worker, node: Channel) -> None:
-        listener = reuseport_socket("127.0.0.1", 0)
-        port = listener.getsockname()[1]
-        listener.close()
-        w.hello = hello(port=port)
-        task = asyncio.get_running_loop().create_task(w.run())
-        kind, _ = await asyncio.wait_for(node.recv(), 5)
-        assert kind == "ready"
+        task = await serving(w, node)
         node.close()
         assert await asyncio.wait_for(task, 10) == 0
 
