@@ -14,7 +14,6 @@ that keeps sending to the dead replica).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import signal
 from collections import Counter
@@ -26,6 +25,7 @@ from bench import llm_routers
 from bench.harness import HOST, BenchError, ProcGroup, failure_line, free_port, say
 from bench.nginx import Nginx
 from bench.sse import StreamOutcome, StreamTally, classify
+from bench.sse_client import KeepAlive
 from bench.targets import HANODE_VARIANTS, LITELLM, MODEL, VLLM_ROUTER, Extras, start_node
 from bench.venvs import Installed
 
@@ -108,40 +108,18 @@ async def _client(
 ) -> None:
     loop = asyncio.get_running_loop()
     request = _request(port, stream, settings.stream_tokens, headers)
-    reader: asyncio.StreamReader | None = None
-    writer: asyncio.StreamWriter | None = None
+    conn = KeepAlive(port)
     while loop.time() < stop_at:
-        tally = StreamTally()
-        error: BaseException | None = None
         t0 = loop.time()
-        try:
-            if writer is None:
-                reader, writer = await asyncio.open_connection(HOST, port)
-            assert reader is not None
-            writer.write(request)
-            while not tally.finished:
-                data = await asyncio.wait_for(reader.read(65536), 10.0)
-                if not data:
-                    tally.eof()
-                    break
-                tally.feed(data)
-        except (OSError, TimeoutError, ValueError) as exc:
-            error = exc
+        tally, error = await conn.exchange(request, lambda: 10.0)
         if stream:
             outcome = classify(tally, settings.stream_tokens, error)
         else:
             outcome = request_outcome(tally, error)
         out.append((t0, stream, outcome))
-        if error is not None or not tally.finished or tally.close:
-            if writer is not None:
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
-            reader = writer = None
-            if error is not None:
-                await asyncio.sleep(0.01)  # a refused connection must not spin
-    if writer is not None:
-        writer.close()
+        if error is not None:
+            await asyncio.sleep(0.01)  # a refused connection must not spin
+    await conn.close()
 
 
 async def _load(

@@ -16,7 +16,6 @@ the table.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import time
@@ -24,7 +23,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from bench.harness import HOST, cpu_seconds, say
-from bench.sse import StreamOutcome, StreamTally, classify
+from bench.sse import StreamOutcome, classify
+from bench.sse_client import KeepAlive
 from bench.targets import LITELLM, MODEL, Targets
 
 
@@ -103,42 +103,19 @@ async def _one_connection(
     idle_timeout_s: float,
 ) -> None:
     """``streams`` streams back to back, one keep-alive connection (re-opened when closed)."""
-    reader: asyncio.StreamReader | None = None
-    writer: asyncio.StreamWriter | None = None
+    conn = KeepAlive(port)
     loop = asyncio.get_running_loop()
     try:
         for _ in range(streams):
             if loop.time() >= deadline:
                 break
-            tally = StreamTally()
-            error: BaseException | None = None
             t0 = loop.time()
-            try:
-                if writer is None:
-                    reader, writer = await asyncio.open_connection(HOST, port)
-                assert reader is not None
-                writer.write(request)
-                while not tally.finished:
-                    left = min(idle_timeout_s, deadline - loop.time())
-                    data = await asyncio.wait_for(reader.read(65536), max(0.01, left))
-                    if not data:
-                        tally.eof()
-                        break
-                    tally.feed(data)
-            except (OSError, TimeoutError, ValueError) as exc:
-                error = exc
+            tally, error = await conn.exchange(
+                request, lambda: max(0.01, min(idle_timeout_s, deadline - loop.time()))
+            )
             out.append((classify(tally, want_chunks, error), loop.time() - t0))
-            if error is not None or not tally.finished or tally.close:
-                if writer is not None:
-                    writer.close()
-                    with contextlib.suppress(OSError):
-                        await writer.wait_closed()
-                reader = writer = None
     finally:
-        if writer is not None:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+        await conn.close()
 
 
 async def _streams(
