@@ -229,7 +229,7 @@ class AdmissionGate:
         """A request's end, for its model's and class's SLO (client errors are not counted)."""
         if 400 <= status < 500 and status != 429:
             return
-        self._series(model, cls).record(self.loop.time(), ok, duration_s if ok else None)
+        self._record_series(model, cls, ok, duration_s)
         self._inc(self.stats.class_requests, model, cls.name)
         if not ok:
             self._inc(self.stats.class_failures, model, cls.name)
@@ -241,7 +241,10 @@ class AdmissionGate:
         it in its own metrics already)."""
         cls = self.config.classes.get(class_name)
         if cls is not None:
-            self._series(model, cls).record(self.loop.time(), ok, duration_s if ok else None)
+            self._record_series(model, cls, ok, duration_s)
+
+    def _record_series(self, model: str, cls: RequestClass, ok: bool, duration_s: float) -> None:
+        self._series(model, cls).record(self.loop.time(), ok, duration_s if ok else None)
 
     def pool_changed(self) -> None:
         for mg in list(self._models.values()):

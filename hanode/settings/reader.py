@@ -137,17 +137,17 @@ class Table:
         return value
 
     def get_int_or_word(
-        self, key: str, default: int | str, word: str, *, ge: float | None = None
+        self, key: str, default: int | str | None, word: str, *, ge: float | None = None
     ) -> int | str:
         """An integer, or the one word that stands for a computed value (``"auto"``)."""
         value = self._raw(key, default)
         if key not in self.data:
-            return default
+            return default if default is not None else 0
         if value == word:
             return word
         if isinstance(value, bool) or not isinstance(value, int):
             self.error(key, f"expected an integer or {word!r}, got {kind(value)} ({show(value)})")
-            return default
+            return default if default is not None else 0
         if ge is not None and value < ge:
             self.error(key, f"must be >= {fmt_num(ge)} or {word!r}, got {value}")
         return value

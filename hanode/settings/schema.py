@@ -271,7 +271,7 @@ def _read(t: Table, s: Setting) -> Any:
     if hint is int:
         return t.get_int(key, default, ge=s.ge)
     if hint == int | str and s.choices:  # a count, or the word for "computed" ("auto")
-        return t.get_int_or_word(key, 1 if default is None else default, s.choices[0], ge=s.ge)
+        return t.get_int_or_word(key, default, s.choices[0], ge=s.ge)
     if hint is float:
         return t.get_float(key, default, gt=s.gt, ge=s.ge, le=s.le)
     if hint is Path:
