@@ -150,22 +150,6 @@ class WorkerPlane:
             )
         return self.hello.host, port
 
-    @staticmethod
-    async def _end(proc: asyncio.subprocess.Process, drained: bool) -> None:
-        """A drained worker exits by itself; then SIGTERM (it drains briefly), then SIGKILL."""
-        if drained:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), STOP_GRACE_S)
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), STOP_GRACE_S + 5.0)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-
     def _spawn_task(self, coro: Any) -> None:
         task = self.loop.create_task(coro)
         self._tasks.add(task)
@@ -389,6 +373,22 @@ class WorkerPlane:
             async with asyncio.timeout(max(timeout_s, notice_s) + STOP_GRACE_S):
                 for w in live:
                     await w.drained.wait()
+
+    @staticmethod
+    async def _end(proc: asyncio.subprocess.Process, drained: bool) -> None:
+        """A drained worker exits by itself; then SIGTERM (it drains briefly), then SIGKILL."""
+        if drained:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), STOP_GRACE_S)
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), STOP_GRACE_S + 5.0)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
 
     async def close(self) -> None:
         self._closing = True
